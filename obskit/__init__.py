@@ -1,0 +1,18 @@
+"""obskit: correlated logs, Prometheus metrics and OpenTelemetry traces from one ``init()``.
+
+Importing obskit does no work: no environment reads, threads, metric registrations
+or framework imports. Everything starts in :func:`init`.
+"""
+
+from obskit._runtime import Telemetry, init, shutdown
+from obskit._version import __version__
+from obskit.exceptions import ConfigError, ObskitError
+
+__all__ = [
+    "ConfigError",
+    "ObskitError",
+    "Telemetry",
+    "__version__",
+    "init",
+    "shutdown",
+]

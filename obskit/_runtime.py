@@ -1,0 +1,229 @@
+"""``init()`` and ``shutdown()``: build the pieces from Settings and install them in one slot.
+
+The installed :class:`Telemetry` is obskit's only mutable global. ``init()`` with
+the same settings returns it unchanged; with different settings it installs the
+new pipeline, then flushes and stops the old one. ``shutdown()`` empties the slot,
+so ``init()`` works again afterwards (tests rely on this).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from obskit import _safety, _settings
+from obskit._settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from obskit._export import GuardedExporter
+    from obskit._provider import SwitchableTracerProvider
+
+_log = logging.getLogger("obskit")
+_lock = threading.RLock()
+_current: Telemetry | None = None
+_switch: SwitchableTracerProvider | None = None
+_atexit_registered = False
+
+_NO_EXPORTER_HINT = (
+    "obskit: spans are created (their ids correlate logs) but not exported; "
+    "set OTEL_EXPORTER_OTLP_ENDPOINT (or init(traces_exporter='otlp'|'console')) to export them"
+)
+
+
+class Telemetry:
+    """The handle :func:`obskit.init` returns: the effective settings and what they built.
+
+    Attributes:
+        settings: The effective :class:`~obskit._settings.Settings` (with their sources).
+        resource: The OpenTelemetry resource, or ``None`` when obskit is disabled.
+        tracer_provider: obskit's SDK tracer provider, or ``None`` when disabled.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        resource: Resource | None = None,
+        tracer_provider: TracerProvider | None = None,
+        exporter: GuardedExporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resource = resource
+        self.tracer_provider = tracer_provider
+        self._exporter = exporter
+        self._stopped = False
+
+    @property
+    def disabled(self) -> bool:
+        """True when ``disabled`` (``OTEL_SDK_DISABLED``) made everything a no-op."""
+        return self.settings.disabled
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """Export buffered spans now; return whether that finished within ``timeout`` s."""
+        provider = self.tracer_provider
+        if provider is None or self._stopped:
+            return True
+        return _within(timeout or self.settings.shutdown_timeout, provider.force_flush, "flush")
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Shut down obskit if this handle is the installed one (see :func:`shutdown`)."""
+        with _lock:
+            if _current is self:
+                return shutdown(timeout)
+            return self._stop(timeout)
+
+    def _stop(self, timeout: float | None) -> bool:
+        with _lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+        provider = self.tracer_provider
+        if provider is None:
+            return True
+        # TracerProvider.shutdown() ends the batch thread after it exported what is
+        # queued; upstream does not bound that by time, so obskit does, then stops
+        # the exporter's retries so the abandoned thread ends soon too.
+        finished = _within(timeout or self.settings.shutdown_timeout, provider.shutdown, "shutdown")
+        if not finished and self._exporter is not None:
+            self._exporter.shutdown()
+        return finished
+
+    def __repr__(self) -> str:
+        name = self.settings.service_name or "(default name)"
+        state = "disabled" if self.disabled else self.settings.resolved_traces_exporter
+        return f"<obskit.Telemetry service={name} traces={state}>"
+
+
+def init(**settings: object) -> Telemetry:
+    """Set up obskit from arguments, ``OBSKIT_*`` and ``OTEL_*`` variables; return the handle.
+
+    Every keyword is a setting (see the configuration reference or ``obskit config``).
+    Calling it again with the same settings returns the same handle; with different
+    settings it replaces the previous setup cleanly.
+
+    Raises:
+        ConfigError: naming the setting, the bad value, its source and what is allowed.
+    """
+    global _current
+    effective = _settings.load(os.environ, settings)
+    with _lock:
+        previous = _current
+        if previous is not None and previous.settings == effective:
+            return previous
+        telemetry = _build(effective)
+        _install(telemetry)
+        _current = telemetry
+        _register_atexit()
+    if previous is not None:
+        previous._stop(previous.settings.shutdown_timeout)
+    if effective.traces_exporter is None and effective.resolved_traces_exporter == "none":
+        _log.info(_NO_EXPORTER_HINT)
+    return telemetry
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush pending spans within ``timeout`` seconds and uninstall obskit.
+
+    Safe to call twice and when obskit was never initialised. Also runs at
+    interpreter exit. Returns False if flushing did not finish in time (the
+    remaining spans are abandoned, the app is not held up).
+    """
+    global _current
+    with _lock:
+        telemetry, _current = _current, None
+        if telemetry is None:
+            return True
+        if _switch is not None:
+            from opentelemetry.trace import NoOpTracerProvider
+
+            _switch.switch(NoOpTracerProvider())
+        _safety.set_strict(False)
+    return telemetry._stop(timeout)
+
+
+def current() -> Telemetry | None:
+    """The installed handle, or ``None`` before ``init()`` and after ``shutdown()``."""
+    return _current
+
+
+def _build(settings: Settings) -> Telemetry:
+    if settings.disabled:
+        return Telemetry(settings)
+    from obskit._resource import build_resource
+    from obskit._tracing import build_pipeline
+
+    resource = build_resource(settings, os.environ)
+    provider, exporter = build_pipeline(settings, resource)
+    return Telemetry(settings, resource, provider, exporter)
+
+
+def _install(telemetry: Telemetry) -> None:
+    global _switch
+    _safety.set_strict(telemetry.settings.strict)
+    provider = telemetry.tracer_provider
+    if provider is None:
+        if _switch is not None:
+            from opentelemetry.trace import NoOpTracerProvider
+
+            _switch.switch(NoOpTracerProvider())
+        return
+    from opentelemetry import propagate, trace
+
+    from obskit._provider import SwitchableTracerProvider
+    from obskit._tracing import build_propagator
+
+    if _switch is None:
+        _switch = SwitchableTracerProvider()
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            trace.set_tracer_provider(_switch)
+        else:
+            _log.warning(
+                "obskit: another OpenTelemetry tracer provider was installed before init(); "
+                "spans from opentelemetry.trace.get_tracer() go to it, not to obskit"
+            )
+    _switch.switch(provider)
+    propagate.set_global_textmap(build_propagator(telemetry.settings))
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_shutdown_at_exit)
+        _atexit_registered = True
+
+
+def _shutdown_at_exit() -> None:
+    try:
+        shutdown()
+    except BaseException:  # at exit nothing is left to catch it
+        _log.debug("obskit: shutdown at exit failed", exc_info=True)
+
+
+def tracer_switch() -> SwitchableTracerProvider | None:
+    """The provider obskit installed globally (``None`` before the first enabled ``init()``)."""
+    return _switch
+
+
+def _within(timeout: float, action: Callable[[], object], what: str) -> bool:
+    """Run ``action()`` on a helper thread; wait at most ``timeout`` seconds for it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            action()
+        except Exception as error:
+            try:
+                _safety.report(what, error)
+            except Exception:
+                _log.debug("obskit: %s failed", what, exc_info=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"obskit-{what}", daemon=True).start()
+    return done.wait(timeout)

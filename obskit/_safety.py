@@ -1,0 +1,59 @@
+"""obskit's own failures after ``init()``: counted, logged at most every 10 s, not raised.
+
+Telemetry never breaks the app. Code on obskit's paths (export, shutdown, hooks)
+catches its own errors and hands them to :func:`report`. In strict mode (the
+``strict`` setting, which obskit's pytest plugin turns on) they are raised instead,
+so a test suite sees every internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+
+#: Seconds between two log lines about the same component.
+LOG_INTERVAL = 10.0
+
+_log = logging.getLogger("obskit")
+_lock = threading.Lock()
+_counts: Counter[str] = Counter()
+_last_logged: dict[str, float] = {}
+_strict = False
+
+
+def set_strict(strict: bool) -> None:
+    """Raise (``True``) or swallow (``False``) internal errors from now on."""
+    global _strict
+    _strict = strict
+
+
+def report(component: str, error: BaseException) -> None:
+    """Count an internal error of ``component``; log it if not logged recently.
+
+    Raises:
+        BaseException: ``error`` itself, in strict mode only.
+    """
+    now = time.monotonic()
+    with _lock:
+        _counts[component] += 1
+        due = now - _last_logged.get(component, -LOG_INTERVAL) >= LOG_INTERVAL
+        if due:
+            _last_logged[component] = now
+    if due:
+        _log.warning(
+            "obskit internal error in %s (logged at most every %.0f s): %r",
+            component,
+            LOG_INTERVAL,
+            error,
+            exc_info=error,
+        )
+    if _strict:
+        raise error
+
+
+def internal_errors() -> dict[str, int]:
+    """Internal errors counted so far, by component."""
+    with _lock:
+        return dict(_counts)

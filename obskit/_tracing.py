@@ -1,0 +1,171 @@
+"""The tracing pipeline: sampler, span limits, exporter and processor from Settings.
+
+``build_pipeline`` is pure: it returns a new SDK ``TracerProvider`` and touches no
+global. ``_runtime`` installs it behind :class:`~obskit._provider.SwitchableTracerProvider`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+
+from obskit._export import GuardedExporter
+from obskit._settings import Settings
+
+_DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
+
+
+def build_sampler(settings: Settings) -> Sampler:
+    """The head sampler named by ``traces_sampler`` (``OTEL_TRACES_SAMPLER``)."""
+    name = settings.traces_sampler
+    root: Sampler
+    base = name.removeprefix("parentbased_")
+    if base == "always_on":
+        root = ALWAYS_ON
+    elif base == "always_off":
+        root = ALWAYS_OFF
+    else:
+        root = TraceIdRatioBased(settings.traces_sampler_arg)
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def traces_endpoint(settings: Settings) -> str:
+    """The URL spans are sent to, following the OTLP exporter specification."""
+    if settings.otlp_traces_endpoint:
+        return settings.otlp_traces_endpoint
+    base = settings.otlp_endpoint or _DEFAULT_ENDPOINTS[settings.otlp_protocol]
+    if settings.otlp_protocol == "grpc":
+        return base
+    return base.rstrip("/") + "/v1/traces"
+
+
+def build_exporter(settings: Settings) -> SpanExporter | None:
+    """The span exporter for ``traces_exporter``, or ``None`` for ``none``."""
+    exporter = settings.resolved_traces_exporter
+    if exporter == "console":
+        return ConsoleSpanExporter(out=_Stderr(), formatter=console_line)  # type: ignore[arg-type]
+    if exporter == "none":
+        return None
+    endpoint = traces_endpoint(settings)
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        grpc_exporter: SpanExporter = GrpcExporter(
+            endpoint=endpoint,
+            insecure=endpoint.startswith("http://"),
+            headers=dict(settings.otlp_headers),
+            timeout=settings.otlp_timeout,
+        )
+        return grpc_exporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    http_exporter: SpanExporter = HttpExporter(
+        endpoint=endpoint,
+        headers=dict(settings.otlp_headers),
+        timeout=settings.otlp_timeout,
+    )
+    return http_exporter
+
+
+def build_pipeline(
+    settings: Settings, resource: Resource
+) -> tuple[TracerProvider, GuardedExporter | None]:
+    """A new SDK tracer provider with the sampler, limits and exporter of ``settings``.
+
+    Returns the provider and its (guarded) exporter, which ``shutdown()`` aborts when
+    its deadline passes.
+
+    The console exporter writes each span as it ends (a developer watches it); OTLP
+    goes through a bounded batch queue on a background thread, so a slow collector
+    never costs request latency.
+    """
+    provider = TracerProvider(
+        sampler=build_sampler(settings),
+        resource=resource,
+        span_limits=SpanLimits(max_span_attribute_length=settings.attribute_value_length_limit),
+        # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
+        shutdown_on_exit=False,
+    )
+    exporter = build_exporter(settings)
+    if exporter is None:
+        return provider, None
+    guarded = GuardedExporter(exporter)
+    if isinstance(exporter, ConsoleSpanExporter):
+        provider.add_span_processor(SimpleSpanProcessor(guarded))
+    else:
+        provider.add_span_processor(BatchSpanProcessor(guarded))
+    return provider, guarded
+
+
+def build_propagator(settings: Settings) -> Any:
+    """A composite text-map propagator for ``propagators`` (``OTEL_PROPAGATORS``)."""
+    from importlib.metadata import entry_points
+
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    chosen: list[Any] = []
+    for name in settings.propagators:
+        if name == "tracecontext":
+            chosen.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            chosen.append(W3CBaggagePropagator())
+        elif name != "none":
+            (entry,) = entry_points(group="opentelemetry_propagator", name=name)
+            chosen.append(entry.load()())
+    return CompositePropagator(chosen)
+
+
+def console_line(span: ReadableSpan) -> str:
+    """One compact JSON line per finished span (the resource is left out: it never changes)."""
+    context = span.get_span_context()
+    parent = span.parent
+    start, end = span.start_time or 0, span.end_time or 0
+    record = {
+        "span": span.name,
+        "trace_id": format(context.trace_id, "032x") if context else None,
+        "span_id": format(context.span_id, "016x") if context else None,
+        "parent_id": format(parent.span_id, "016x") if parent else None,
+        "kind": span.kind.name,
+        "duration_ms": round((end - start) / 1e6, 3),
+        "status": span.status.status_code.name,
+        "attributes": dict(span.attributes or {}),
+    }
+    return json.dumps(record, default=str) + "\n"
+
+
+class _Stderr:  # an IO[str] for the two methods ConsoleSpanExporter calls
+    """A stream that writes to whatever ``sys.stderr`` is at write time.
+
+    Looking it up late keeps console spans visible when a test runner or a
+    daemoniser replaces ``sys.stderr`` after ``init()``.
+    """
+
+    def write(self, text: str) -> int:
+        stream: IO[str] = sys.stderr
+        return stream.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

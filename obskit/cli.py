@@ -1,0 +1,65 @@
+"""The ``obskit`` command: ``obskit config`` shows the effective settings and their sources."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from obskit._settings import load
+from obskit.exceptions import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``obskit`` command line; return the exit code."""
+    parser = argparse.ArgumentParser(prog="obskit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    config = commands.add_parser(
+        "config", help="print every effective setting with its value and source"
+    )
+    config.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="pass a setting as if it were an init() argument (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    return _config(args.set)
+
+
+def _config(assignments: list[str]) -> int:
+    overrides: dict[str, object] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep:
+            print(f"obskit: --set expects NAME=VALUE, got {assignment!r}", file=sys.stderr)
+            return 2
+        overrides[name.strip()] = text
+    try:
+        settings = load(os.environ, overrides)
+    except ConfigError as error:
+        print(f"obskit: {error}", file=sys.stderr)
+        return 2
+    rows = [("SETTING", "VALUE", "SOURCE")]
+    for name, source in settings.sources.items():
+        value: object = getattr(settings, name)
+        if name == "otlp_headers":  # header values are often credentials
+            value = dict.fromkeys(settings.otlp_headers, "***")
+        rows.append((name, _show(value), source))
+    rows.append(("(traces exporter in effect)", settings.resolved_traces_exporter, "derived"))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, shown, source in rows:
+        print(f"{name:<{widths[0]}}  {shown:<{widths[1]}}  {source}")
+    return 0
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items()) or "-"
+    return str(value)

@@ -1,0 +1,181 @@
+"""Real OTLP receivers for the tests: HTTP and gRPC servers on 127.0.0.1 that decode
+the protobuf the exporters send, plus a black hole that accepts and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+
+@dataclass
+class ReceivedSpan:
+    """One decoded span with the attributes of the resource it came with."""
+
+    name: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: int
+
+
+def _value(value: AnyValue) -> Any:
+    field = value.WhichOneof("value")
+    if field == "array_value":
+        return [_value(item) for item in value.array_value.values]
+    return getattr(value, field) if field else None
+
+
+def decode(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:
+    """Flatten an export request into spans."""
+    for resource_spans in request.resource_spans:
+        resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield ReceivedSpan(
+                    name=span.name,
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_span_id=span.parent_span_id.hex(),
+                    kind=span.kind,
+                    attributes={a.key: _value(a.value) for a in span.attributes},
+                    resource=resource,
+                    status_code=span.status.code,
+                )
+
+
+class _Store:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: list[ReceivedSpan] = []
+        self.requests = 0
+        self.headers: list[dict[str, str]] = []
+
+    def add(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, headers: dict[str, str]
+    ) -> None:
+        with self._lock:
+            self.requests += 1
+            self.headers.append(headers)
+            self._spans.extend(decode(request))
+
+    @property
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
+        """Wait until at least ``count`` spans arrived; return them all."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            spans = self.spans
+            if len(spans) >= count:
+                return spans
+            time.sleep(0.02)
+        return self.spans
+
+
+class OtlpHttpReceiver(_Store):
+    """An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        store = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path != "/v1/traces":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                store.add(request, {k.lower(): v for k, v in self.headers.items()})
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class OtlpGrpcReceiver(_Store):
+    """An OTLP/gRPC trace receiver on 127.0.0.1 (a real grpcio server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        store = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                store.add(request, dict(context.invocation_metadata()))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server.start()
+
+    def close(self) -> None:
+        self._server.stop(grace=None).wait()
+
+
+class BlackHole:
+    """A TCP port that accepts connections and never reads or answers."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(64)
+        self.port = self._socket.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._held: list[socket.socket] = []
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._socket.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            self._held.append(connection)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._thread.join()
+        for connection in self._held:
+            connection.close()
+        self._socket.close()

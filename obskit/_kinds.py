@@ -9,7 +9,6 @@ setting and the source.
 
 from __future__ import annotations
 
-import difflib
 import math
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -61,6 +60,8 @@ class Choice:
     def parse(self, value: object, source: str) -> str:
         word = _text(value, self.describe()).lower()
         if word not in self.options:
+            import difflib  # only on the error path: keeps `import obskit` cheap
+
             close = difflib.get_close_matches(word, self.options, n=1)
             raise Invalid(self.describe(), f"did you mean {close[0]!r}?" if close else "")
         return word

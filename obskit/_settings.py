@@ -14,9 +14,6 @@ variable that is empty counts as unset (as the OpenTelemetry specification says)
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import importlib.metadata
-import importlib.util
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +229,8 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, object]) -> Setting
     known = names()
     for name, value in overrides.items():
         if name not in known:
+            import difflib  # only on the error path: keeps `import obskit` cheap
+
             close = difflib.get_close_matches(name, known, n=1)
             raise ConfigError(
                 name,
@@ -272,6 +271,9 @@ def _pick(
 
 def _check(settings: Settings) -> None:
     """Checks that span several settings or the installed packages."""
+    import importlib.metadata
+    import importlib.util
+
     if settings.disabled:
         return
     if settings.resolved_traces_exporter == "otlp":

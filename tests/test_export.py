@@ -138,3 +138,12 @@ def test_unsampled_spans_are_not_exported_but_have_ids(http_receiver: OtlpHttpRe
     assert not context.trace_flags.sampled
     obskit.shutdown(timeout=10)
     assert http_receiver.spans == []
+
+
+def test_force_flush_sends_buffered_spans_now(http_receiver: OtlpHttpReceiver) -> None:
+    """Telemetry.force_flush() exports what is queued without waiting for the batch delay."""
+    handle = obskit.init(otlp_endpoint=http_receiver.endpoint)
+    _make_trace()
+    assert http_receiver.spans == []
+    assert handle.force_flush(timeout=10) is True
+    assert len(http_receiver.spans) == 2

@@ -1,0 +1,52 @@
+"""Whole-process import cost: `import obskit` and `import obskit; obskit.init()` against
+importing obskit's dependencies alone, median of interleaved process runs.
+
+Run: ``python benchmarks/bench_import.py [runs]``. Prints a table of medians, the
+min–max spread and the ratio to the floor (the dependencies alone), measured in
+the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CASES = {
+    "python -c pass (interpreter)": "pass",
+    "floor: import otel sdk, prometheus_client, structlog, wrapt": (
+        "import opentelemetry.sdk.trace, prometheus_client, structlog, wrapt"
+    ),
+    "import obskit": "import obskit",
+    "import obskit; obskit.init()": "import obskit; obskit.init(traces_exporter='none')",
+}
+FLOOR = "floor: import otel sdk, prometheus_client, structlog, wrapt"
+
+
+def _time(code: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    samples: dict[str, list[float]] = {name: [] for name in CASES}
+    for name, code in CASES.items():  # warm the file cache once
+        _time(code, env)
+    for _ in range(runs):
+        for name, code in CASES.items():  # interleaved, so drift hits every case alike
+            samples[name].append(_time(code, env))
+    floor = statistics.median(samples[FLOOR])
+    print(f"{'case':<62} {'median ms':>10} {'min-max ms':>15} {'x floor':>8}")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        spread = f"{min(values) * 1e3:.0f}-{max(values) * 1e3:.0f}"
+        print(f"{name:<62} {median * 1e3:>10.1f} {spread:>15} {median / floor:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 importing obskit's dependencies alone, median of interleaved process runs.
 
 Run: ``python benchmarks/bench_import.py [runs]``. Prints a table of medians, the
-min–max spread and the ratio to the floor (the dependencies alone), measured in
+min-max spread and the ratio to the floor (the dependencies alone), measured in
 the same run.
 """
 
@@ -35,7 +35,7 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
     samples: dict[str, list[float]] = {name: [] for name in CASES}
-    for name, code in CASES.items():  # warm the file cache once
+    for code in CASES.values():  # warm the file cache once
         _time(code, env)
     for _ in range(runs):
         for name, code in CASES.items():  # interleaved, so drift hits every case alike

@@ -4,6 +4,8 @@ Importing obskit does no work: no environment reads, threads, metric registratio
 or framework imports. Everything starts in :func:`init`.
 """
 
+from obskit import context
+from obskit._api import bind, get_logger, unbind
 from obskit._runtime import Telemetry, init, shutdown
 from obskit._version import __version__
 from obskit.exceptions import ConfigError, ObskitError
@@ -13,6 +15,10 @@ __all__ = [
     "ObskitError",
     "Telemetry",
     "__version__",
+    "bind",
+    "context",
+    "get_logger",
     "init",
     "shutdown",
+    "unbind",
 ]

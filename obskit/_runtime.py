@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -57,6 +58,13 @@ class Telemetry:
         self.resource = resource
         self.tracer_provider = tracer_provider
         self._exporter = exporter
+        #: Fields every log line carries (service identity), from the resource.
+        self.log_fields: dict[str, str] = {}
+        if resource is not None:
+            for key in ("service.name", "service.version", "deployment.environment.name"):
+                value = resource.attributes.get(key)
+                if value is not None:
+                    self.log_fields[key] = str(value)
         self._stopped = False
 
     @property
@@ -143,6 +151,7 @@ def shutdown(timeout: float | None = None) -> bool:
             from opentelemetry.trace import NoOpTracerProvider
 
             _switch.switch(NoOpTracerProvider())
+        _uninstall_logs()
         _safety.set_strict(False)
     return telemetry._stop(timeout)
 
@@ -172,9 +181,11 @@ def _install(telemetry: Telemetry) -> None:
             from opentelemetry.trace import NoOpTracerProvider
 
             _switch.switch(NoOpTracerProvider())
+        _uninstall_logs()
         return
     from opentelemetry import propagate, trace
 
+    from obskit import _logging_setup
     from obskit._provider import SwitchableTracerProvider
     from obskit._tracing import build_propagator
 
@@ -189,6 +200,14 @@ def _install(telemetry: Telemetry) -> None:
             )
     _switch.switch(provider)
     propagate.set_global_textmap(build_propagator(telemetry.settings))
+    _logging_setup.install(telemetry.settings, telemetry.log_fields)
+
+
+def _uninstall_logs() -> None:
+    if "obskit._logging_setup" in sys.modules:  # never installed: nothing to undo
+        from obskit import _logging_setup
+
+        _logging_setup.uninstall()
 
 
 def _register_atexit() -> None:

@@ -53,6 +53,12 @@ def report(component: str, error: BaseException) -> None:
         raise error
 
 
+def count(component: str) -> None:
+    """Count a failure without logging it: for the log writer, where logging would recurse."""
+    with _lock:
+        _counts[component] += 1
+
+
 def internal_errors() -> dict[str, int]:
     """Internal errors counted so far, by component."""
     with _lock:

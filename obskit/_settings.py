@@ -168,6 +168,36 @@ class Settings:
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     )
+    log_level: str = _setting(
+        "info",
+        Choice(("debug", "info", "warning", "error", "critical")),
+        "Lowest level written, for obskit loggers and (with `log_stdlib`) the root logger.",
+        "OBSKIT_LOG_LEVEL",
+    )
+    log_format: str = _setting(
+        "auto",
+        Choice(("auto", "json", "console")),
+        "Log lines as JSON (for shippers) or coloured console text; `auto`: console on a TTY.",
+        "OBSKIT_LOG_FORMAT",
+    )
+    log_stream: str = _setting(
+        "stdout",
+        Choice(("stdout", "stderr")),
+        "Where log lines are written.",
+        "OBSKIT_LOG_STREAM",
+    )
+    log_stdlib: bool = _setting(
+        True,
+        Flag(),
+        "Replace the root `logging` handlers so every library's records use the same format.",
+        "OBSKIT_LOG_STDLIB",
+    )
+    log_max_line_bytes: int = _setting(
+        16384,
+        Number(1024, 1_048_576, integer=True),
+        "Longest log line; longer events are cut (marked `truncated`), never split.",
+        "OBSKIT_LOG_MAX_LINE_BYTES",
+    )
     shutdown_timeout: float = _setting(
         5.0,
         Number(0, 300, open_low=True),

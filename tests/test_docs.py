@@ -22,11 +22,29 @@ def _python_blocks(page: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(encoding="utf-8"), re.S)
 
 
-@pytest.mark.parametrize("page", ["quickstart.md"])
-def test_python_snippets_run(page: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every Python block of the page runs as written."""
+def _run_blocks(page: str) -> None:
     blocks = _python_blocks(page)
     assert blocks
     for block in blocks:
         exec(compile(block, f"{page}-snippet", "exec"), {"__name__": "__snippet__"})
+
+
+def test_quickstart_snippets_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every Python block of the quickstart runs as written and prints its span."""
+    _run_blocks("quickstart.md")
     assert '"span": "charge-card"' in capsys.readouterr().err
+
+
+def test_logs_snippets_run_and_print_what_the_page_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The logs page's examples run, and their lines have the fields the page shows."""
+    import json
+
+    _run_blocks("logs.md")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    charged = next(line for line in lines if line["event"] == "card charged")
+    retrying = next(line for line in lines if line["event"] == "retrying")
+    assert charged["trace_id"] == retrying["trace_id"]
+    assert charged["request_id"] == retrying["request_id"] == "r-42"
+    assert {line.get("item") for line in lines if line["event"] == "processing"} == {1, 2}

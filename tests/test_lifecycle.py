@@ -77,11 +77,12 @@ def test_different_settings_replace_the_pipeline_cleanly(
 ) -> None:
     """Re-init with new settings flushes the old pipeline, leaves one thread, warns nothing."""
     caplog.set_level(logging.WARNING)
-    first = obskit.init(service_name="a", otlp_endpoint=http_receiver.endpoint)
+    # log_stdlib=False keeps pytest's capture handler on the root logger.
+    first = obskit.init(service_name="a", otlp_endpoint=http_receiver.endpoint, log_stdlib=False)
     cached_tracer = trace.get_tracer("cached.at.import")
     with cached_tracer.start_as_current_span("before"):
         pass
-    second = obskit.init(service_name="b", otlp_endpoint=http_receiver.endpoint)
+    second = obskit.init(service_name="b", otlp_endpoint=http_receiver.endpoint, log_stdlib=False)
     assert second is not first
     with cached_tracer.start_as_current_span("after"):
         pass
@@ -115,7 +116,9 @@ def test_init_from_eight_threads_builds_one_pipeline(http_receiver: OtlpHttpRece
 
     def start() -> None:
         barrier.wait()
-        handles.append(obskit.init(service_name="race", otlp_endpoint=http_receiver.endpoint))
+        handles.append(
+            obskit.init(service_name="race", otlp_endpoint=http_receiver.endpoint, log_stdlib=False)
+        )
 
     with _no_warnings():
         threads = [threading.Thread(target=start) for _ in range(8)]
@@ -159,19 +162,20 @@ def test_disabled_starts_no_threads_and_opens_no_sockets(monkeypatch: pytest.Mon
     assert _sockets() == sockets
 
 
-def test_no_exporter_logs_one_hint_and_still_makes_spans(caplog: pytest.LogCaptureFixture) -> None:
+def test_no_exporter_logs_one_hint_and_still_makes_spans(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Without an exporter, spans still get ids and init() says once how to export them."""
-    caplog.set_level(logging.INFO, logger="obskit")
     obskit.init(service_name="quiet")
-    hints = [
-        r.getMessage() for r in caplog.records if "OTEL_EXPORTER_OTLP_ENDPOINT" in r.getMessage()
-    ]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    hints = [line for line in lines if "OTEL_EXPORTER_OTLP_ENDPOINT" in line["event"]]
     assert len(hints) == 1
+    assert hints[0]["logger"] == "obskit"
+    assert hints[0]["level"] == "info"
     with trace.get_tracer("t").start_as_current_span("local") as span:
         assert span.get_span_context().is_valid
-    caplog.clear()
     obskit.init(service_name="quiet", traces_exporter="none")
-    assert not [r for r in caplog.records if "OTEL_EXPORTER_OTLP_ENDPOINT" in r.getMessage()]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in capsys.readouterr().out
 
 
 def test_console_exporter_prints_each_span(capsys: pytest.CaptureFixture[str]) -> None:

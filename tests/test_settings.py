@@ -46,6 +46,11 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     ],
     "attribute_value_length_limit": [("100", 100), ("200", 200), ("300", 300)],
     "shutdown_timeout": [("1", 1.0), ("2", 2.0), ("3", 3.0)],
+    "log_level": [("debug", "debug"), ("warning", "warning"), ("error", "error")],
+    "log_format": [("json", "json"), ("console", "console"), ("auto", "auto")],
+    "log_stream": [("stderr", "stderr"), ("stdout", "stdout"), ("stdout", "stdout")],
+    "log_stdlib": [("false", False), ("true", True), ("true", True)],
+    "log_max_line_bytes": [("2048", 2048), ("4096", 4096), ("8192", 8192)],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
 }
@@ -84,6 +89,8 @@ ARGUMENTS: dict[str, tuple[object, Any]] = {
     "otlp_timeout": (4, 4.0),
     "attribute_value_length_limit": (400, 400),
     "disabled": (False, False),
+    "log_stream": ("stdout", "stdout"),
+    "log_stdlib": (True, True),
     "strict": (False, False),
 }
 

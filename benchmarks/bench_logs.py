@@ -1,0 +1,139 @@
+"""Cost per log line inside an active span, rendered as JSON to /dev/null.
+
+Cases, interleaved round by round in one process so drift hits each alike:
+
+- floor: a hand-written structlog pipeline with the same fields (timestamp, level,
+  logger, trace/span ids from ``get_current_span()``, service name, JSONRenderer,
+  WriteLogger to /dev/null, filtering bound logger);
+- obskit: ``obskit.get_logger(...).info(...)`` after ``obskit.init()``;
+- obskit via logging: a stdlib ``logging`` record through obskit's bridge;
+- stdlib + python-json-logger + OpenTelemetry's logging instrumentation (skipped
+  with a note when those packages are absent: ``pip install -e '.[bench]'``).
+
+Run: ``python benchmarks/bench_logs.py [rounds] [calls]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+
+import obskit
+
+Case = Callable[[int], float]
+
+
+def floor_logger(devnull: Any) -> Any:
+    def trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event["trace_id"] = format(context.trace_id, "032x")
+            event["span_id"] = format(context.span_id, "016x")
+        return event
+
+    def service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["service.name"] = "bench"
+        return event
+
+    return structlog.wrap_logger(
+        structlog.WriteLogger(devnull),
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            trace_ids,
+            service,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        context_class=dict,
+    ).bind(logger="bench.floor")
+
+
+def stdlib_json_logger(devnull: Any) -> logging.Logger | None:
+    try:
+        from opentelemetry.instrumentation.logging import LoggingInstrumentor
+        from pythonjsonlogger.json import JsonFormatter
+    except ImportError:
+        return None
+    LoggingInstrumentor().instrument(set_logging_format=False)
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(otelTraceID)s %(otelSpanID)s "
+            "%(otelServiceName)s"
+        )
+    )
+    logger = logging.getLogger("bench.stdlib")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def timed(call: Callable[[], Any]) -> Case:
+    def run(calls: int) -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        return (time.perf_counter() - started) / calls
+
+    return run
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    calls = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - kept open for the whole run
+    real_stdout = sys.stdout
+    obskit.init(service_name="bench", log_format="json", traces_exporter="none")
+    floor = floor_logger(devnull)
+    ours = obskit.get_logger("bench.obskit")
+    bridged = logging.getLogger("bench.bridged")
+    stdlib = stdlib_json_logger(devnull)
+    cases: dict[str, Case] = {
+        "floor: hand-written structlog": timed(lambda: floor.info("order placed", items=3)),
+        "obskit.get_logger().info": timed(lambda: ours.info("order placed", items=3)),
+        "logging via obskit bridge": timed(
+            lambda: bridged.info("order placed", extra={"items": 3})
+        ),
+    }
+    if stdlib is not None:
+        cases["stdlib + python-json-logger + otel"] = timed(
+            lambda: stdlib.info("order placed", extra={"items": 3})
+        )
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    tracer = trace.get_tracer("bench")
+    sys.stdout = devnull  # obskit writes to sys.stdout; send it where the floor writes
+    try:
+        with tracer.start_as_current_span("request"):
+            for case in cases.values():  # warm-up
+                case(calls // 10)
+            for _ in range(rounds):
+                for name, case in cases.items():
+                    samples[name].append(case(calls))
+    finally:
+        sys.stdout = real_stdout
+    floor_median = statistics.median(samples["floor: hand-written structlog"])
+    print(f"per log line inside a span, {rounds} rounds x {calls} calls, JSON to /dev/null")
+    print(f"{'case':<40} {'median us':>10} {'min-max us':>14} {'x floor':>8}")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        spread = f"{min(values) * 1e6:.2f}-{max(values) * 1e6:.2f}"
+        print(f"{name:<40} {median * 1e6:>10.2f} {spread:>14} {median / floor_median:>8.2f}")
+    if stdlib is None:
+        print("note: python-json-logger / opentelemetry-instrumentation-logging not installed;")
+        print("      pip install -e '.[bench]' to include the stdlib case")
+    obskit.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The log pipeline: structlog processors, the JSON/console renderers, the stdlib bridge.
+
+One :class:`Pipeline` (level, processor chains, output stream) is shared by every
+logger obskit hands out and by the handler it puts on the root ``logging`` logger,
+so structlog calls and third-party ``logging`` records render identically. ``init()``
+replaces the pipeline's contents *in place*: loggers created at import time, before
+``init()``, pick up the configuration when they are called.
+
+Fields (the log line contract): ``timestamp`` (RFC 3339 UTC), ``level``, ``event``,
+``logger``, ``service.name`` (+ version, environment), ``trace_id``/``span_id``
+whenever a valid span is current (sampled or not), bound and passed key/values,
+and exceptions as ``exception.type``/``exception.message``/``exception.stacktrace``
+(the OpenTelemetry semantic-convention names).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+import threading
+import traceback
+import weakref
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import structlog
+from opentelemetry.trace import get_current_span
+
+from obskit import _safety
+from obskit._render import render_json, safe_repr
+
+EventDict = MutableMapping[str, Any]
+Processor = Callable[[Any, str, EventDict], Any]
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+#: structlog method names and the level each logs at.
+_METHODS = {
+    "debug": "debug",
+    "info": "info",
+    "msg": "info",
+    "warning": "warning",
+    "warn": "warning",
+    "error": "error",
+    "exception": "error",
+    "critical": "critical",
+    "fatal": "critical",
+}
+#: LogRecord attributes that are not user ``extra=`` fields.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
+)
+
+
+# --- processors -----------------------------------------------------------------
+
+
+def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
+    """Add ``trace_id``/``span_id`` of the current span when it is valid (sampled or not)."""
+    context = get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
+
+
+def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
+    """Turn ``exc_info`` into ``exception.type``/``.message``/``.stacktrace`` fields."""
+    exc_info = event.pop("exc_info", None)
+    if not exc_info:
+        return event
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    kind, error, trace = exc_info
+    if kind is None:
+        return event
+    event["exception.type"] = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    try:
+        event["exception.message"] = str(error)
+    except Exception:
+        event["exception.message"] = safe_repr(error)
+    try:
+        event["exception.stacktrace"] = "".join(traceback.format_exception(kind, error, trace))
+    except Exception:
+        event["exception.stacktrace"] = "<traceback could not be formatted>"
+    return event
+
+
+def _add_level(logger: Any, method: str, event: EventDict) -> EventDict:
+    event["level"] = _METHODS.get(method, method)
+    return event
+
+
+def _add_logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
+    name = getattr(logger, "name", None)
+    if name is not None and "logger" not in event:
+        event["logger"] = name
+    return event
+
+
+def _short_trace(logger: Any, method: str, event: EventDict) -> EventDict:
+    """Console only: show 8 hex digits of the trace id instead of both full ids."""
+    trace_id = event.pop("trace_id", None)
+    event.pop("span_id", None)
+    if trace_id:
+        event["trace"] = trace_id[:8]
+    return event
+
+
+# --- output ---------------------------------------------------------------------
+
+
+class LineWriter:
+    """Writes whole lines to ``sys.stdout``/``sys.stderr`` (looked up per line).
+
+    A closed or broken stream (``EPIPE``) never raises into the app: the line is
+    dropped and counted. It does not log about it, which would recurse into itself.
+    """
+
+    def __init__(self, stream: str = "stdout") -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            # A lock held by another thread at fork time would stay held in the child.
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+
+    def msg(self, line: str) -> None:
+        try:
+            stream = getattr(sys, self.stream)
+            with self._lock:
+                stream.write(line + "\n")
+                stream.flush()
+        except Exception:
+            _safety.count("log_write")
+
+    debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+def _renew_lock(ref: weakref.ref[LineWriter]) -> None:
+    writer = ref()
+    if writer is not None:
+        writer._lock = threading.Lock()
+
+
+class Pipeline:
+    """What every obskit logger and the stdlib bridge share; replaced in place by init()."""
+
+    def __init__(self) -> None:
+        self.level = LEVELS["info"]
+        self.writer = LineWriter()
+        self.structlog_chain: list[Processor] = []
+        self.record_chain: list[Processor] = []
+        self.configure(fields={}, renderer="json", max_bytes=16384)
+
+    def configure(
+        self,
+        fields: dict[str, str],
+        renderer: str,
+        max_bytes: int,
+        level: str = "info",
+        stream: str = "stdout",
+        colors: bool = False,
+    ) -> None:
+        """Swap the chains' contents (same list objects: existing loggers follow)."""
+
+        def add_fields(logger: Any, method: str, event: EventDict) -> EventDict:
+            for key, value in fields.items():
+                event.setdefault(key, value)
+            return event
+
+        tail: list[Processor]
+        if renderer == "console":
+            console = structlog.dev.ConsoleRenderer(colors=colors)
+            tail = [_short_trace, console]
+        else:
+
+            def render(logger: Any, method: str, event: EventDict) -> str:
+                return render_json(event, max_bytes)
+
+            tail = [add_exception_fields, render]
+        merge = structlog.contextvars.merge_contextvars
+        timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
+        stack = structlog.processors.StackInfoRenderer()
+        self.structlog_chain[:] = [
+            merge,
+            _add_level,
+            _add_logger_name,
+            timestamp,
+            add_trace_context,
+            add_fields,
+            stack,
+            *tail,
+        ]
+        # Records arrive with level, logger and time already set by the bridge.
+        self.record_chain[:] = [merge, add_trace_context, add_fields, *tail]
+        self.level = LEVELS[level]
+        self.writer.stream = stream
+
+
+_pipeline: Pipeline | None = None
+_pipeline_lock = threading.Lock()
+
+
+def pipeline() -> Pipeline:
+    """The shared pipeline, created on first use (JSON on stdout at INFO until init())."""
+    global _pipeline
+    if _pipeline is None:
+        with _pipeline_lock:
+            if _pipeline is None:
+                _pipeline = Pipeline()
+    return _pipeline
+
+
+# --- loggers --------------------------------------------------------------------
+
+
+class Logger(structlog.BoundLoggerBase):
+    """obskit's structlog bound logger: level-filtered, and never raises into the app."""
+
+    def _log(self, method: str, level: int, event: object, args: tuple[Any, ...], kw: Any) -> Any:
+        if level < pipeline().level:
+            return None
+        try:
+            text = None if event is None else str(event) % args if args else str(event)
+            return self._proxy_to_logger(method, text, **kw)
+        except Exception as error:
+            _safety.report("logs", error)
+            return None
+
+    def debug(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        return self._log("debug", 10, event, args, kw)
+
+    def info(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        return self._log("info", 20, event, args, kw)
+
+    msg = info
+
+    def warning(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        return self._log("warning", 30, event, args, kw)
+
+    warn = warning
+
+    def error(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        return self._log("error", 40, event, args, kw)
+
+    def exception(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        kw.setdefault("exc_info", True)
+        return self._log("exception", 40, event, args, kw)
+
+    def critical(self, event: object = None, *args: Any, **kw: Any) -> Any:
+        return self._log("critical", 50, event, args, kw)
+
+    fatal = critical
+
+    def log(self, level: int, event: object = None, *args: Any, **kw: Any) -> Any:
+        name = logging.getLevelName(level).lower()
+        return self._log(name if name in LEVELS else "info", level, event, args, kw)
+
+
+def get_logger(name: str) -> Logger:
+    """A logger named ``name`` that renders through the shared pipeline."""
+    shared = pipeline()
+    return Logger(shared.writer, shared.structlog_chain, {"logger": name})
+
+
+class _NamedOutput:
+    """What ``structlog.get_logger(name)`` writes to: the shared writer, plus a name."""
+
+    def __init__(self, name: str | None, writer: LineWriter) -> None:
+        self.name = name
+        self._writer = writer
+
+    def msg(self, line: str) -> None:
+        self._writer.msg(line)
+
+    debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+def structlog_settings(shared: Pipeline) -> dict[str, Any]:
+    """``structlog.configure()`` arguments that route structlog.get_logger() to ``shared``."""
+
+    def factory(*args: Any) -> _NamedOutput:
+        return _NamedOutput(str(args[0]) if args else None, shared.writer)
+
+    return {
+        "processors": shared.structlog_chain,
+        "wrapper_class": Logger,
+        "logger_factory": factory,
+        "context_class": dict,
+        "cache_logger_on_first_use": False,
+    }
+
+
+# --- stdlib bridge ----------------------------------------------------------------
+
+
+class BridgeHandler(logging.Handler):
+    """Renders ``logging`` records through the shared pipeline (same fields, same ids)."""
+
+    def __init__(self, shared: Pipeline) -> None:
+        super().__init__(logging.NOTSET)
+        self._pipeline = shared
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event: dict[str, Any] = {
+                "event": record.getMessage(),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "timestamp": _rfc3339(record.created),
+            }
+            for key, value in record.__dict__.items():
+                if key not in _RECORD_ATTRS and not key.startswith("_"):
+                    event[key] = value  # fields passed with extra={...}
+            if record.exc_info:
+                event["exc_info"] = record.exc_info
+            if record.stack_info:
+                event["stack"] = record.stack_info
+            result: Any = event
+            for processor in self._pipeline.record_chain:
+                result = processor(None, event["level"], result)
+            self._pipeline.writer.msg(result)
+        except Exception:
+            _safety.count("logs")
+
+    def handleError(self, record: logging.LogRecord) -> None:  # never print to stderr
+        _safety.count("logs")
+
+
+def _rfc3339(created: float) -> str:
+    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")

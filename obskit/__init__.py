@@ -5,7 +5,18 @@ or framework imports. Everything starts in :func:`init`.
 """
 
 from obskit import context
-from obskit._api import bind, get_logger, unbind
+from obskit._api import (
+    bind,
+    counter,
+    gauge,
+    get_logger,
+    histogram,
+    metrics_asgi_app,
+    metrics_wsgi_app,
+    span,
+    traced,
+    unbind,
+)
 from obskit._runtime import Telemetry, init, shutdown
 from obskit._version import __version__
 from obskit.exceptions import ConfigError, ObskitError
@@ -17,8 +28,15 @@ __all__ = [
     "__version__",
     "bind",
     "context",
+    "counter",
+    "gauge",
     "get_logger",
+    "histogram",
     "init",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
     "shutdown",
+    "span",
+    "traced",
     "unbind",
 ]

@@ -7,10 +7,18 @@ import structlog or OpenTelemetry (see ``docs/architecture.md``).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
+
     from obskit._logs import Logger
+    from obskit._metrics import ObskitCounter, ObskitGauge, ObskitHistogram
+    from obskit._traced import span as SpanBlock
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def get_logger(name: str | None = None) -> Logger:
@@ -44,3 +52,134 @@ def unbind(*keys: str) -> None:
     import structlog.contextvars
 
     structlog.contextvars.unbind_contextvars(*keys)
+
+
+# --- metrics --------------------------------------------------------------------
+
+
+def counter(
+    name: str,
+    documentation: str = "",
+    labelnames: Sequence[str] = (),
+    *,
+    max_series: int | None = None,
+) -> ObskitCounter:
+    """A prometheus-client Counter in obskit's registry (the same one if asked again).
+
+    Args:
+        name: Prometheus name; ``_total`` is added on exposition if missing.
+        documentation: The HELP text.
+        labelnames: Label names; values go to ``.labels(...)``.
+        max_series: Cap on distinct label sets (default: ``metrics_max_series``).
+
+    Raises:
+        ConfigError: if ``name`` is already defined with another type or labels.
+    """
+    from obskit._metrics import ObskitCounter, store
+
+    return store().define("counter", ObskitCounter, name, documentation, labelnames, max_series)
+
+
+def histogram(
+    name: str,
+    documentation: str = "",
+    labelnames: Sequence[str] = (),
+    *,
+    buckets: Sequence[float] | None = None,
+    max_series: int | None = None,
+) -> ObskitHistogram:
+    """A prometheus-client Histogram in obskit's registry, with automatic trace exemplars.
+
+    ``observe()`` inside a sampled span attaches its ``trace_id``/``span_id``.
+
+    Args:
+        buckets: Upper bounds in the metric's unit (default: ``histogram_buckets``).
+
+    Raises:
+        ConfigError: if ``name`` is already defined with another type or labels.
+    """
+    from obskit._metrics import ObskitHistogram, store
+
+    metrics = store()
+    bounds = tuple(buckets) if buckets is not None else metrics.buckets
+    return metrics.define(
+        "histogram", ObskitHistogram, name, documentation, labelnames, max_series, buckets=bounds
+    )
+
+
+def gauge(
+    name: str,
+    documentation: str = "",
+    labelnames: Sequence[str] = (),
+    *,
+    max_series: int | None = None,
+) -> ObskitGauge:
+    """A prometheus-client Gauge in obskit's registry (the same one if asked again).
+
+    Raises:
+        ConfigError: if ``name`` is already defined with another type or labels.
+    """
+    from obskit._metrics import ObskitGauge, store
+
+    return store().define("gauge", ObskitGauge, name, documentation, labelnames, max_series)
+
+
+def metrics_wsgi_app() -> Callable[..., Any]:
+    """A WSGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
+    from prometheus_client import make_wsgi_app
+
+    from obskit._metrics import store
+
+    return make_wsgi_app(store().registry)
+
+
+def metrics_asgi_app() -> Callable[..., Any]:
+    """An ASGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
+    from prometheus_client import make_asgi_app
+
+    from obskit._metrics import store
+
+    return make_asgi_app(store().registry)
+
+
+# --- tracing --------------------------------------------------------------------
+
+
+@overload
+def traced(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def traced(
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    record_exception: bool = True,
+    span: bool = True,
+    histogram: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def traced(fn: Any = None, /, **options: Any) -> Any:
+    """Give each call a span and a latency histogram observation (see ``docs/traced.md``).
+
+    Bare (``@obskit.traced``) or with options (``@obskit.traced(name=...)``); for sync,
+    async, generator and async-generator functions and methods. Options: ``name``,
+    ``attributes``, ``record_exception`` (default True), ``span`` (False: histogram
+    only), ``histogram`` (False: span only).
+    """
+    from obskit._traced import traced as implementation
+
+    if fn is not None:
+        return implementation(fn, **options)
+    return implementation(**options)
+
+
+def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
+    """A manual span for a ``with``/``async with`` block, or a decorator.
+
+    ``with obskit.span("load-cart", cart_id=7) as s:`` yields the OpenTelemetry span.
+    """
+    from obskit._traced import span as implementation
+
+    return implementation(name, **attributes)

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from obskit import _safety
+from obskit import _safety, _selfstats
 
 
 class GuardedExporter(SpanExporter):
@@ -27,12 +27,21 @@ class GuardedExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed:
+            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="shutdown")
             return SpanExportResult.FAILURE
         try:
-            return self.exporter.export(spans)
+            result = self.exporter.export(spans)
         except Exception as error:
+            _selfstats.add("obskit_export_errors", signal="traces", reason="exception")
+            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             _safety.report("export", error)
             return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            _selfstats.add("obskit_spans_exported", len(spans))
+        else:
+            _selfstats.add("obskit_export_errors", signal="traces", reason="failure")
+            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+        return result
 
     def shutdown(self) -> None:
         """Shut the delegate down (first call only); also interrupts its retry back-off."""
@@ -51,3 +60,21 @@ class GuardedExporter(SpanExporter):
         except Exception as error:
             _safety.report("export", error)
             return False
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting spans it drops because its queue is full.
+
+    Upstream drops the oldest queued span and logs a (deduplicated) warning; obskit
+    also counts each drop as ``obskit_dropped_total{signal="traces",reason="queue_full"}``.
+    """
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and context.trace_flags.sampled:
+            batch = getattr(self, "_batch_processor", None)
+            queue = getattr(batch, "_queue", None)
+            limit = getattr(batch, "_max_queue_size", None)
+            if queue is not None and limit is not None and len(queue) >= limit:
+                _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
+        super().on_end(span)

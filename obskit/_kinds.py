@@ -9,6 +9,7 @@ setting and the source.
 
 from __future__ import annotations
 
+import itertools
 import math
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -212,4 +213,35 @@ class Url:
         return text
 
 
-Kind = Text | Choice | ChoiceList | Flag | Number | Pairs | Url
+@dataclass(frozen=True)
+class Buckets:
+    """Strictly increasing positive numbers: histogram bucket bounds (``+Inf`` is implied)."""
+
+    def describe(self) -> str:
+        return "comma-separated increasing positive numbers (a list as argument)"
+
+    def parse(self, value: object, source: str) -> tuple[float, ...]:
+        items: list[object]
+        if isinstance(value, str):
+            items = [item.strip() for item in _text(value, self.describe()).split(",")]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise Invalid(f"{self.describe()} (got {type(value).__name__})")
+        bounds = []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                raise Invalid(f"{self.describe()} (bad entry {item!r})")
+            try:
+                bound = float(item)
+            except ValueError:
+                raise Invalid(f"{self.describe()} (bad entry {item!r})") from None
+            if not math.isfinite(bound) or bound <= 0:
+                raise Invalid(f"{self.describe()} (bad entry {item!r})")
+            bounds.append(bound)
+        if not bounds or any(b <= a for a, b in itertools.pairwise(bounds)):
+            raise Invalid(f"{self.describe()} (not increasing)")
+        return tuple(bounds)
+
+
+Kind = Text | Choice | ChoiceList | Flag | Number | Pairs | Url | Buckets

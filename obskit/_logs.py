@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from opentelemetry.trace import get_current_span
 
-from obskit import _safety
+from obskit import _safety, _selfstats
 from obskit._render import render_json, safe_repr
 
 EventDict = MutableMapping[str, Any]
@@ -136,6 +136,7 @@ class LineWriter:
                 stream.flush()
         except Exception:
             _safety.count("log_write")
+            _selfstats.add("obskit_dropped", signal="logs", reason="write_error")
 
     debug = info = warning = warn = error = exception = critical = fatal = log = msg
 

@@ -47,7 +47,7 @@ def render() -> str:
         env = "<br>".join(f"`{var}`" for var in spec.env)
         default = default_of(item)
         if isinstance(default, tuple):
-            default = ",".join(default)
+            default = ",".join(str(item) for item in default)
         shown = "—" if default in (None, {}) else f"`{default}`"
         rows.append(f"| `{item.name}` | {env} | {shown} | {spec.kind.describe()} | {spec.doc} |")
     return _INTRO + "\n".join(rows) + "\n"

@@ -22,8 +22,11 @@ from obskit._settings import Settings
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Tracer
 
     from obskit._export import GuardedExporter
+    from obskit._metrics import ObskitHistogram
+    from obskit._metrics_server import MetricsServer
     from obskit._provider import SwitchableTracerProvider
 
 _log = logging.getLogger("obskit")
@@ -58,6 +61,11 @@ class Telemetry:
         self.resource = resource
         self.tracer_provider = tracer_provider
         self._exporter = exporter
+        #: obskit's own tracer (for @traced and span()), straight from the SDK provider.
+        self.tracer: Tracer | None = None
+        #: ``obskit_function_duration_seconds``, observed by @traced.
+        self.function_histogram: ObskitHistogram | None = None
+        self.metrics_server: MetricsServer | None = None
         #: Fields every log line carries (service identity), from the resource.
         self.log_fields: dict[str, str] = {}
         if resource is not None:
@@ -153,6 +161,9 @@ def shutdown(timeout: float | None = None) -> bool:
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
         _safety.set_strict(False)
+        if telemetry.metrics_server is not None:
+            telemetry.metrics_server.stop()
+            telemetry.metrics_server = None
     return telemetry._stop(timeout)
 
 
@@ -164,12 +175,21 @@ def current() -> Telemetry | None:
 def _build(settings: Settings) -> Telemetry:
     if settings.disabled:
         return Telemetry(settings)
+    from obskit._metrics import function_histogram, store
     from obskit._resource import build_resource
     from obskit._tracing import build_pipeline
+    from obskit._version import __version__
 
     resource = build_resource(settings, os.environ)
     provider, exporter = build_pipeline(settings, resource)
-    return Telemetry(settings, resource, provider, exporter)
+    telemetry = Telemetry(settings, resource, provider, exporter)
+    telemetry.tracer = provider.get_tracer("obskit", __version__)
+    metrics = store()
+    metrics.configure(
+        settings.metrics_max_series, settings.histogram_buckets, settings.metrics_process_collectors
+    )
+    telemetry.function_histogram = function_histogram(metrics)
+    return telemetry
 
 
 def _install(telemetry: Telemetry) -> None:
@@ -182,6 +202,9 @@ def _install(telemetry: Telemetry) -> None:
 
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
+        if _current is not None and _current.metrics_server is not None:
+            _current.metrics_server.stop()
+            _current.metrics_server = None
         return
     from opentelemetry import propagate, trace
 
@@ -201,6 +224,26 @@ def _install(telemetry: Telemetry) -> None:
     _switch.switch(provider)
     propagate.set_global_textmap(build_propagator(telemetry.settings))
     _logging_setup.install(telemetry.settings, telemetry.log_fields)
+    _start_metrics_server(telemetry)
+
+
+def _start_metrics_server(telemetry: Telemetry) -> None:
+    """Keep the running /metrics server if its address is unchanged; else restart it."""
+    settings = telemetry.settings
+    previous = _current
+    server = previous.metrics_server if previous is not None else None
+    wanted = (settings.metrics_addr, settings.metrics_port) if settings.metrics_port else None
+    if server is not None and (server.addr, server.port) == wanted:
+        telemetry.metrics_server, previous.metrics_server = server, None  # type: ignore[union-attr]
+        return
+    if server is not None:
+        server.stop()
+        previous.metrics_server = None  # type: ignore[union-attr]
+    if wanted is not None:
+        from obskit import _metrics_server
+        from obskit._metrics import store
+
+        telemetry.metrics_server = _metrics_server.start(*wanted, store().registry)
 
 
 def _uninstall_logs() -> None:

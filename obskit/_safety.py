@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+
+from obskit import _selfstats
 
 #: Seconds between two log lines about the same component.
 LOG_INTERVAL = 10.0
 
 _log = logging.getLogger("obskit")
 _lock = threading.Lock()
-_counts: Counter[str] = Counter()
 _last_logged: dict[str, float] = {}
 _strict = False
 
@@ -36,8 +36,8 @@ def report(component: str, error: BaseException) -> None:
         BaseException: ``error`` itself, in strict mode only.
     """
     now = time.monotonic()
+    _selfstats.add("obskit_internal_errors", component=component)
     with _lock:
-        _counts[component] += 1
         due = now - _last_logged.get(component, -LOG_INTERVAL) >= LOG_INTERVAL
         if due:
             _last_logged[component] = now
@@ -55,11 +55,13 @@ def report(component: str, error: BaseException) -> None:
 
 def count(component: str) -> None:
     """Count a failure without logging it: for the log writer, where logging would recurse."""
-    with _lock:
-        _counts[component] += 1
+    _selfstats.add("obskit_internal_errors", component=component)
 
 
 def internal_errors() -> dict[str, int]:
     """Internal errors counted so far, by component."""
-    with _lock:
-        return dict(_counts)
+    return {
+        dict(labels)["component"]: int(amount)
+        for (metric, labels), amount in _selfstats.snapshot().items()
+        if metric == "obskit_internal_errors"
+    }

@@ -18,7 +18,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from obskit._kinds import Choice, ChoiceList, Flag, Invalid, Kind, Number, Pairs, Text, Url
+from obskit._kinds import (
+    Buckets,
+    Choice,
+    ChoiceList,
+    Flag,
+    Invalid,
+    Kind,
+    Number,
+    Pairs,
+    Text,
+    Url,
+)
 from obskit.exceptions import ConfigError
 
 _SAMPLERS = (
@@ -197,6 +208,36 @@ class Settings:
         Number(1024, 1_048_576, integer=True),
         "Longest log line; longer events are cut (marked `truncated`), never split.",
         "OBSKIT_LOG_MAX_LINE_BYTES",
+    )
+    metrics_port: int | None = _setting(
+        None,
+        Number(1, 65535, integer=True),
+        "Serve `/metrics` on this port from a background thread (default: no server).",
+        "OBSKIT_METRICS_PORT",
+    )
+    metrics_addr: str = _setting(
+        "0.0.0.0",
+        Text(),
+        "Address the `/metrics` server binds to (`0.0.0.0`: all, so Prometheus reaches the pod).",
+        "OBSKIT_METRICS_ADDR",
+    )
+    metrics_process_collectors: bool = _setting(
+        True,
+        Flag(),
+        "Include the process, platform and GC collectors in obskit's registry.",
+        "OBSKIT_METRICS_PROCESS_COLLECTORS",
+    )
+    metrics_max_series: int = _setting(
+        2000,
+        Number(1, 1_000_000, integer=True),
+        "Distinct label sets per obskit metric; more go to one `__overflow__` series.",
+        "OBSKIT_METRICS_MAX_SERIES",
+    )
+    histogram_buckets: tuple[float, ...] = _setting(
+        (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
+        Buckets(),
+        "Default latency buckets in seconds (the OpenTelemetry HTTP duration buckets).",
+        "OBSKIT_HISTOGRAM_BUCKETS",
     )
     shutdown_timeout: float = _setting(
         5.0,

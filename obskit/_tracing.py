@@ -13,7 +13,6 @@ from typing import IO, Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
@@ -26,7 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
-from obskit._export import GuardedExporter
+from obskit._export import CountingBatchSpanProcessor, GuardedExporter
 from obskit._settings import Settings
 
 _DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
@@ -114,7 +113,7 @@ def build_pipeline(
     if isinstance(exporter, ConsoleSpanExporter):
         provider.add_span_processor(SimpleSpanProcessor(guarded))
     else:
-        provider.add_span_processor(BatchSpanProcessor(guarded))
+        provider.add_span_processor(CountingBatchSpanProcessor(guarded))
     return provider, guarded
 
 

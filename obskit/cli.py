@@ -59,7 +59,7 @@ def _show(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, tuple):
-        return ",".join(value)
+        return ",".join(str(item) for item in value)
     if isinstance(value, dict):
         return ",".join(f"{key}={item}" for key, item in value.items()) or "-"
     return str(value)

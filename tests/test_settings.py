@@ -9,7 +9,7 @@ import pytest
 
 import obskit
 from obskit import _settings
-from obskit._kinds import Choice, ChoiceList, Flag, Number, Pairs, Text, Url
+from obskit._kinds import Buckets, Choice, ChoiceList, Flag, Number, Pairs, Text, Url
 from obskit._settings import Settings, declared, default_of, load
 
 # Three valid, distinct texts for each setting and the values they parse to.
@@ -51,6 +51,11 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "log_stream": [("stderr", "stderr"), ("stdout", "stdout"), ("stdout", "stdout")],
     "log_stdlib": [("false", False), ("true", True), ("true", True)],
     "log_max_line_bytes": [("2048", 2048), ("4096", 4096), ("8192", 8192)],
+    "metrics_port": [("9100", 9100), ("9101", 9101), ("9102", 9102)],
+    "metrics_addr": [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("0.0.0.0", "0.0.0.0")],
+    "metrics_process_collectors": [("false", False), ("true", True), ("true", True)],
+    "metrics_max_series": [("10", 10), ("20", 20), ("30", 30)],
+    "histogram_buckets": [("0.1,1", (0.1, 1.0)), ("1,2", (1.0, 2.0)), ("2,3", (2.0, 3.0))],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
 }
@@ -91,6 +96,7 @@ ARGUMENTS: dict[str, tuple[object, Any]] = {
     "disabled": (False, False),
     "log_stream": ("stdout", "stdout"),
     "log_stdlib": (True, True),
+    "metrics_process_collectors": (True, True),
     "strict": (False, False),
 }
 
@@ -193,6 +199,9 @@ def _bad_values(name: str) -> list[tuple[object, str]]:
         bad += [("novalue", "missing ="), ({"": "x"}, "empty key"), ({"k": [1]}, "bad value")]
     if isinstance(kind, Text):
         bad.append((42, "wrong type"))
+    if isinstance(kind, Buckets):
+        bad += [("1,0.5", "not increasing"), ("0,1", "not positive"), ([1, "x"], "bad entry")]
+        bad.append(("1,nan", "not finite"))
     return bad
 
 

@@ -1,0 +1,246 @@
+"""obskit's metrics: one CollectorRegistry, idempotent definitions, exemplars, a series cap.
+
+The registry is obskit's own (never prometheus-client's global ``REGISTRY``) and
+there is one per process, created on first use: a module may define
+``ORDERS = obskit.counter(...)`` at import time, before ``init()``, and keep using
+that object across re-initialisation. ``init()`` adjusts the defaults (series cap,
+buckets) and the process/platform/GC collectors.
+
+Every metric obskit hands out is a prometheus-client metric subclass with two
+additions: ``labels()`` sends label sets beyond the cap to one ``__overflow__``
+series, and a histogram's ``observe()`` attaches the current sampled span's
+``trace_id``/``span_id`` as an OpenMetrics exemplar.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from opentelemetry.trace import get_current_span
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+from obskit import _selfstats
+from obskit.exceptions import ConfigError
+
+OVERFLOW = "__overflow__"
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: OpenMetrics limit on the combined length of exemplar label names and values.
+EXEMPLAR_MAX_RUNES = 128
+
+_log = logging.getLogger("obskit")
+M = TypeVar("M", bound="_Guarded")
+
+
+class _Guarded:
+    """Mixin: a cap on distinct label sets, with one overflow series beyond it."""
+
+    _obskit_cap = 0  # 0: unguarded (children, or metrics without labels)
+    _obskit_warned = False
+
+    def labels(self: Any, *values: object, **named: object) -> Any:
+        cap = self._obskit_cap
+        if cap and len(self._metrics) >= cap:
+            if named and not values:
+                values = tuple(named.get(name, "") for name in self._labelnames)
+                named = {}
+            key = tuple(str(value) for value in values)
+            if key not in self._metrics:
+                return self._overflow()
+        return MetricWrapperBase.labels(self, *values, **named)
+
+    def _overflow(self: Any) -> Any:
+        _selfstats.add("obskit_metric_overflow", metric=self._name)
+        if not self._obskit_warned:
+            self._obskit_warned = True
+            _log.warning(
+                "obskit: metric %s reached %d label sets; further ones go to the %s series",
+                self._name,
+                self._obskit_cap,
+                OVERFLOW,
+            )
+        return MetricWrapperBase.labels(self, *([OVERFLOW] * len(self._labelnames)))
+
+
+class ObskitCounter(_Guarded, Counter):
+    """A prometheus-client Counter with obskit's series cap."""
+
+
+class ObskitGauge(_Guarded, Gauge):
+    """A prometheus-client Gauge with obskit's series cap."""
+
+
+class ObskitHistogram(_Guarded, Histogram):
+    """A prometheus-client Histogram with the series cap and automatic trace exemplars."""
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        """Observe ``amount``; inside a sampled span, with its ids as the exemplar.
+
+        An exemplar over the OpenMetrics size limit is dropped (and counted); the
+        observation itself is always recorded.
+        """
+        if exemplar is None:
+            exemplar = current_exemplar()
+        elif not _exemplar_fits(exemplar):
+            _selfstats.add("obskit_dropped", signal="exemplars", reason="too_long")
+            exemplar = None
+        super().observe(amount, exemplar)
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """``{trace_id, span_id}`` of the current span if it is valid and sampled."""
+    context = get_current_span().get_span_context()
+    if context.trace_flags.sampled and context.is_valid:
+        return {
+            "trace_id": format(context.trace_id, "032x"),
+            "span_id": format(context.span_id, "016x"),
+        }
+    return None
+
+
+def _exemplar_fits(exemplar: dict[str, str]) -> bool:
+    try:
+        return sum(len(str(k)) + len(str(v)) for k, v in exemplar.items()) <= EXEMPLAR_MAX_RUNES
+    except Exception:
+        return False
+
+
+class _SelfCollector(Collector):
+    """Exposes obskit's own counters (``_selfstats``) as ``obskit_*_total``."""
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        grouped: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        for (metric, labels), amount in sorted(_selfstats.snapshot().items()):
+            grouped.setdefault(metric, []).append((labels, amount))
+        for metric, help_text in _selfstats.HELP.items():
+            rows = grouped.get(metric, [])
+            names = sorted({name for labels, _ in rows for name, _ in labels})
+            family = CounterMetricFamily(metric, help_text, labels=names)
+            for labels, amount in rows:
+                values = dict(labels)
+                family.add_metric([values.get(name, "") for name in names], amount)
+            yield family
+
+
+class MetricStore:
+    """The process's registry and the metrics defined in it, by name."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.max_series = 2000
+        self.buckets: tuple[float, ...] = DEFAULT_BUCKETS
+        self._lock = threading.RLock()
+        self._defined: dict[str, tuple[str, tuple[str, ...], Any]] = {}
+        self._process_collectors: list[Collector] = []
+        self.registry.register(_SelfCollector())
+
+    def define(
+        self,
+        kind: str,
+        factory: Callable[..., M],
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        max_series: int | None,
+        **extra: Any,
+    ) -> M:
+        """Return the metric ``name``: the existing one if the definition matches, else new."""
+        labels = tuple(labelnames)
+        key = name.removesuffix("_total") if kind == "counter" else name
+        with self._lock:
+            existing = self._defined.get(key)
+            if existing is not None:
+                old_kind, old_labels, metric = existing
+                if (old_kind, old_labels) != (kind, labels):
+                    raise ConfigError(
+                        "metric",
+                        name,
+                        "argument",
+                        f"already defined as a {old_kind} with labels {list(old_labels)}",
+                        f"asked again as a {kind} with labels {list(labels)}",
+                    )
+                return metric  # type: ignore[no-any-return]
+            try:
+                metric = factory(
+                    name, documentation, labelnames=labels, registry=self.registry, **extra
+                )
+            except ValueError as error:
+                raise ConfigError("metric", name, "argument", str(error)) from None
+            if labels:
+                metric._obskit_cap = max_series or self.max_series
+            self._defined[key] = (kind, labels, metric)
+            return metric
+
+    def forget(self, name: str) -> None:
+        """Unregister ``name`` (obskit's own metrics, when their definition changes)."""
+        with self._lock:
+            entry = self._defined.pop(name, None)
+            if entry is not None:
+                self.registry.unregister(entry[2])
+
+    def configure(self, max_series: int, buckets: tuple[float, ...], process: bool) -> None:
+        """Apply ``init()``'s metric settings."""
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        with self._lock:
+            self.max_series = max_series
+            self.buckets = buckets
+            if process and not self._process_collectors:
+                self._process_collectors = [
+                    ProcessCollector(registry=self.registry),
+                    PlatformCollector(registry=self.registry),
+                    GCCollector(registry=self.registry),
+                ]
+            elif not process:
+                for collector in self._process_collectors:
+                    self.registry.unregister(collector)
+                self._process_collectors = []
+
+
+_store: MetricStore | None = None
+_store_lock = threading.Lock()
+
+
+def store() -> MetricStore:
+    """The process's metric store, created on first use."""
+    global _store
+    if _store is None:
+        with _store_lock:
+            if _store is None:
+                _store = MetricStore()
+    return _store
+
+
+def reset_for_tests() -> None:
+    """Drop the store (and every metric in it). Only for test isolation."""
+    global _store
+    with _store_lock:
+        _store = None
+
+
+FUNCTION_HISTOGRAM = "obskit_function_duration_seconds"
+
+
+def function_histogram(metrics: MetricStore) -> ObskitHistogram:
+    """``obskit_function_duration_seconds{function, outcome}`` with the current buckets.
+
+    Re-created (same name) when ``init()`` changed the buckets since it was made.
+    """
+    histogram = metrics.define(
+        "histogram",
+        ObskitHistogram,
+        FUNCTION_HISTOGRAM,
+        "Duration of calls to @obskit.traced functions.",
+        ("function", "outcome"),
+        None,
+        buckets=metrics.buckets,
+    )
+    if tuple(histogram._upper_bounds[:-1]) != metrics.buckets:
+        metrics.forget(FUNCTION_HISTOGRAM)
+        histogram = function_histogram(metrics)
+    return histogram

@@ -1,0 +1,394 @@
+"""``@obskit.traced`` and ``obskit.span()``: a span and a latency histogram per call.
+
+The wrapper is chosen once, at decoration time, for the function's kind (sync,
+coroutine, generator, async generator); methods, classmethods and staticmethods are
+handled by wrapt. Each decorated function keeps a :class:`_Site` with everything
+that does not change between calls (span name, attributes, histogram children),
+refreshed only when ``init()`` installs a new runtime — so a call does the
+minimum: start a span, make it current, call, observe, end.
+
+Generators are driven step by step with the span current only *while the
+generator body runs*: the consumer's code between items never sees it, and the
+context is detached in the same context it was attached in (no "Failed to detach
+context" errors when a generator is closed early or abandoned).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from obskit import _runtime, _safety
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_perf_counter = time.perf_counter
+_attach = otel_context.attach
+_detach = otel_context.detach
+_set_span = trace.set_span_in_context
+
+
+class _Site:
+    """One decorated function: its static facts and the runtime handles it uses."""
+
+    __slots__ = (
+        "attributes",
+        "error_child",
+        "function",
+        "histogram",
+        "ok_child",
+        "record_exception",
+        "span",
+        "span_name",
+        "telemetry",
+        "tracer",
+    )
+
+    def __init__(
+        self,
+        function: str,
+        span_name: str,
+        attributes: dict[str, AttributeValue],
+        record_exception: bool,
+        span: bool,
+        histogram: bool,
+    ) -> None:
+        self.function = function
+        self.span_name = span_name
+        self.attributes = attributes
+        self.record_exception = record_exception
+        self.span = span
+        self.histogram = histogram
+        self.telemetry: Any = None
+        self.tracer: trace.Tracer | None = None
+        self.ok_child: Any = None
+        self.error_child: Any = None
+
+    def current(self) -> Any:
+        """The installed runtime (refreshing cached handles if it changed), or None."""
+        telemetry = _runtime._current
+        if telemetry is None or telemetry.tracer is None:
+            return None
+        if telemetry is not self.telemetry:
+            histogram: Any = telemetry.function_histogram
+            self.tracer = telemetry.tracer if self.span else None
+            self.ok_child = histogram.labels(self.function, "ok") if self.histogram else None
+            self.error_child = histogram.labels(self.function, "error") if self.histogram else None
+            self.telemetry = telemetry
+        return telemetry
+
+    def start(self) -> tuple[Span | None, Any]:
+        """Start the call's span (if spans are on); return it and a context holding it."""
+        if self.tracer is None:
+            return None, None
+        span = self.tracer.start_span(self.span_name, attributes=self.attributes)
+        return span, _set_span(span)
+
+    def finish(self, span: Span | None, started: float, error: BaseException | None) -> None:
+        """Record the outcome on the span and the histogram, then end the span."""
+        elapsed = _perf_counter() - started
+        try:
+            failed = error is not None and not isinstance(error, GeneratorExit)
+            if span is not None and failed:
+                assert error is not None
+                if self.record_exception:
+                    span.record_exception(error, escaped=True)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            child = self.error_child if failed else self.ok_child
+            if child is not None:
+                exemplar = None
+                if span is not None:
+                    context = span.get_span_context()
+                    if context.trace_flags.sampled:
+                        exemplar = {
+                            "trace_id": format(context.trace_id, "032x"),
+                            "span_id": format(context.span_id, "016x"),
+                        }
+                child.observe(elapsed, exemplar)
+        except Exception as internal:
+            _safety.report("traced", internal)
+        finally:
+            if span is not None:
+                span.end()
+
+
+def _sync_wrapper(site: _Site) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if site.current() is None:
+            return wrapped(*args, **kwargs)
+        span, context = site.start()
+        token = _attach(context) if span is not None else None
+        started = _perf_counter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as error:
+            site.finish(span, started, error)
+            raise
+        finally:
+            if token is not None:
+                _detach(token)
+        site.finish(span, started, None)
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(site: _Site) -> Callable[..., Any]:
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if site.current() is None:
+            return await wrapped(*args, **kwargs)
+        span, context = site.start()
+        token = _attach(context) if span is not None else None
+        started = _perf_counter()
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            site.finish(span, started, error)
+            raise
+        finally:
+            if token is not None:
+                _detach(token)
+        site.finish(span, started, None)
+        return result
+
+    return wrapper
+
+
+def _generator_wrapper(site: _Site) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if site.current() is None:
+            return wrapped(*args, **kwargs)
+        return _drive(site, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+def _drive(site: _Site, generator: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    span, context = site.start()
+    started = _perf_counter()
+    error: BaseException | None = None
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    try:
+        while True:
+            token = _attach(context) if span is not None else None
+            try:
+                if to_throw is not None:
+                    thrown, to_throw = to_throw, None
+                    item = generator.throw(thrown)
+                else:
+                    item = generator.send(to_send)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                if token is not None:
+                    _detach(token)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                generator.close()
+                raise
+            except BaseException as thrown:  # consumer's .throw(): pass it into the body
+                to_throw, to_send = thrown, None
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        site.finish(span, started, error)
+
+
+def _async_generator_wrapper(site: _Site) -> Callable[..., Any]:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        if site.current() is None:
+            return wrapped(*args, **kwargs)
+        return _adrive(site, wrapped(*args, **kwargs))
+
+    return wrapper
+
+
+async def _adrive(site: _Site, generator: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    span, context = site.start()
+    started = _perf_counter()
+    error: BaseException | None = None
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    try:
+        while True:
+            token = _attach(context) if span is not None else None
+            try:
+                if to_throw is not None:
+                    thrown, to_throw = to_throw, None
+                    item = await generator.athrow(thrown)
+                else:
+                    item = await generator.asend(to_send)
+            except StopAsyncIteration:
+                return
+            finally:
+                if token is not None:
+                    _detach(token)
+            try:
+                to_send = yield item
+            except GeneratorExit:
+                await generator.aclose()
+                raise
+            except BaseException as thrown:
+                to_throw, to_send = thrown, None
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        site.finish(span, started, error)
+
+
+def _site_for(
+    fn: Any,
+    name: str | None,
+    attributes: Mapping[str, AttributeValue] | None,
+    record_exception: bool,
+    span: bool,
+    histogram: bool,
+) -> tuple[_Site, Any]:
+    function = getattr(fn, "__func__", fn)  # classmethod / staticmethod objects
+    qualified = f"{function.__module__}.{function.__qualname__}"
+    code = getattr(function, "__code__", None)
+    static: dict[str, AttributeValue] = {"code.function.name": qualified}
+    if code is not None:
+        static["code.file.path"] = code.co_filename
+        static["code.line.number"] = code.co_firstlineno
+    static.update(attributes or {})
+    site = _Site(qualified, name or qualified, static, record_exception, span, histogram)
+    return site, function
+
+
+@overload
+def traced(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def traced(
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    record_exception: bool = True,
+    span: bool = True,
+    histogram: bool = True,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def traced(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    record_exception: bool = True,
+    span: bool = True,
+    histogram: bool = True,
+) -> Any:
+    """Give each call of the decorated function a span and a latency observation.
+
+    Usable bare (``@traced``) or with options (``@traced(name=...)``), on functions,
+    ``async def`` functions, generators, async generators, methods, classmethods and
+    staticmethods. The span is named ``module.qualname`` unless ``name`` is given;
+    the histogram is ``obskit_function_duration_seconds{function, outcome}`` with a
+    ``trace_id`` exemplar when the call's span is sampled. Before ``init()`` (and
+    after ``shutdown()``) the function runs untouched. Exceptions are recorded
+    (span status ERROR, ``outcome="error"``) and re-raised unchanged.
+
+    Args:
+        name: Span name; default ``module.qualname``.
+        attributes: Static span attributes added to every call's span.
+        record_exception: Add an exception event to the span when the call raises.
+        span: Make a span (``False``: histogram only).
+        histogram: Observe the call's duration (``False``: span only).
+    """
+
+    def decorate(target: Any) -> Any:
+        site, function = _site_for(target, name, attributes, record_exception, span, histogram)
+        if inspect.isasyncgenfunction(function):
+            wrapper = _async_generator_wrapper(site)
+        elif inspect.iscoroutinefunction(function):
+            wrapper = _async_wrapper(site)
+        elif inspect.isgeneratorfunction(function):
+            wrapper = _generator_wrapper(site)
+        else:
+            wrapper = _sync_wrapper(site)
+        return wrapt.FunctionWrapper(target, wrapper)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+class span:
+    """A manual span: ``with obskit.span("load-cart", cart_id=7) as s:`` (or ``async with``).
+
+    Yields the OpenTelemetry span, current for the block; an exception escaping the
+    block is recorded and sets status ERROR, then propagates unchanged. As a
+    decorator (``@obskit.span("name")``) it traces each call without a histogram.
+    Before ``init()`` it yields a non-recording span. Make a new one per block.
+    """
+
+    def __init__(self, name: str, /, **attributes: AttributeValue) -> None:
+        self.name = name
+        self.attributes = attributes
+        self._span: Span | None = None
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        telemetry = _runtime._current
+        if telemetry is None or telemetry.tracer is None:
+            return trace.INVALID_SPAN
+        try:
+            self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
+            self._token = _attach(_set_span(self._span))
+        except Exception as error:
+            _safety.report("span", error)
+            return trace.INVALID_SPAN
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        current, self._span = self._span, None
+        if current is None:
+            return
+        try:
+            if error is not None and not isinstance(error, GeneratorExit):
+                current.record_exception(error, escaped=True)
+                current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            current.end()
+        except Exception as internal:
+            _safety.report("span", internal)
+        finally:
+            _detach(self._token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(kind, error, traceback)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        decorated: Callable[P, R] = traced(
+            name=self.name, attributes=self.attributes, histogram=False
+        )(fn)
+        return decorated

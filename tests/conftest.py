@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
+from obskit import _metrics
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 
@@ -19,6 +23,7 @@ def _clean_obskit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     yield
     obskit.shutdown(timeout=5)
+    _metrics.reset_for_tests()
 
 
 @pytest.fixture
@@ -40,3 +45,26 @@ def black_hole() -> Iterator[BlackHole]:
     hole = BlackHole()
     yield hole
     hole.close()
+
+
+@pytest.fixture
+def spans() -> Callable[..., InMemorySpanExporter]:
+    """init(**settings) plus an in-memory exporter that collects obskit's finished spans."""
+
+    def start(**settings: object) -> InMemorySpanExporter:
+        handle = obskit.init(**settings)
+        exporter = InMemorySpanExporter()
+        assert handle.tracer_provider is not None
+        handle.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return exporter
+
+    return start
+
+
+def openmetrics() -> dict[str, Any]:
+    """obskit's registry as parsed OpenMetrics families, by name."""
+    from prometheus_client.openmetrics.exposition import generate_latest
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    text = generate_latest(_metrics.store().registry).decode()
+    return {family.name: family for family in text_string_to_metric_families(text)}

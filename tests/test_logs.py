@@ -14,13 +14,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from opentelemetry import trace
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
@@ -40,17 +40,13 @@ def _ids(span: trace.Span) -> tuple[str, str]:
 
 
 @pytest.fixture
-def spans() -> InMemorySpanExporter:
+def shop(spans: Callable[..., InMemorySpanExporter]) -> InMemorySpanExporter:
     """obskit initialised (JSON logs) with an in-memory exporter capturing finished spans."""
-    handle = obskit.init(service_name="shop", service_version="2.1", environment="test")
-    exporter = InMemorySpanExporter()
-    assert handle.tracer_provider is not None
-    handle.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
+    return spans(service_name="shop", service_version="2.1", environment="test")
 
 
 def test_lines_in_nested_spans_carry_that_spans_ids(
-    spans: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
+    shop: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each line's trace_id/span_id equal the ids of the span current when it was written."""
     capsys.readouterr()
@@ -63,7 +59,7 @@ def test_lines_in_nested_spans_carry_that_spans_ids(
             log.info("in inner", items=3)
         log.info("back in outer")
     outside, in_outer, in_inner, back = _lines(capsys)
-    finished = {span.name: span for span in spans.get_finished_spans()}
+    finished = {span.name: span for span in shop.get_finished_spans()}
     assert "trace_id" not in outside
     assert "span_id" not in outside
     for line, name in [(in_outer, "outer"), (in_inner, "inner"), (back, "outer")]:
@@ -90,7 +86,7 @@ def test_unsampled_spans_still_give_ids(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_third_party_logging_records_render_the_same_way(
-    spans: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
+    shop: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A `logging` record (with exc_info and extra) is one JSON line with the same fields."""
     capsys.readouterr()
@@ -118,7 +114,7 @@ def test_third_party_logging_records_render_the_same_way(
 
 
 def test_exceptions_render_as_structured_fields(
-    spans: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
+    shop: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """log.exception() and exc_info=<exception> give exception.* fields, on one line."""
     capsys.readouterr()
@@ -138,7 +134,7 @@ def test_exceptions_render_as_structured_fields(
 
 
 def test_structlog_get_logger_goes_through_the_same_pipeline(
-    spans: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
+    shop: InMemorySpanExporter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Libraries calling structlog.get_logger(name) get the same fields and ids."""
     capsys.readouterr()

@@ -16,16 +16,25 @@ context" errors when a generator is closed early or abandoned).
 from __future__ import annotations
 
 import inspect
+import random
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import (
+    INVALID_SPAN_ID,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    Status,
+    StatusCode,
+)
 from opentelemetry.util.types import AttributeValue
+from prometheus_client import Histogram
 
 from obskit import _runtime, _safety
 
@@ -36,6 +45,17 @@ _perf_counter = time.perf_counter
 _attach = otel_context.attach
 _detach = otel_context.detach
 _set_span = trace.set_span_in_context
+_observe = Histogram.observe
+_get_current_span = trace.get_current_span
+_random_bits = random.getrandbits
+
+
+def _new_span_id() -> int:
+    """A random non-zero span id, as the SDK's RandomIdGenerator makes them."""
+    span_id = _random_bits(64)
+    while span_id == INVALID_SPAN_ID:
+        span_id = _random_bits(64)
+    return span_id
 
 
 class _Site:
@@ -47,7 +67,9 @@ class _Site:
         "function",
         "histogram",
         "ok_child",
+        "on",
         "record_exception",
+        "skip_unsampled",
         "span",
         "span_name",
         "telemetry",
@@ -73,24 +95,49 @@ class _Site:
         self.tracer: trace.Tracer | None = None
         self.ok_child: Any = None
         self.error_child: Any = None
+        self.skip_unsampled = False
+        self.on = False
 
-    def current(self) -> Any:
-        """The installed runtime (refreshing cached handles if it changed), or None."""
+    def active(self) -> bool:
+        """Whether calls must be traced: refreshes cached handles if ``init()`` ran since.
+
+        Wrappers inline the steady-state check (``_runtime._current is site.telemetry``
+        and ``site.on``) and call this only when the runtime changed.
+        """
         telemetry = _runtime._current
-        if telemetry is None or telemetry.tracer is None:
-            return None
         if telemetry is not self.telemetry:
-            histogram: Any = telemetry.function_histogram
-            self.tracer = telemetry.tracer if self.span else None
-            self.ok_child = histogram.labels(self.function, "ok") if self.histogram else None
-            self.error_child = histogram.labels(self.function, "error") if self.histogram else None
             self.telemetry = telemetry
-        return telemetry
+            if telemetry is None or telemetry.tracer is None:
+                self.tracer = self.ok_child = self.error_child = None
+            else:
+                histogram: Any = telemetry.function_histogram
+                self.tracer = telemetry.tracer if self.span else None
+                if self.histogram:
+                    self.ok_child = histogram.labels(self.function, "ok")
+                    self.error_child = histogram.labels(self.function, "error")
+                self.skip_unsampled = telemetry.settings.traces_sampler.startswith("parentbased_")
+            self.on = self.tracer is not None or self.ok_child is not None
+        return self.on
 
     def start(self) -> tuple[Span | None, Any]:
         """Start the call's span (if spans are on); return it and a context holding it."""
         if self.tracer is None:
             return None, None
+        if self.skip_unsampled:
+            parent = _get_current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                # A parent-based sampler drops every child of an unsampled parent:
+                # skip the SDK's sampling machinery, keep fresh ids for log correlation.
+                span: Span = NonRecordingSpan(
+                    SpanContext(
+                        parent.trace_id,
+                        _new_span_id(),
+                        is_remote=False,
+                        trace_flags=parent.trace_flags,
+                        trace_state=parent.trace_state,
+                    )
+                )
+                return span, _set_span(span)
         span = self.tracer.start_span(self.span_name, attributes=self.attributes)
         return span, _set_span(span)
 
@@ -114,7 +161,8 @@ class _Site:
                             "trace_id": format(context.trace_id, "032x"),
                             "span_id": format(context.span_id, "016x"),
                         }
-                child.observe(elapsed, exemplar)
+                # The exemplar is built here and always fits: skip ObskitHistogram's check.
+                _observe(child, elapsed, exemplar)
         except Exception as internal:
             _safety.report("traced", internal)
         finally:
@@ -124,7 +172,7 @@ class _Site:
 
 def _sync_wrapper(site: _Site) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        if site.current() is None:
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
             return wrapped(*args, **kwargs)
         span, context = site.start()
         token = _attach(context) if span is not None else None
@@ -145,7 +193,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
 
 def _async_wrapper(site: _Site) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        if site.current() is None:
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
             return await wrapped(*args, **kwargs)
         span, context = site.start()
         token = _attach(context) if span is not None else None
@@ -166,7 +214,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
 
 def _generator_wrapper(site: _Site) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        if site.current() is None:
+        if not site.active():
             return wrapped(*args, **kwargs)
         return _drive(site, wrapped(*args, **kwargs))
 
@@ -209,7 +257,7 @@ def _drive(site: _Site, generator: Generator[Any, Any, Any]) -> Generator[Any, A
 
 def _async_generator_wrapper(site: _Site) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        if site.current() is None:
+        if not site.active():
             return wrapped(*args, **kwargs)
         return _adrive(site, wrapped(*args, **kwargs))
 
@@ -270,6 +318,26 @@ def _site_for(
     return site, function
 
 
+if TYPE_CHECKING:
+    _WrapperBase = wrapt.FunctionWrapper[Any, Any]
+else:  # wrapt's stubs are generic; the runtime class is not subscriptable
+    _WrapperBase = wrapt.FunctionWrapper
+
+
+class _FunctionWrapper(_WrapperBase):
+    """wrapt's FunctionWrapper for a plain function, with a shorter call path.
+
+    Called unbound, wrapt first looks up ``__self__`` on the wrapped object in case it
+    is an already-bound method; for a plain function that lookup always fails, and
+    raising and catching the AttributeError is most of wrapt's per-call cost. Bound
+    calls (the function used as a method) still go through wrapt's own binding.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        wrapper: Any = self._self_wrapper
+        return wrapper(self.__wrapped__, None, args, kwargs)
+
+
 @overload
 def traced(fn: Callable[P, R], /) -> Callable[P, R]: ...
 
@@ -323,6 +391,8 @@ def traced(
             wrapper = _generator_wrapper(site)
         else:
             wrapper = _sync_wrapper(site)
+        if inspect.isfunction(target):
+            return _FunctionWrapper(target, wrapper)
         return wrapt.FunctionWrapper(target, wrapper)
 
     if fn is not None:

@@ -251,6 +251,7 @@ def test_self_telemetry_counts_exported_spans_and_export_failures(
     http_receiver: OtlpHttpReceiver,
 ) -> None:
     """obskit_spans_exported_total and obskit_export_errors_total follow real exports."""
+
     def exposed(family: str) -> dict[tuple[str, ...], float]:
         return {
             tuple(sorted(s.labels.values())): s.value

@@ -48,3 +48,23 @@ def test_logs_snippets_run_and_print_what_the_page_shows(
     assert charged["trace_id"] == retrying["trace_id"]
     assert charged["request_id"] == retrying["request_id"] == "r-42"
     assert {line.get("item") for line in lines if line["event"] == "processing"} == {1, 2}
+
+
+def test_traced_snippet_runs_and_links_its_spans(capsys: pytest.CaptureFixture[str]) -> None:
+    """The @traced page's example runs; its spans nest under the manual span."""
+    import json
+
+    _run_blocks("traced.md")
+    spans = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    names = {span["span"] for span in spans}
+    assert {"checkout", "billing.charge", "__snippet__.Cart.total", "__snippet__.price"} <= names
+    assert len({span["trace_id"] for span in spans}) == 1
+
+
+def test_metrics_snippet_runs_and_exposes_an_exemplar() -> None:
+    """The metrics page's example runs and its histogram observation has an exemplar."""
+    from tests.conftest import openmetrics
+
+    _run_blocks("metrics.md")
+    samples = openmetrics()["checkout_duration_seconds"].samples
+    assert any(sample.exemplar is not None for sample in samples)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
+    from flask import Flask
     from opentelemetry.util.types import AttributeValue
 
     from obskit._logs import Logger
@@ -183,3 +184,16 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
     from obskit._traced import span as implementation
 
     return implementation(name, **attributes)
+
+
+# --- integrations ---------------------------------------------------------------
+
+
+def instrument_flask(app: Flask) -> Flask:
+    """Instrument a Flask app: server spans, RED metrics, access log, ``/metrics``.
+
+    See :func:`obskit.integrations.flask.instrument_flask` (and ``docs/flask.md``).
+    """
+    from obskit.integrations.flask import instrument_flask as implementation
+
+    return implementation(app)

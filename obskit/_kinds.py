@@ -244,4 +244,25 @@ class Buckets:
         return tuple(bounds)
 
 
-Kind = Text | Choice | ChoiceList | Flag | Number | Pairs | Url | Buckets
+@dataclass(frozen=True)
+class Names:
+    """A comma-separated list (or a Python sequence) of names; may be empty as a sequence."""
+
+    lower: bool = True
+
+    def describe(self) -> str:
+        return "a comma-separated list of names (a list as argument)"
+
+    def parse(self, value: object, source: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            items = [item.strip() for item in _text(value, self.describe()).split(",")]
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = [str(item).strip() for item in value]
+        else:
+            raise Invalid(f"{self.describe()} (got {type(value).__name__})")
+        if any(not item for item in items):
+            raise Invalid(f"{self.describe()} (empty entry)")
+        return tuple(item.lower() if self.lower else item for item in items)
+
+
+Kind = Text | Choice | ChoiceList | Flag | Number | Pairs | Url | Buckets | Names

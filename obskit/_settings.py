@@ -25,6 +25,7 @@ from obskit._kinds import (
     Flag,
     Invalid,
     Kind,
+    Names,
     Number,
     Pairs,
     Text,
@@ -238,6 +239,60 @@ class Settings:
         Buckets(),
         "Default latency buckets in seconds (the OpenTelemetry HTTP duration buckets).",
         "OBSKIT_HISTOGRAM_BUCKETS",
+    )
+    http_metrics_path: str = _setting(
+        "/metrics",
+        Text(),
+        "Path at which instrumented web apps serve obskit's metrics.",
+        "OBSKIT_HTTP_METRICS_PATH",
+    )
+    http_serve_metrics: bool = _setting(
+        True,
+        Flag(),
+        "Serve `http_metrics_path` from instrumented web apps.",
+        "OBSKIT_HTTP_SERVE_METRICS",
+    )
+    http_excluded_paths: tuple[str, ...] = _setting(
+        (),
+        Names(lower=False),
+        "Paths without spans, metrics or access logs (e.g. `/healthz`); `/prefix/*` matches below.",
+        "OBSKIT_HTTP_EXCLUDED_PATHS",
+    )
+    http_capture_request_headers: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "Request headers recorded on server spans (`http.request.header.<name>`).",
+        "OBSKIT_HTTP_CAPTURE_REQUEST_HEADERS",
+    )
+    http_capture_response_headers: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "Response headers recorded on server spans (`http.response.header.<name>`).",
+        "OBSKIT_HTTP_CAPTURE_RESPONSE_HEADERS",
+    )
+    http_redact: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "More header and query-parameter names whose values become `[REDACTED]`.",
+        "OBSKIT_HTTP_REDACT",
+    )
+    http_traceresponse: bool = _setting(
+        True,
+        Flag(),
+        "Add the W3C `traceresponse` header (the request's trace id) to responses.",
+        "OBSKIT_HTTP_TRACERESPONSE",
+    )
+    http_access_log: bool = _setting(
+        True,
+        Flag(),
+        "Write one `obskit.access` line per request.",
+        "OBSKIT_HTTP_ACCESS_LOG",
+    )
+    capture_pii: bool = _setting(
+        False,
+        Flag(),
+        "Record personal data: the client address on spans and access lines.",
+        "OBSKIT_CAPTURE_PII",
     )
     shutdown_timeout: float = _setting(
         5.0,

@@ -9,7 +9,7 @@ import pytest
 
 import obskit
 from obskit import _settings
-from obskit._kinds import Buckets, Choice, ChoiceList, Flag, Number, Pairs, Text, Url
+from obskit._kinds import Buckets, Choice, ChoiceList, Flag, Names, Number, Pairs, Text, Url
 from obskit._settings import Settings, declared, default_of, load
 
 # Three valid, distinct texts for each setting and the values they parse to.
@@ -55,6 +55,19 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "metrics_addr": [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("0.0.0.0", "0.0.0.0")],
     "metrics_process_collectors": [("false", False), ("true", True), ("true", True)],
     "metrics_max_series": [("10", 10), ("20", 20), ("30", 30)],
+    "http_metrics_path": [("/m1", "/m1"), ("/m2", "/m2"), ("/m3", "/m3")],
+    "http_serve_metrics": [("false", False), ("true", True), ("true", True)],
+    "http_excluded_paths": [
+        ("/healthz", ("/healthz",)),
+        ("/a,/b/*", ("/a", "/b/*")),
+        ("/c", ("/c",)),
+    ],
+    "http_capture_request_headers": [("X-A", ("x-a",)), ("x-b", ("x-b",)), ("x-c", ("x-c",))],
+    "http_capture_response_headers": [("X-A", ("x-a",)), ("x-b", ("x-b",)), ("x-c", ("x-c",))],
+    "http_redact": [("pin", ("pin",)), ("otp", ("otp",)), ("ssn", ("ssn",))],
+    "http_traceresponse": [("false", False), ("true", True), ("true", True)],
+    "http_access_log": [("false", False), ("true", True), ("true", True)],
+    "capture_pii": [("true", True), ("false", False), ("true", True)],
     "histogram_buckets": [("0.1,1", (0.1, 1.0)), ("1,2", (1.0, 2.0)), ("2,3", (2.0, 3.0))],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
@@ -97,6 +110,10 @@ ARGUMENTS: dict[str, tuple[object, Any]] = {
     "log_stream": ("stdout", "stdout"),
     "log_stdlib": (True, True),
     "metrics_process_collectors": (True, True),
+    "http_serve_metrics": (True, True),
+    "http_traceresponse": (True, True),
+    "http_access_log": (True, True),
+    "capture_pii": (False, False),
     "strict": (False, False),
 }
 
@@ -199,6 +216,8 @@ def _bad_values(name: str) -> list[tuple[object, str]]:
         bad += [("novalue", "missing ="), ({"": "x"}, "empty key"), ({"k": [1]}, "bad value")]
     if isinstance(kind, Text):
         bad.append((42, "wrong type"))
+    if isinstance(kind, Names):
+        bad += [("a,,b", "empty entry"), ([1], "wrong item type")]
     if isinstance(kind, Buckets):
         bad += [("1,0.5", "not increasing"), ("0,1", "not positive"), ([1, "x"], "bad entry")]
         bad.append(("1,nan", "not finite"))
@@ -240,6 +259,8 @@ def _bad_text(name: str) -> str | None:
         return "=oops"
     if isinstance(kind, ChoiceList):
         return "nope"
+    if isinstance(kind, Names):
+        return "a,,b"
     return "definitely-not-valid"
 
 

@@ -1,0 +1,299 @@
+"""Framework-neutral HTTP server instrumentation: one :class:`ServerRequest` per request.
+
+The Flask and Django integrations translate their request objects into calls on a
+``ServerRequest``; everything the contract fixes lives here once: the server span
+and its semantic-convention attributes, W3C context extraction, the RED metrics,
+the access log line, redaction, the ``traceresponse`` header.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from obskit import _runtime, _safety
+from obskit._metrics import ObskitGauge, ObskitHistogram, store
+
+UNMATCHED = "<unmatched>"
+REDACTED = "[REDACTED]"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+#: Header names whose values are never recorded, even when capture is asked for.
+SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-auth-token",
+        "x-csrftoken",
+        "x-forwarded-for",
+        "x-real-ip",
+    }
+)
+#: A query parameter or header is sensitive if its name contains one of these...
+SENSITIVE_PARTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "signature",
+    "credential",
+    "session",
+    "jwt",
+    "auth",
+)
+#: ...or is exactly one of these.
+SENSITIVE_NAMES = frozenset({"sig", "pwd", "key", "pass", "code"})
+
+_log_name = "obskit.access"
+
+
+class HttpMetrics:
+    """The RED metrics of HTTP servers, defined once in obskit's registry."""
+
+    def __init__(self) -> None:
+        metrics = store()
+        self.duration: ObskitHistogram = metrics.define(
+            "histogram",
+            ObskitHistogram,
+            "http_server_request_duration_seconds",
+            "Duration of HTTP server requests.",
+            ("http_request_method", "http_route", "http_response_status_code"),
+            None,
+            buckets=metrics.buckets,
+        )
+        self.active: ObskitGauge = metrics.define(
+            "gauge",
+            ObskitGauge,
+            "http_server_active_requests",
+            "HTTP server requests in flight.",
+            ("http_request_method",),
+            None,
+        )
+
+
+_cached: tuple[Any, HttpMetrics] | None = None
+
+
+def http_metrics() -> HttpMetrics:
+    """The HTTP metrics of the current metric store (defined on first use)."""
+    global _cached
+    current = store()
+    cached = _cached
+    if cached is None or cached[0] is not current:
+        cached = _cached = (current, HttpMetrics())
+    return cached[1]
+
+
+def normalize_method(method: str) -> str:
+    """The method, or ``_OTHER`` for non-standard ones (bounded label values)."""
+    upper = method.upper()
+    return upper if upper in KNOWN_METHODS else "_OTHER"
+
+
+def is_sensitive(name: str, extra: Iterable[str] = ()) -> bool:
+    """Whether a header or query parameter named ``name`` must be redacted."""
+    lowered = name.lower()
+    if lowered in SENSITIVE_HEADERS or lowered in SENSITIVE_NAMES or lowered in extra:
+        return True
+    return any(part in lowered for part in SENSITIVE_PARTS)
+
+
+def redact_query(query: str, extra: Iterable[str] = ()) -> str:
+    """The query string with the values of sensitive parameters replaced."""
+    if not query:
+        return ""
+    extra = tuple(extra)
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    return urllib.parse.urlencode(
+        [(name, REDACTED if is_sensitive(name, extra) else value) for name, value in pairs],
+        safe="[]",
+    )
+
+
+def excluded(path: str, patterns: Iterable[str]) -> bool:
+    """Whether ``path`` matches an excluded path (exact, or ``/prefix/*``)."""
+    for pattern in patterns:
+        if pattern.endswith("/*"):
+            if path == pattern[:-2] or path.startswith(pattern[:-1]):
+                return True
+        elif path == pattern:
+            return True
+    return False
+
+
+class ServerRequest:
+    """One HTTP request in flight: its span, context, timing and metrics."""
+
+    def __init__(
+        self,
+        telemetry: Any,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        scheme: str = "http",
+        query: str = "",
+        server_address: str | None = None,
+        server_port: int | None = None,
+        client_address: str | None = None,
+        protocol: str | None = None,
+    ) -> None:
+        settings = telemetry.settings
+        self._settings = settings
+        self._metrics = metrics = http_metrics()
+        self.method = normalize_method(method)
+        self.path = path
+        self.route: str | None = None
+        self.status: int | None = None
+        self._started = time.perf_counter()
+        self._finished = False
+        self._client_address = client_address if settings.capture_pii else None
+        from obskit.context import clear
+
+        clear()  # bound fields never leak from the previous request on this thread
+        attributes: dict[str, Any] = {
+            "http.request.method": self.method,
+            "url.path": path,
+            "url.scheme": scheme,
+        }
+        if self.method == "_OTHER":
+            attributes["http.request.method_original"] = method
+        if query:
+            attributes["url.query"] = redact_query(query, settings.http_redact)
+        if server_address:
+            attributes["server.address"] = server_address
+        if server_port:
+            attributes["server.port"] = server_port
+        agent = headers.get("user-agent")
+        if agent:
+            attributes["user_agent.original"] = agent
+        if protocol:
+            attributes["network.protocol.version"] = protocol
+        if self._client_address:
+            attributes["client.address"] = self._client_address
+        for name in settings.http_capture_request_headers:
+            if name in headers:
+                attributes[f"http.request.header.{name}"] = [
+                    self._header_value(name, headers[name])
+                ]
+        try:
+            parent = propagate.extract(headers)
+        except Exception as error:  # a propagator must not break the request
+            _safety.report("http.extract", error)
+            parent = otel_context.Context()
+        tracer = telemetry.tracer
+        self.span: Span = tracer.start_span(
+            self.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        self.context = trace.set_span_in_context(self.span, parent)
+        self._active = metrics.active.labels(self.method)
+        self._active.inc()
+
+    def _header_value(self, name: str, value: str) -> str:
+        return REDACTED if is_sensitive(name, self._settings.http_redact) else value
+
+    def attach(self) -> object:
+        """Make the request's span current (returns the token for :meth:`detach`)."""
+        return otel_context.attach(self.context)
+
+    @staticmethod
+    def detach(token: object) -> None:
+        """Undo :meth:`attach`."""
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    def response_headers(
+        self, status: int, headers: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """Record the status (and captured response headers); return headers to add."""
+        self.status = status
+        if headers:
+            for name in self._settings.http_capture_response_headers:
+                if name in headers:
+                    self.span.set_attribute(
+                        f"http.response.header.{name}", [self._header_value(name, headers[name])]
+                    )
+        if not self._settings.http_traceresponse:
+            return []
+        context = self.span.get_span_context()
+        flags = "01" if context.trace_flags.sampled else "00"
+        value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+        return [("traceresponse", value)]
+
+    def record_exception(self, error: BaseException) -> None:
+        """An exception escaped the view (the framework may still answer 500)."""
+        self.span.record_exception(error, escaped=True)
+        self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the request: span name/attributes/status, metrics, access log. Once only.
+
+        Call it with the request's context attached, so the access line carries its ids.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._finish(error)
+        except Exception as internal:
+            _safety.report("http", internal)
+        finally:
+            self._active.dec()
+            self.span.end()
+
+    def _finish(self, error: BaseException | None) -> None:
+        elapsed = time.perf_counter() - self._started
+        span = self.span
+        status = self.status if self.status is not None else (500 if error else None)
+        if self.route:
+            span.update_name(f"{self.method} {self.route}")
+            span.set_attribute("http.route", self.route)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            self.record_exception(error)
+        elif status is not None and status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        context = span.get_span_context()
+        exemplar = None
+        if context.trace_flags.sampled:
+            exemplar = {
+                "trace_id": format(context.trace_id, "032x"),
+                "span_id": format(context.span_id, "016x"),
+            }
+        self._metrics.duration.labels(
+            self.method, self.route or UNMATCHED, str(status) if status is not None else "0"
+        ).observe(elapsed, exemplar)
+        if self._settings.http_access_log:
+            from obskit._logs import get_logger
+
+            fields: dict[str, Any] = {
+                "http.request.method": self.method,
+                "http.route": self.route or UNMATCHED,
+                "url.path": self.path,
+                "http.response.status_code": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            }
+            if self._client_address:
+                fields["client.address"] = self._client_address
+            get_logger(_log_name).info(f"{self.method} {self.path} {status}", **fields)
+
+
+def current_telemetry() -> Any:
+    """The installed runtime if it traces (None before init, after shutdown, or disabled)."""
+    telemetry = _runtime._current
+    if telemetry is None or telemetry.tracer is None:
+        return None
+    return telemetry

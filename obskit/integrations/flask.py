@@ -1,0 +1,175 @@
+"""Flask integration: ``obskit.instrument_flask(app)``.
+
+A WSGI middleware around ``app.wsgi_app`` owns each request from the first byte to
+the response iterable's ``close()`` (so streamed responses are timed to their last
+chunk or the client's disconnect); Flask itself tells it the route template (read
+while Flask's request context is active) and any exception its error handling saw.
+Flask's behaviour and responses are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from flask import Flask, got_request_exception, request
+
+from obskit._http import ServerRequest, current_telemetry, excluded
+
+_ENVIRON_KEY = "obskit.request"
+StartResponse = Callable[..., Any]
+
+
+def instrument_flask(app: Flask) -> Flask:
+    """Give every request of ``app`` a server span, RED metrics and an access log line.
+
+    Also serves obskit's metrics at ``http_metrics_path`` (default ``/metrics``).
+    Safe to call again on the same app (no double instrumentation) and on each new
+    app an app factory builds. Requests made before ``obskit.init()`` pass through
+    untouched. Returns ``app``.
+    """
+    if app.extensions.get("obskit"):
+        return app
+    app.extensions["obskit"] = True
+    app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
+    got_request_exception.connect(_on_exception, app, weak=False)
+    return app
+
+
+def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
+    state = request.environ.get(_ENVIRON_KEY)
+    if state is not None:
+        state.route = _route()
+        state.record_exception(exception)
+
+
+def _route() -> str | None:
+    rule = request.url_rule
+    return rule.rule if rule is not None else None
+
+
+class _Middleware:
+    """The WSGI middleware that brackets each request with a ServerRequest."""
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        telemetry = current_telemetry()
+        if telemetry is None:
+            return self.wsgi_app(environ, start_response)
+        settings = telemetry.settings
+        path = environ.get("PATH_INFO", "") or "/"
+        if settings.http_serve_metrics and path == settings.http_metrics_path:
+            from obskit import metrics_wsgi_app
+
+            served: Iterable[bytes] = metrics_wsgi_app()(environ, start_response)
+            return served
+        if excluded(path, settings.http_excluded_paths):
+            return self.wsgi_app(environ, start_response)
+        try:
+            state = ServerRequest(
+                telemetry,
+                environ.get("REQUEST_METHOD", "GET"),
+                path,
+                _headers(environ),
+                scheme=environ.get("wsgi.url_scheme", "http"),
+                query=environ.get("QUERY_STRING", ""),
+                server_address=_host(environ),
+                server_port=_port(environ),
+                client_address=environ.get("REMOTE_ADDR"),
+                protocol=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,
+            )
+        except Exception as error:
+            from obskit import _safety
+
+            _safety.report("flask", error)
+            return self.wsgi_app(environ, start_response)
+        environ[_ENVIRON_KEY] = state
+
+        def observing_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            try:
+                state.route = _route() if request else state.route
+                code = int(status.split(" ", 1)[0])
+                extra = state.response_headers(code, {k.lower(): v for k, v in headers})
+                headers = [*headers, *extra]
+            except Exception as error:
+                from obskit import _safety
+
+                _safety.report("flask", error)
+            return start_response(status, headers, *exc)
+
+        token = state.attach()
+        try:
+            body = self.wsgi_app(environ, observing_start_response)
+        except BaseException as error:
+            state.finish(error)
+            raise
+        finally:
+            state.detach(token)
+        return _ClosingBody(body, state)
+
+
+class _ClosingBody:
+    """The response iterable: the request's context is current while each chunk is
+    produced; the request ends when the server calls ``close()``."""
+
+    def __init__(self, body: Iterable[bytes], state: ServerRequest) -> None:
+        self._body = body
+        self._iterator: Iterator[bytes] | None = None
+        self._state = state
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._body)
+        token = self._state.attach()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException as error:
+            self._state.record_exception(error)
+            raise
+        finally:
+            self._state.detach(token)
+
+    def close(self) -> None:
+        token = self._state.attach()
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._state.finish()
+            self._state.detach(token)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    return headers
+
+
+def _host(environ: dict[str, Any]) -> str | None:
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
+    if not host:
+        return None
+    return str(host).rsplit(":", 1)[0] if not str(host).endswith("]") else str(host)
+
+
+def _port(environ: dict[str, Any]) -> int | None:
+    host = str(environ.get("HTTP_HOST", ""))
+    candidate = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
+    candidate = candidate or environ.get("SERVER_PORT")
+    try:
+        return int(candidate) if candidate else None
+    except ValueError:
+        return None

@@ -158,6 +158,8 @@ class ServerRequest:
         self.path = path
         self.route: str | None = None
         self.status: int | None = None
+        #: Set by the integration when the response body is produced lazily.
+        self.streamed = False
         self._started = time.perf_counter()
         self._finished = False
         self._client_address = client_address if settings.capture_pii else None

@@ -1,10 +1,12 @@
 """Flask integration: ``obskit.instrument_flask(app)``.
 
-A WSGI middleware around ``app.wsgi_app`` owns each request from the first byte to
-the response iterable's ``close()`` (so streamed responses are timed to their last
-chunk or the client's disconnect); Flask itself tells it the route template (read
-while Flask's request context is active) and any exception its error handling saw.
-Flask's behaviour and responses are unchanged.
+A WSGI middleware around ``app.wsgi_app`` owns each request. A response built in
+memory ends the request when the app returns it; a streamed one
+(``stream_with_context`` or any generator body) ends after its last chunk, or at
+``close()`` when the client goes away, with the request's context current while
+each chunk is produced. Flask itself tells the middleware the route template (read
+while Flask's request context is active), whether the response streams, and any
+exception its error handling saw. Flask's behaviour and responses are unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Flask, got_request_exception, request
+from flask import Flask, Response, got_request_exception, request, request_finished
 
 from obskit._http import ServerRequest, current_telemetry, excluded
 
@@ -33,7 +35,14 @@ def instrument_flask(app: Flask) -> Flask:
     app.extensions["obskit"] = True
     app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
     got_request_exception.connect(_on_exception, app, weak=False)
+    request_finished.connect(_on_response, app, weak=False)
     return app
+
+
+def _on_response(sender: Flask, response: Response, **extra: Any) -> None:
+    state = request.environ.get(_ENVIRON_KEY)
+    if state is not None:
+        state.streamed = response.is_streamed
 
 
 def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
@@ -102,17 +111,20 @@ class _Middleware:
         token = state.attach()
         try:
             body = self.wsgi_app(environ, observing_start_response)
+            if not state.streamed:
+                state.finish()  # the body is already in memory
+                return body
         except BaseException as error:
             state.finish(error)
             raise
         finally:
             state.detach(token)
-        return _ClosingBody(body, state)
+        return _StreamedBody(body, state)
 
 
-class _ClosingBody:
-    """The response iterable: the request's context is current while each chunk is
-    produced; the request ends when the server calls ``close()``."""
+class _StreamedBody:
+    """A streamed response: the request's context is current while each chunk is
+    produced; the request ends after the last chunk, or at ``close()`` if earlier."""
 
     def __init__(self, body: Iterable[bytes], state: ServerRequest) -> None:
         self._body = body
@@ -129,6 +141,7 @@ class _ClosingBody:
         try:
             return next(self._iterator)
         except StopIteration:
+            self._state.finish()
             raise
         except BaseException as error:
             self._state.record_exception(error)

@@ -68,3 +68,14 @@ def test_metrics_snippet_runs_and_exposes_an_exemplar() -> None:
     _run_blocks("metrics.md")
     samples = openmetrics()["checkout_duration_seconds"].samples
     assert any(sample.exemplar is not None for sample in samples)
+
+
+def test_flask_snippet_runs_and_instruments_the_app() -> None:
+    """The Flask page's example builds an instrumented app that answers with a trace id."""
+    namespace: dict[str, object] = {"__name__": "__snippet__"}
+    (block,) = _python_blocks("flask.md")
+    exec(compile(block, "flask.md-snippet", "exec"), namespace)
+    app = namespace["app"]
+    response = app.test_client().get("/post/3", buffered=True)  # type: ignore[attr-defined]
+    assert response.get_json() == {"id": 3}
+    assert response.headers["traceresponse"].startswith("00-")

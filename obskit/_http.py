@@ -299,3 +299,22 @@ def current_telemetry() -> Any:
     if telemetry is None or telemetry.tracer is None:
         return None
     return telemetry
+
+
+def server_address(meta: Mapping[str, Any]) -> str | None:
+    """``server.address`` from a WSGI environ (or Django's ``request.META``)."""
+    host = str(meta.get("HTTP_HOST") or meta.get("SERVER_NAME") or "")
+    if not host:
+        return None
+    return host if host.endswith("]") else host.rsplit(":", 1)[0]
+
+
+def server_port(meta: Mapping[str, Any]) -> int | None:
+    """``server.port`` from a WSGI environ (or Django's ``request.META``)."""
+    host = str(meta.get("HTTP_HOST", ""))
+    candidate = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
+    candidate = candidate or meta.get("SERVER_PORT")
+    try:
+        return int(candidate) if candidate else None
+    except ValueError:
+        return None

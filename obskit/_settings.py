@@ -288,6 +288,12 @@ class Settings:
         "Write one `obskit.access` line per request.",
         "OBSKIT_HTTP_ACCESS_LOG",
     )
+    db_spans: bool = _setting(
+        True,
+        Flag(),
+        "Trace each SQL query (Django ORM) as a child span and time it in a histogram.",
+        "OBSKIT_DB_SPANS",
+    )
     capture_pii: bool = _setting(
         False,
         Flag(),

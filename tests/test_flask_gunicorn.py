@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,34 +9,20 @@ from typing import Any
 
 import pytest
 
-from tests.prometheus_server import free_port
 from tests.receivers import OtlpHttpReceiver
+from tests.servers import Server, trace_id_of
 
-ROOT = Path(__file__).resolve().parents[1]
 
+@pytest.fixture
+def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[[str], Server]]:
+    """Start gunicorn (2 workers of the given class) serving examples.flask_app."""
+    started: list[Server] = []
 
-class Gunicorn:
-    """gunicorn serving examples.flask_app with stdout captured to a file."""
-
-    def __init__(self, workdir: Path, worker_class: str, receiver: OtlpHttpReceiver) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.stdout_path = workdir / "stdout.log"
-        self.stderr_path = workdir / "stderr.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-        env.update(
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-            OTEL_BSP_SCHEDULE_DELAY="200",
-            OBSKIT_LOG_FORMAT="json",
-            PYTHONUNBUFFERED="1",
-        )
+    def start(worker_class: str) -> Server:
         threads = ["--threads", "4"] if worker_class == "gthread" else []
-        self._stdout = self.stdout_path.open("w")
-        self._stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen(
+        server = Server(
+            tmp_path,
             [
-                sys.executable,
-                "-m",
                 "gunicorn",
                 "--workers",
                 "2",
@@ -51,74 +30,28 @@ class Gunicorn:
                 worker_class,
                 *threads,
                 "--bind",
-                f"127.0.0.1:{self.port}",
+                "127.0.0.1:{port}",
                 "--graceful-timeout",
                 "5",
                 "examples.flask_app:create_app()",
             ],
-            cwd=ROOT,
-            env=env,
-            stdout=self._stdout,
-            stderr=self._stderr,
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": http_receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+            },
         )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(self.stderr_path.read_text())
-            try:
-                with urllib.request.urlopen(f"{self.url}/", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(self.stderr_path.read_text())
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as reply:
-            return reply.status, dict(reply.headers), reply.read()
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._stdout.close()
-        self._stderr.close()
-
-    def lines(self) -> list[dict[str, Any]]:
-        """Every stdout line, each parsed as JSON (a non-JSON line fails the test)."""
-        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line]
-
-
-@pytest.fixture
-def gunicorn(
-    tmp_path: Path, http_receiver: OtlpHttpReceiver
-) -> Iterator[Callable[[str], Gunicorn]]:
-    started: list[Gunicorn] = []
-
-    def start(worker_class: str) -> Gunicorn:
-        server = Gunicorn(tmp_path, worker_class, http_receiver)
         started.append(server)
         return server
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.stop()
-
-
-def _trace_id(headers: dict[str, str]) -> str:
-    return headers["traceresponse"].split("-")[1]
+        server.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_spans_and_log_lines_of_each_request_share_its_trace_id(
-    worker_class: str, gunicorn: Callable[[str], Gunicorn], http_receiver: OtlpHttpReceiver
+    worker_class: str, gunicorn: Callable[[str], Server], http_receiver: OtlpHttpReceiver
 ) -> None:
     """Real requests: server spans with their @traced children reach the OTLP receiver,
     and every stdout line of a request carries that request's trace id."""
@@ -127,7 +60,7 @@ def test_spans_and_log_lines_of_each_request_share_its_trace_id(
     for n in range(20):
         status, headers, _ = server.get(f"/post/{n}?request_id=req-{n}")
         assert status == 200
-        requests[f"req-{n}"] = _trace_id(headers)
+        requests[f"req-{n}"] = trace_id_of(headers)
     spans = http_receiver.wait_for(len(requests) * 2 + 1, timeout=20)
     by_trace: dict[str, list[Any]] = {}
     for span in spans:
@@ -154,7 +87,7 @@ def test_spans_and_log_lines_of_each_request_share_its_trace_id(
 
 @pytest.mark.slow
 def test_concurrent_requests_never_leak_ids_between_requests(
-    gunicorn: Callable[[str], Gunicorn],
+    gunicorn: Callable[[str], Server],
 ) -> None:
     """500 requests over 8 client threads to gthread workers: each request's lines carry
     only its own request_id and trace id."""
@@ -163,7 +96,7 @@ def test_concurrent_requests_never_leak_ids_between_requests(
     def call(n: int) -> tuple[str, str]:
         status, headers, _ = server.get(f"/post/{n}?request_id=r{n}")
         assert status == 200
-        return f"r{n}", _trace_id(headers)
+        return f"r{n}", trace_id_of(headers)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         expected = dict(pool.map(call, range(500)))

@@ -68,6 +68,7 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "http_traceresponse": [("false", False), ("true", True), ("true", True)],
     "http_access_log": [("false", False), ("true", True), ("true", True)],
     "capture_pii": [("true", True), ("false", False), ("true", True)],
+    "db_spans": [("false", False), ("true", True), ("true", True)],
     "histogram_buckets": [("0.1,1", (0.1, 1.0)), ("1,2", (1.0, 2.0)), ("2,3", (2.0, 3.0))],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
@@ -114,6 +115,7 @@ ARGUMENTS: dict[str, tuple[object, Any]] = {
     "http_traceresponse": (True, True),
     "http_access_log": (True, True),
     "capture_pii": (False, False),
+    "db_spans": (True, True),
     "strict": (False, False),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -512,3 +513,39 @@ def test_traced_inside_span_is_its_child(spans: Callable[..., InMemorySpanExport
     child = next(s for s in exporter.get_finished_spans() if s.name.endswith("sync_fn"))
     assert child.parent is not None
     assert child.parent.span_id == parent.get_span_context().span_id
+
+
+def test_child_of_an_unsampled_parent_is_dropped_but_keeps_fresh_ids(
+    spans: Callable[..., InMemorySpanExporter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under a parent-based sampler, a call inside an unsampled (remote) trace exports no
+    span and no exemplar, but its log lines get the trace id and a fresh span id."""
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    exporter = spans()
+    seen: list[tuple[int, int, bool]] = []
+
+    @obskit.traced
+    def work() -> None:
+        current = trace.get_current_span().get_span_context()
+        seen.append((current.trace_id, current.span_id, current.trace_flags.sampled))
+        obskit.get_logger("t").info("inside")
+
+    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        capsys.readouterr()
+        work()
+        work()
+    finally:
+        otel_context.detach(token)
+    assert exporter.get_finished_spans() == ()
+    assert [(t, sampled) for t, _, sampled in seen] == [(0xABC, False), (0xABC, False)]
+    span_ids = {s for _, s, _ in seen}
+    assert len(span_ids) == 2
+    assert 0xDEF not in span_ids
+    (line, _) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert line["trace_id"] == format(0xABC, "032x")
+    assert _count(f"{__name__}.{work.__qualname__}", "ok") == 2
+    assert _exemplars(f"{__name__}.{work.__qualname__}") == []

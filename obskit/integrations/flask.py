@@ -16,7 +16,13 @@ from typing import Any
 
 from flask import Flask, Response, got_request_exception, request, request_finished
 
-from obskit._http import ServerRequest, current_telemetry, excluded
+from obskit._http import (
+    ServerRequest,
+    current_telemetry,
+    excluded,
+    server_address,
+    server_port,
+)
 
 _ENVIRON_KEY = "obskit.request"
 StartResponse = Callable[..., Any]
@@ -84,8 +90,8 @@ class _Middleware:
                 _headers(environ),
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 query=environ.get("QUERY_STRING", ""),
-                server_address=_host(environ),
-                server_port=_port(environ),
+                server_address=server_address(environ),
+                server_port=server_port(environ),
                 client_address=environ.get("REMOTE_ADDR"),
                 protocol=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,
             )
@@ -169,20 +175,3 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
     return headers
-
-
-def _host(environ: dict[str, Any]) -> str | None:
-    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
-    if not host:
-        return None
-    return str(host).rsplit(":", 1)[0] if not str(host).endswith("]") else str(host)
-
-
-def _port(environ: dict[str, Any]) -> int | None:
-    host = str(environ.get("HTTP_HOST", ""))
-    candidate = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else None
-    candidate = candidate or environ.get("SERVER_PORT")
-    try:
-        return int(candidate) if candidate else None
-    except ValueError:
-        return None

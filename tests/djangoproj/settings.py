@@ -1,0 +1,38 @@
+"""Settings of the Django project the tests use (WSGI under gunicorn, ASGI under uvicorn)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "test-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "obskit.integrations.django",
+    "tests.djangoproj.catalog",
+]
+MIDDLEWARE = [
+    "obskit.integrations.django.ObskitMiddleware",
+    "django.middleware.common.CommonMiddleware",
+]
+ROOT_URLCONF = "tests.djangoproj.urls"
+TEMPLATES = [
+    {"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [], "APP_DIRS": True}
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get(
+            "DJANGOPROJ_DB", str(Path(tempfile.gettempdir()) / "obskit-djangoproj.sqlite3")
+        ),
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+OBSKIT = {"service_name": "django-example"}

@@ -1,0 +1,81 @@
+"""Real HTTP servers (gunicorn, uvicorn) run as subprocesses on 127.0.0.1 for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.prometheus_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Server:
+    """A server started from ``args`` (``{port}`` is filled in), stdout captured to a file."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        args: list[str],
+        env: dict[str, str],
+        ready_path: str = "/",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stdout_path = workdir / f"stdout-{self.port}.log"
+        self.stderr_path = workdir / f"stderr-{self.port}.log"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+        clean.update(PYTHONUNBUFFERED="1", OBSKIT_LOG_FORMAT="json", **env)
+        self._stdout = self.stdout_path.open("w")
+        self._stderr = self.stderr_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *[arg.format(port=self.port) for arg in args]],
+            cwd=ROOT,
+            env=clean,
+            stdout=self._stdout,
+            stderr=self._stderr,
+        )
+        self._wait_ready(ready_path)
+
+    def _wait_ready(self, path: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.stderr_path.read_text())
+            try:
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(self.stderr_path.read_text())
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stdout.close()
+        self._stderr.close()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every stdout line, each parsed as JSON (a non-JSON line fails the test)."""
+        return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line]
+
+
+def trace_id_of(headers: dict[str, str]) -> str:
+    """The trace id from a response's ``traceresponse`` header."""
+    return headers["traceresponse"].split("-")[1]

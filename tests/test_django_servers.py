@@ -1,0 +1,146 @@
+"""The Django test project under real servers: gunicorn (WSGI, 2 workers), uvicorn (ASGI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.receivers import OtlpHttpReceiver
+from tests.servers import ROOT, Server, trace_id_of
+
+COMMANDS = {
+    "gunicorn": [
+        "gunicorn",
+        "--workers",
+        "2",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--graceful-timeout",
+        "5",
+        "tests.djangoproj.wsgi:application",
+    ],
+    "uvicorn": [
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--no-access-log",
+        "tests.djangoproj.asgi:application",
+    ],
+}
+
+
+@pytest.fixture
+def django_server(
+    tmp_path: Path, http_receiver: OtlpHttpReceiver
+) -> Iterator[Callable[[str], Server]]:
+    """Migrate a fresh SQLite database, then serve the project with the named server."""
+    database = tmp_path / "db.sqlite3"
+    env = {
+        "DJANGOPROJ_DB": str(database),
+        "DJANGO_SETTINGS_MODULE": "tests.djangoproj.settings",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": http_receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--run-syncdb", "--verbosity", "0"],
+        cwd=ROOT,
+        env={**clean, **env, "OBSKIT_DISABLED": "true"},
+        check=True,
+        timeout=60,
+    )
+    started: list[Server] = []
+
+    def start(kind: str) -> Server:
+        server = Server(tmp_path, COMMANDS[kind], env, ready_path="/catalog/")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _by_trace(spans: list[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for span in spans:
+        grouped.setdefault(span.trace_id, []).append(span)
+    return grouped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_requests_export_linked_spans_and_correlated_lines(
+    kind: str, django_server: Callable[[str], Server], http_receiver: OtlpHttpReceiver
+) -> None:
+    """Real requests: server span → traced child → SQL span at the receiver; the stdout
+    lines of each request carry its trace id."""
+    server = django_server(kind)
+    requests = {}
+    for n in range(10):
+        status, headers, _ = server.get(f"/catalog/?request_id=q{n}")
+        assert status == 200
+        requests[f"q{n}"] = trace_id_of(headers)
+    grouped = _by_trace(http_receiver.wait_for(10 * 3, timeout=20))
+    for trace_id in requests.values():
+        spans = {span.name: span for span in grouped[trace_id]}
+        server_span = spans["GET catalog/"]
+        shelf = spans["tests.djangoproj.catalog.views.shelf"]
+        query = spans["SELECT catalog_book"]
+        assert shelf.parent_span_id == server_span.span_id
+        assert query.parent_span_id == shelf.span_id
+        assert query.attributes["db.system.name"] == "sqlite"
+    server.stop()
+    lines = server.lines()
+    for request_id, trace_id in requests.items():
+        mine = [line for line in lines if line.get("request_id") == request_id]
+        assert [line["event"] for line in mine] == ["listing books", "GET /catalog/ 200"]
+        assert {line["trace_id"] for line in mine} == {trace_id}
+
+
+@pytest.mark.slow
+def test_async_view_under_uvicorn_runs_on_the_event_loop_thread(
+    django_server: Callable[[str], Server],
+) -> None:
+    """Under ASGI the async view runs on the server's event loop (MainThread), not in a
+    worker thread: the middleware chain stays async."""
+    server = django_server("uvicorn")
+    status, headers, body = server.get("/catalog/async/ping?request_id=a1")
+    assert status == 200
+    assert b'"thread": "MainThread"' in body
+    server.stop()
+    lines = [line for line in server.lines() if line.get("request_id") == "a1"]
+    assert [line["event"] for line in lines] == ["async ping", "GET /catalog/async/ping 200"]
+    assert {line["trace_id"] for line in lines} == {trace_id_of(headers)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
+def test_concurrent_load_never_leaks_ids_between_requests(
+    kind: str, django_server: Callable[[str], Server]
+) -> None:
+    """200 requests over 8 client threads (sync and async views mixed): every line of a
+    request carries only that request's trace id."""
+    server = django_server(kind)
+
+    def call(n: int) -> tuple[str, str]:
+        path = "/catalog/async/ping" if n % 2 else "/catalog/"
+        status, headers, _ = server.get(f"{path}?request_id=c{n}")
+        assert status == 200
+        return f"c{n}", trace_id_of(headers)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        expected = dict(pool.map(call, range(200)))
+    server.stop()
+    lines = [line for line in server.lines() if "request_id" in line]
+    assert len(lines) == 2 * 200
+    assert [line for line in lines if line["trace_id"] != expected[line["request_id"]]] == []

@@ -382,3 +382,18 @@ def test_project_functional_behaviour_is_unchanged(
 
         assert asyncio.run(ping()).json()["books"] == 2
     time.sleep(0)
+
+
+def test_django_docs_snippets_run() -> None:
+    """The Django page's settings and urls.py snippets are valid as written."""
+    from tests.test_docs import _python_blocks
+
+    settings_block, urls_block = _python_blocks("django.md")
+    namespace: dict[str, Any] = {}
+    exec(compile(settings_block, "django.md-settings", "exec"), namespace)
+    assert "obskit.integrations.django" in namespace["INSTALLED_APPS"]
+    assert namespace["MIDDLEWARE"][0] == "obskit.integrations.django.ObskitMiddleware"
+    obskit.init(**namespace["OBSKIT"])
+    exec(compile(urls_block, "django.md-urls", "exec"), namespace)
+    (pattern,) = namespace["urlpatterns"]
+    assert str(pattern.pattern) == "internal/metrics"

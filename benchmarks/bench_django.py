@@ -59,8 +59,7 @@ def handler(middleware: list[str]) -> Any:
     from django.test.utils import override_settings
 
     with override_settings(MIDDLEWARE=middleware):
-        wsgi = WSGIHandler()  # loads the middleware chain now
-    return wsgi
+        return WSGIHandler()  # loads the middleware chain now
 
 
 def driver(app: Any) -> Callable[[int], float]:

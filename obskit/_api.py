@@ -114,15 +114,30 @@ def gauge(
     labelnames: Sequence[str] = (),
     *,
     max_series: int | None = None,
+    multiprocess_mode: str = "livesum",
 ) -> ObskitGauge:
     """A prometheus-client Gauge in obskit's registry (the same one if asked again).
+
+    Args:
+        multiprocess_mode: How workers' values combine under gunicorn's multiprocess
+            metrics: ``livesum`` (default: the sum over live workers), ``livemax``,
+            ``livemin``, ``sum``/``max``/``min`` (dead workers included), ``mostrecent``
+            or ``all`` (one series per worker, with a ``pid`` label).
 
     Raises:
         ConfigError: if ``name`` is already defined with another type or labels.
     """
     from obskit._metrics import ObskitGauge, store
 
-    return store().define("gauge", ObskitGauge, name, documentation, labelnames, max_series)
+    return store().define(
+        "gauge",
+        ObskitGauge,
+        name,
+        documentation,
+        labelnames,
+        max_series,
+        multiprocess_mode=multiprocess_mode,
+    )
 
 
 def metrics_wsgi_app() -> Callable[..., Any]:
@@ -131,7 +146,7 @@ def metrics_wsgi_app() -> Callable[..., Any]:
 
     from obskit._metrics import store
 
-    return make_wsgi_app(store().registry)
+    return make_wsgi_app(store().exposition())
 
 
 def metrics_asgi_app() -> Callable[..., Any]:
@@ -140,7 +155,7 @@ def metrics_asgi_app() -> Callable[..., Any]:
 
     from obskit._metrics import store
 
-    return make_asgi_app(store().registry)
+    return make_asgi_app(store().exposition())
 
 
 # --- tracing --------------------------------------------------------------------

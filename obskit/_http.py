@@ -18,7 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from obskit import _runtime, _safety
-from obskit._metrics import ObskitGauge, ObskitHistogram, store
+from obskit._metrics import ObskitGauge, ObskitHistogram, observe_trusted, store
 
 UNMATCHED = "<unmatched>"
 REDACTED = "[REDACTED]"
@@ -81,6 +81,7 @@ class HttpMetrics:
             "HTTP server requests in flight.",
             ("http_request_method",),
             None,
+            multiprocess_mode="livesum",
         )
 
 
@@ -275,9 +276,10 @@ class ServerRequest:
                 "trace_id": format(context.trace_id, "032x"),
                 "span_id": format(context.span_id, "016x"),
             }
-        self._metrics.duration.labels(
+        child = self._metrics.duration.labels(
             self.method, self.route or UNMATCHED, str(status) if status is not None else "0"
-        ).observe(elapsed, exemplar)
+        )
+        observe_trusted(child, elapsed, exemplar)
         if self._settings.http_access_log:
             from obskit._logs import get_logger
 

@@ -89,7 +89,26 @@ class ObskitHistogram(_Guarded, Histogram):
         elif not _exemplar_fits(exemplar):
             _selfstats.add("obskit_dropped", signal="exemplars", reason="too_long")
             exemplar = None
-        super().observe(amount, exemplar)
+        observe_trusted(self, amount, exemplar)
+
+
+_histogram_observe = Histogram.observe
+
+
+def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, str] | None) -> None:
+    """Observe with an exemplar obskit built itself (known to fit): the hot path.
+
+    In multiprocess mode prometheus-client drops exemplars, so the worker's exemplar
+    store keeps it instead.
+    """
+    _histogram_observe(child, amount, exemplar)
+    if exemplar is not None and _multiprocess_dir is not None:
+        try:
+            exemplar_store().record(child, amount, exemplar)
+        except Exception as error:
+            from obskit import _safety
+
+            _safety.report("exemplars", error)
 
 
 def current_exemplar() -> dict[str, str] | None:
@@ -108,6 +127,36 @@ def _exemplar_fits(exemplar: dict[str, str]) -> bool:
         return sum(len(str(k)) + len(str(v)) for k, v in exemplar.items()) <= EXEMPLAR_MAX_RUNES
     except Exception:
         return False
+
+
+def _detect_multiprocess() -> str | None:
+    """The multiprocess directory if prometheus-client was imported in multiprocess mode."""
+    from prometheus_client import values
+
+    from obskit._multiprocess import directory
+
+    if getattr(values.ValueClass, "_multiprocess", False):
+        return directory()
+    return None
+
+
+_multiprocess_dir: str | None = None
+_exemplar_stores: dict[int, Any] = {}
+
+
+def exemplar_store() -> Any:
+    """This process's exemplar store (a new one after a fork)."""
+    import os
+
+    pid = os.getpid()
+    store_ = _exemplar_stores.get(pid)
+    if store_ is None:
+        from obskit._multiprocess import EXEMPLAR_SUFFIX, ExemplarStore
+
+        assert _multiprocess_dir is not None
+        path = os.path.join(_multiprocess_dir, f"exemplars_{pid}{EXEMPLAR_SUFFIX}")
+        store_ = _exemplar_stores[pid] = ExemplarStore(path)
+    return store_
 
 
 class _SelfCollector(Collector):
@@ -131,13 +180,28 @@ class MetricStore:
     """The process's registry and the metrics defined in it, by name."""
 
     def __init__(self) -> None:
+        global _multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.max_series = 2000
         self.buckets: tuple[float, ...] = DEFAULT_BUCKETS
         self._lock = threading.RLock()
         self._defined: dict[str, tuple[str, tuple[str, ...], Any]] = {}
         self._process_collectors: list[Collector] = []
-        self.registry.register(_SelfCollector())
+        self._self_collector = _SelfCollector()
+        self.registry.register(self._self_collector)
+        #: The multiprocess directory when running under gunicorn's hooks, else None.
+        self.multiprocess = _multiprocess_dir = _detect_multiprocess()
+        self._exposition: CollectorRegistry | None = None
+
+    def exposition(self) -> CollectorRegistry:
+        """The registry a scrape reads: this one, or all workers merged in multiprocess mode."""
+        if self.multiprocess is None:
+            return self.registry
+        if self._exposition is None:
+            from obskit._multiprocess import exposition_registry
+
+            self._exposition = exposition_registry(self.multiprocess, [self._self_collector])
+        return self._exposition
 
     def define(
         self,
@@ -190,6 +254,8 @@ class MetricStore:
         with self._lock:
             self.max_series = max_series
             self.buckets = buckets
+            if self.multiprocess is not None:
+                process = False  # per-process collectors make no sense merged across workers
             if process and not self._process_collectors:
                 self._process_collectors = [
                     ProcessCollector(registry=self.registry),

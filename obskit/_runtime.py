@@ -161,10 +161,30 @@ def shutdown(timeout: float | None = None) -> bool:
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
         _safety.set_strict(False)
+        if "obskit._signals" in sys.modules:
+            from obskit import _signals
+
+            _signals.uninstall()
         if telemetry.metrics_server is not None:
             telemetry.metrics_server.stop()
             telemetry.metrics_server = None
     return telemetry._stop(timeout)
+
+
+def reinit_after_fork() -> None:
+    """In a forked child: rebuild the pipeline with the same settings (new pid, exporter,
+    thread). The parent's /metrics server is left to the parent."""
+    global _current
+    previous = _current
+    if previous is None or previous.tracer_provider is None:
+        return
+    previous.metrics_server = None  # the serving thread lives in the parent
+    telemetry = _build(previous.settings)
+    with _lock:
+        _install(telemetry, serve_metrics=False)
+        _current = telemetry
+    # Its queue was emptied at fork; stop the export thread it restarted in this child.
+    threading.Thread(target=previous._stop, args=(1.0,), daemon=True).start()
 
 
 def current() -> Telemetry | None:
@@ -192,7 +212,7 @@ def _build(settings: Settings) -> Telemetry:
     return telemetry
 
 
-def _install(telemetry: Telemetry) -> None:
+def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
     global _switch
     _safety.set_strict(telemetry.settings.strict)
     provider = telemetry.tracer_provider
@@ -224,7 +244,14 @@ def _install(telemetry: Telemetry) -> None:
     _switch.switch(provider)
     propagate.set_global_textmap(build_propagator(telemetry.settings))
     _logging_setup.install(telemetry.settings, telemetry.log_fields)
-    _start_metrics_server(telemetry)
+    from obskit import _signals
+
+    if telemetry.settings.flush_on_sigterm:
+        _signals.install()
+    else:
+        _signals.uninstall()
+    if serve_metrics:
+        _start_metrics_server(telemetry)
 
 
 def _start_metrics_server(telemetry: Telemetry) -> None:
@@ -243,7 +270,7 @@ def _start_metrics_server(telemetry: Telemetry) -> None:
         from obskit import _metrics_server
         from obskit._metrics import store
 
-        telemetry.metrics_server = _metrics_server.start(*wanted, store().registry)
+        telemetry.metrics_server = _metrics_server.start(*wanted, store().exposition())
 
 
 def _uninstall_logs() -> None:
@@ -255,6 +282,9 @@ def _uninstall_logs() -> None:
 
 def _register_atexit() -> None:
     global _atexit_registered
+    from obskit import _fork
+
+    _fork.register()
     if not _atexit_registered:
         atexit.register(_shutdown_at_exit)
         _atexit_registered = True

@@ -306,6 +306,12 @@ class Settings:
         "Seconds `shutdown()` (and interpreter exit) may spend flushing.",
         "OBSKIT_SHUTDOWN_TIMEOUT",
     )
+    flush_on_sigterm: bool = _setting(
+        True,
+        Flag(),
+        "On SIGTERM flush buffered spans (within `shutdown_timeout`), then run the old handler.",
+        "OBSKIT_FLUSH_ON_SIGTERM",
+    )
     disabled: bool = _setting(
         False,
         Flag(),

@@ -34,9 +34,9 @@ from opentelemetry.trace import (
     StatusCode,
 )
 from opentelemetry.util.types import AttributeValue
-from prometheus_client import Histogram
 
 from obskit import _runtime, _safety
+from obskit._metrics import observe_trusted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,7 +45,7 @@ _perf_counter = time.perf_counter
 _attach = otel_context.attach
 _detach = otel_context.detach
 _set_span = trace.set_span_in_context
-_observe = Histogram.observe
+_observe = observe_trusted
 _get_current_span = trace.get_current_span
 _random_bits = random.getrandbits
 

@@ -7,6 +7,7 @@ global. ``_runtime`` installs it behind :class:`~obskit._provider.SwitchableTrac
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ from opentelemetry.sdk.trace.sampling import (
 
 from obskit._export import CountingBatchSpanProcessor, GuardedExporter
 from obskit._settings import Settings
+from obskit.exceptions import ConfigError
 
 _DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
@@ -112,8 +114,20 @@ def build_pipeline(
     guarded = GuardedExporter(exporter)
     if isinstance(exporter, ConsoleSpanExporter):
         provider.add_span_processor(SimpleSpanProcessor(guarded))
-    else:
-        provider.add_span_processor(CountingBatchSpanProcessor(guarded))
+        return provider, guarded
+    try:
+        processor = CountingBatchSpanProcessor(guarded)
+    except ValueError as error:  # the SDK reads and checks OTEL_BSP_* itself
+        names = ("SIZE", "BATCH_SIZE", "DELAY", "TIMEOUT")
+        values = {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")}
+        raise ConfigError(
+            "OTEL_BSP_*",
+            values,
+            "env " + ", ".join(sorted(values)) if values else "defaults",
+            str(error),
+            f"see the batch span processor variables ({', '.join(names)})",
+        ) from None
+    provider.add_span_processor(processor)
     return provider, guarded
 
 

@@ -76,6 +76,20 @@ class _Store:
         with self._lock:
             return list(self._spans)
 
+    def wait_for_traces(
+        self, trace_ids: set[str], per_trace: int, timeout: float = 20.0
+    ) -> list[ReceivedSpan]:
+        """Wait until each trace in ``trace_ids`` has ``per_trace`` spans; return all spans."""
+        deadline = time.monotonic() + timeout
+        while True:
+            spans = self.spans
+            counts: dict[str, int] = {}
+            for span in spans:
+                counts[span.trace_id] = counts.get(span.trace_id, 0) + 1
+            if all(counts.get(t, 0) >= per_trace for t in trace_ids) or time.monotonic() > deadline:
+                return spans
+            time.sleep(0.05)
+
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Wait until at least ``count`` spans arrived; return them all."""
         deadline = time.monotonic() + timeout

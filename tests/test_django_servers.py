@@ -90,7 +90,7 @@ def test_requests_export_linked_spans_and_correlated_lines(
         status, headers, _ = server.get(f"/catalog/?request_id=q{n}")
         assert status == 200
         requests[f"q{n}"] = trace_id_of(headers)
-    grouped = _by_trace(http_receiver.wait_for(10 * 3, timeout=20))
+    grouped = _by_trace(http_receiver.wait_for_traces(set(requests.values()), 3))
     for trace_id in requests.values():
         spans = {span.name: span for span in grouped[trace_id]}
         server_span = spans["GET catalog/"]

@@ -61,7 +61,7 @@ def test_spans_and_log_lines_of_each_request_share_its_trace_id(
         status, headers, _ = server.get(f"/post/{n}?request_id=req-{n}")
         assert status == 200
         requests[f"req-{n}"] = trace_id_of(headers)
-    spans = http_receiver.wait_for(len(requests) * 2 + 1, timeout=20)
+    spans = http_receiver.wait_for_traces(set(requests.values()), 2)
     by_trace: dict[str, list[Any]] = {}
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)

@@ -297,3 +297,12 @@ def test_another_global_provider_is_reported_not_overridden() -> None:
     assert result.returncode == 0, result.stderr
     assert "another OpenTelemetry tracer provider" in result.stderr
     assert "Overriding" not in result.stderr
+
+
+def test_bad_batch_processor_variables_fail_init_with_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_BSP_* values the SDK rejects surface as one ConfigError from init()."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10000")
+    with pytest.raises(obskit.ConfigError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        obskit.init(otlp_endpoint="http://127.0.0.1:9")

@@ -69,6 +69,7 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "http_access_log": [("false", False), ("true", True), ("true", True)],
     "capture_pii": [("true", True), ("false", False), ("true", True)],
     "db_spans": [("false", False), ("true", True), ("true", True)],
+    "flush_on_sigterm": [("false", False), ("true", True), ("true", True)],
     "histogram_buckets": [("0.1,1", (0.1, 1.0)), ("1,2", (1.0, 2.0)), ("2,3", (2.0, 3.0))],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
@@ -116,6 +117,7 @@ ARGUMENTS: dict[str, tuple[object, Any]] = {
     "http_access_log": (True, True),
     "capture_pii": (False, False),
     "db_spans": (True, True),
+    "flush_on_sigterm": (True, True),
     "strict": (False, False),
 }
 

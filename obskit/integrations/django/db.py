@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from obskit import _runtime, _safety
-from obskit._metrics import ObskitHistogram, store
+from obskit._metrics import ObskitHistogram, observe_trusted, store
 
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 _SYSTEMS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "oracle": "oracle.db"}
@@ -112,7 +112,7 @@ class QueryTracer:
                             "span_id": format(ctx.span_id, "016x"),
                         }
                     span.end()
-                _histogram().labels(system, verb).observe(elapsed, exemplar)
+                observe_trusted(_histogram().labels(system, verb), elapsed, exemplar)
             except Exception as error:
                 _safety.report("django.db", error)
 

@@ -34,7 +34,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     from obskit._metrics import store
 
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(store().registry)
+    body = encoder(store().exposition())
     response = HttpResponse(body, content_type=content_type)
     if gzip_accepted(request.headers.get("Accept-Encoding", "")):
         import gzip

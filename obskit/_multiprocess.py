@@ -1,0 +1,213 @@
+"""Multi-process metrics (gunicorn workers): one ``/metrics`` for all, exemplars included.
+
+prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) keeps each
+worker's values in mmap files and merges them at scrape time, but has no exemplars.
+obskit adds:
+
+- **an exemplar store per worker**: ``exemplars_<pid>.obskit`` in the same directory,
+  a small mmap file of fixed 256-byte records, one per histogram bucket series, each
+  holding the latest exemplar (trace id, span id, value, timestamp). A worker
+  overwrites its records in place; a scrape reads every worker's file and, per
+  bucket, keeps the newest exemplar. (The extension is not ``.db`` so that
+  prometheus-client's collector never reads these files.)
+- **compaction**: when a worker dies, its counter/histogram/summary files and its
+  non-live gauge files are merged into one ``<type>_merged.db`` per type and deleted,
+  so the number of files stays bounded however often workers are recycled:
+  at most (metric file types) x (live workers + 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import multiprocess as _upstream
+from prometheus_client import utils as _utils
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+
+from obskit import _selfstats
+
+# Untyped upstream helpers, as Any for mypy --strict.
+MultiProcessCollector: Any = _upstream.MultiProcessCollector
+mark_process_dead: Any = _upstream.mark_process_dead
+floatToGoString: Any = _utils.floatToGoString
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXEMPLAR_SUFFIX = ".obskit"
+_RECORD = 256
+_KEY_MAX = 160
+# key length (H), key, trace id, span id, value (d), timestamp (d)
+_LAYOUT = struct.Struct(f"<H{_KEY_MAX}s32s16sdd")
+_HEADER = struct.Struct("<I")
+_INITIAL_RECORDS = 255
+
+
+def directory() -> str | None:
+    """The multiprocess directory, if multiprocess mode is on (set before the import)."""
+    return os.environ.get(ENV) or None
+
+
+class ExemplarStore:
+    """This worker's exemplar file: the latest exemplar per histogram bucket series."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._slots: dict[str, int] = {}
+        self._file = open(path, "a+b")  # noqa: SIM115 - lives as long as the worker
+        size = _HEADER.size + _RECORD * _INITIAL_RECORDS
+        if os.fstat(self._file.fileno()).st_size < size:
+            self._file.truncate(size)
+        self._map = mmap.mmap(self._file.fileno(), 0)
+        self._capacity = (len(self._map) - _HEADER.size) // _RECORD
+
+    def record(self, histogram: Any, amount: float, exemplar: dict[str, str]) -> None:
+        """Remember ``exemplar`` for the bucket of ``histogram`` that ``amount`` falls in."""
+        bound = next(b for b in histogram._upper_bounds if amount <= b)
+        labels = dict(zip(histogram._labelnames, histogram._labelvalues, strict=False))
+        labels["le"] = floatToGoString(bound)
+        key = json.dumps([f"{histogram._name}_bucket", sorted(labels.items())]).encode()
+        if len(key) > _KEY_MAX:
+            _selfstats.add("obskit_dropped", signal="exemplars", reason="key_too_long")
+            return
+        trace_id = exemplar.get("trace_id", "").encode()[:32]
+        span_id = exemplar.get("span_id", "").encode()[:16]
+        import time
+
+        with self._lock:
+            slot = self._slots.get(key.decode())
+            new = slot is None
+            if slot is None:
+                slot = len(self._slots)
+                if slot >= self._capacity:
+                    self._grow()
+            offset = _HEADER.size + slot * _RECORD
+            _LAYOUT.pack_into(
+                self._map, offset, len(key), key, trace_id, span_id, amount, time.time()
+            )
+            if new:
+                self._slots[key.decode()] = slot
+                # Publish the record only once it is written.
+                _HEADER.pack_into(self._map, 0, len(self._slots))
+
+    def _grow(self) -> None:
+        self._map.close()
+        self._file.truncate(_HEADER.size + _RECORD * self._capacity * 2)
+        self._map = mmap.mmap(self._file.fileno(), 0)
+        self._capacity *= 2
+
+    def close(self) -> None:
+        self._map.close()
+        self._file.close()
+
+
+def read_exemplars(path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar]:
+    """All exemplars in one worker's file, keyed by (sample name, sorted labels)."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return found
+    if len(data) < _HEADER.size:
+        return found
+    (count,) = _HEADER.unpack_from(data, 0)
+    for slot in range(count):
+        offset = _HEADER.size + slot * _RECORD
+        if offset + _LAYOUT.size > len(data):
+            break
+        length, key, trace_id, span_id, value, timestamp = _LAYOUT.unpack_from(data, offset)
+        try:
+            name, labels = json.loads(key[:length])
+            ids = {"trace_id": trace_id.decode(), "span_id": span_id.decode()}
+        except (ValueError, UnicodeDecodeError):
+            continue  # a record being written right now: skip it this scrape
+        found[(name, tuple((k, v) for k, v in labels))] = Exemplar(ids, value, timestamp)
+    return found
+
+
+class MergedCollector(Collector):
+    """prometheus-client's multiprocess merge, plus every worker's newest exemplars."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._collector = MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Iterable[Any]:
+        metrics: Iterable[Any] = self._collector.collect()
+        newest: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
+        for path in glob.glob(os.path.join(self._path, f"*{EXEMPLAR_SUFFIX}")):
+            for key, exemplar in read_exemplars(path).items():
+                current = newest.get(key)
+                if current is None or float(exemplar.timestamp or 0) > float(
+                    current.timestamp or 0
+                ):
+                    newest[key] = exemplar
+        for metric in metrics:
+            if metric.type == "histogram" and newest:
+                metric.samples = [
+                    sample._replace(
+                        exemplar=newest.get(
+                            (sample.name, tuple(sorted(sample.labels.items()))), sample.exemplar
+                        )
+                    )
+                    for sample in metric.samples
+                ]
+            yield metric
+
+
+def exposition_registry(path: str, extra: Iterable[Collector] = ()) -> CollectorRegistry:
+    """A registry for scrapes in multiprocess mode: all workers merged, with exemplars."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MergedCollector(path))
+    for collector in extra:
+        registry.register(collector)
+    return registry
+
+
+_MERGED_GAUGE_MODES = ("sum", "max", "min", "mostrecent")
+
+
+def compact(path: str, pid: int) -> None:
+    """Account for a dead worker: drop its live gauges and exemplars, fold the rest of its
+    files into ``<type>_merged.db``, and delete them."""
+    from prometheus_client import mmap_dict
+
+    mmaped: Any = mmap_dict.MmapedDict  # untyped upstream
+    mark_process_dead(pid, path)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(path, f"exemplars_{pid}{EXEMPLAR_SUFFIX}"))
+    for dead in glob.glob(os.path.join(path, f"*_{pid}.db")):
+        prefix = os.path.basename(dead)[: -len(f"_{pid}.db")]
+        mode = prefix.split("_", 1)[1] if prefix.startswith("gauge_") else ""
+        if prefix.startswith("gauge_") and mode not in _MERGED_GAUGE_MODES:
+            os.remove(dead)  # per-pid ("all") gauges of a dead process are stale
+            continue
+        merged = mmaped(os.path.join(path, f"{prefix}_merged.db"))
+        try:
+            existing = {key: (value, ts) for key, value, ts in merged.read_all_values()}
+            for key, value, timestamp, _ in mmaped.read_all_values_from_file(dead):
+                if key in existing:
+                    old, old_timestamp = existing[key]
+                    if mode == "max":
+                        value = max(old, value)
+                    elif mode == "min":
+                        value = min(old, value)
+                    elif mode == "mostrecent":
+                        if old_timestamp > timestamp:
+                            value, timestamp = old, old_timestamp
+                    else:
+                        value += old
+                merged.write_value(key, value, timestamp)
+        finally:
+            merged.close()
+        os.remove(dead)

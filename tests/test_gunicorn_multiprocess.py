@@ -1,0 +1,357 @@
+"""gunicorn with several workers (--preload): one /metrics for all, exemplars across
+workers, worker recycling, graceful flush on SIGTERM, fork safety."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from tests.prometheus_server import Prometheus, free_port, prometheus_binary
+from tests.receivers import OtlpHttpReceiver
+from tests.servers import ROOT, Server
+
+DURATION = "http_server_request_duration_seconds"
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[..., Server]]:
+    """gunicorn -c examples/gunicorn.conf.py (obskit's hooks) serving the example app."""
+    started: list[Server] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None) -> Server:
+        multiproc = tmp_path / f"multiproc-{len(started)}"
+        server = Server(
+            tmp_path,
+            [
+                "gunicorn",
+                "-c",
+                "examples/gunicorn.conf.py",
+                "--bind",
+                "127.0.0.1:{port}",
+                *extra,
+                "examples.flask_app:create_app()",
+            ],
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": http_receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+                **(env or {}),
+            },
+        )
+        server.multiproc = multiproc  # type: ignore[attr-defined]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _scrape(server: Server) -> tuple[dict[str, Any], float]:
+    request = urllib.request.Request(
+        f"{server.url}/metrics", headers={"Accept": "application/openmetrics-text"}
+    )
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        text = reply.read().decode()
+    elapsed = time.perf_counter() - started
+    return {family.name: family for family in text_string_to_metric_families(text)}, elapsed
+
+
+def _request_count(families: dict[str, Any], route: str = "/post/<int:post_id>") -> float:
+    return sum(
+        sample.value
+        for sample in families[DURATION].samples
+        if sample.name == f"{DURATION}_count" and sample.labels["http_route"] == route
+    )
+
+
+def _hammer(server: Server, count: int, threads: int = 8) -> None:
+    def call(n: int) -> None:
+        with urllib.request.urlopen(f"{server.url}/post/{n}", timeout=10) as reply:
+            assert reply.status == 200
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(call, range(count)))
+
+
+@pytest.mark.slow
+def test_one_metrics_endpoint_counts_every_workers_requests_with_exemplars(
+    gunicorn: Callable[..., Server], http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """4 sync workers, --preload, 2,000 requests: /metrics (any worker) counts 2,000;
+    its exemplars are trace ids the receiver got; each worker exports with its own
+    process.pid; a real Prometheus stores those exemplars."""
+    server = gunicorn("--workers", "4", "--preload")
+    _hammer(server, 2000)
+    families, _ = _scrape(server)
+    assert _request_count(families) == 2000
+    exemplar_ids = {
+        sample.exemplar.labels["trace_id"]
+        for sample in families[DURATION].samples
+        if sample.exemplar is not None
+    }
+    assert exemplar_ids
+    spans = http_receiver.wait_for(4000, timeout=30)
+    received = {span.trace_id for span in spans}
+    assert exemplar_ids <= received
+    pids = {span.resource["process.pid"] for span in spans}
+    assert len(pids) == 4
+    assert server.process.pid not in pids
+    # A real Prometheus scraping the same endpoint keeps the cross-worker exemplars.
+    prometheus_binary()
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{server.port}"])
+    try:
+        _hammer(server, 200)
+        now = time.time()
+        stored = prometheus.wait_for(
+            "query_exemplars", query=f"{DURATION}_bucket", start=now - 120, end=now + 60
+        )
+        stored_ids = {e["labels"]["trace_id"] for s in stored for e in s["exemplars"]}
+        assert stored_ids
+        deadline = time.monotonic() + 20
+        while not stored_ids <= received and time.monotonic() < deadline:
+            time.sleep(0.5)
+            received = {span.trace_id for span in http_receiver.spans}
+        assert stored_ids <= received
+    finally:
+        prometheus.close()
+
+
+@pytest.mark.slow
+def test_worker_recycling_keeps_counters_monotonic_and_files_bounded(
+    gunicorn: Callable[..., Server],
+) -> None:
+    """max_requests=50 over 5,000 requests: totals never decrease between scrapes, no
+    file of a dead worker is left, at most 4 x (workers + 1) files exist, and a
+    scrape stays under 500 ms."""
+    server = gunicorn("--workers", "2", "--max-requests", "50", "--preload")
+    totals: list[float] = []
+    slowest = 0.0
+    for _ in range(10):
+        _hammer(server, 500)
+        families, elapsed = _scrape(server)
+        totals.append(_request_count(families))
+        slowest = max(slowest, elapsed)
+    assert totals == sorted(totals)
+    assert totals[-1] == 5000
+    assert slowest < 0.5
+    files = os.listdir(server.multiproc)  # type: ignore[attr-defined]
+    live = {name.rsplit("_", 1)[-1].split(".")[0] for name in files} - {"merged"}
+    assert len(live) <= 3  # 2 workers, plus one being replaced at this instant
+    assert len(files) <= 4 * (2 + 1)
+    assert any(name.endswith("_merged.db") for name in files)
+
+
+@pytest.mark.slow
+def test_sigterm_to_gunicorn_flushes_every_buffered_span(
+    gunicorn: Callable[..., Server], http_receiver: OtlpHttpReceiver
+) -> None:
+    """500 spans buffered behind a 60 s batch delay all reach the receiver on SIGTERM."""
+    server = gunicorn(
+        "--workers",
+        "1",
+        env={
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10000",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "10000",
+        },
+    )
+    _hammer(server, 250, threads=4)  # 2 spans each: the request and load_post
+    time.sleep(0.5)
+    already = len(http_receiver.spans)
+    server.stop()
+    spans = http_receiver.wait_for(500 + already, timeout=20)
+    names = [span.name for span in spans]
+    assert names.count("GET /post/<int:post_id>") == 250
+    assert names.count("examples.flask_app.load_post") == 250
+
+
+@pytest.mark.slow
+def test_sigterm_with_the_collector_down_exits_within_the_bound(
+    gunicorn: Callable[..., Server],
+) -> None:
+    """With nothing listening for spans, a graceful stop still ends within the bound."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    server = gunicorn(
+        "--workers",
+        "1",
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": dead,
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "OBSKIT_SHUTDOWN_TIMEOUT": "2",
+        },
+    )
+    _hammer(server, 50, threads=4)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=30)
+    assert time.monotonic() - started < 2 + 3  # the bound plus gunicorn's own stop
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_plain_script_flushes_then_terminates(
+    http_receiver: OtlpHttpReceiver, tmp_path: Path
+) -> None:
+    """python app.py killed by SIGTERM: buffered spans are flushed, then the process ends
+    as SIGTERM's default action would (the previous handler is chained)."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            import obskit
+            from opentelemetry import trace
+            obskit.init(service_name="plain", otlp_endpoint="{http_receiver.endpoint}")
+            for n in range(500):
+                with trace.get_tracer("t").start_as_current_span(f"span-{{n}}"):
+                    pass
+            print("ready", flush=True)
+            time.sleep(60)
+            """
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "60000"
+    env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = "10000"
+    env["OTEL_BSP_MAX_QUEUE_SIZE"] = "10000"
+    process = subprocess.Popen(
+        [sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert "ready" in process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == -signal.SIGTERM
+    process.stdout.close()
+    assert len(http_receiver.wait_for(500, timeout=10)) == 500
+
+
+FORK_SCRIPT = """
+import os, sys, threading, time
+import obskit
+from obskit import _logs, _metrics, _runtime, _selfstats
+from opentelemetry import trace
+
+obskit.init(service_name="forky", traces_exporter="none")
+obskit.histogram("work_seconds", "x").observe(0.1)
+log = obskit.get_logger("forky")
+
+@obskit.traced
+def work():
+    log.info("child working")
+    return 1
+
+locks = [_runtime._lock, _selfstats._lock, _logs.pipeline().writer._lock, _metrics.store()._lock]
+failures = 0
+for n in range(50):
+    lock = locks[n % len(locks)]
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:
+        work()
+        obskit.counter("child_total", "x").inc()
+        with obskit.span("in-child"):
+            log.info("span in child")
+        os._exit(0)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            failures += status != 0
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            failures += 1
+            print("HUNG", n, file=sys.stderr)
+            break
+        time.sleep(0.01)
+print("failures", failures, file=sys.stderr)
+sys.exit(1 if failures else 0)
+"""
+
+
+@pytest.mark.slow
+def test_fork_while_obskit_locks_are_held_never_hangs() -> None:
+    """50 forks, each while another thread holds one of obskit's locks: every child logs,
+    traces and counts, then exits within a 10 s watchdog."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "failures 0" in result.stderr
+    assert result.stdout.count("child working") == 50
+
+
+def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
+    """compact() folds a dead pid's counters/histograms into *_merged.db, sums them with
+    earlier merges, drops its live gauges and exemplars."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+        import obskit
+        from obskit._multiprocess import compact
+        counter = obskit.counter("jobs_total", "Jobs.", ["queue"])
+        gauge = obskit.gauge("busy", "Busy.")
+        for pid_round in range(3):
+            pid = os.fork()
+            if pid == 0:
+                counter.labels("a").inc(5)
+                gauge.inc()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            compact({str(tmp_path)!r}, pid)
+        from prometheus_client import generate_latest
+        from obskit._metrics import store
+        print(generate_latest(store().exposition()).decode())
+        print(sorted(os.listdir({str(tmp_path)!r})), os.getpid())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'jobs_total{queue="a"} 15.0' in result.stdout
+    assert "busy 0.0" in result.stdout  # only the live parent's gauge is left
+    parent = result.stdout.split()[-1]
+    assert f"['counter_merged.db', 'gauge_livesum_{parent}.db']" in result.stdout
+    assert not glob.glob(str(tmp_path / "*.obskit"))

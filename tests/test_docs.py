@@ -79,3 +79,15 @@ def test_flask_snippet_runs_and_instruments_the_app() -> None:
     response = app.test_client().get("/post/3", buffered=True)  # type: ignore[attr-defined]
     assert response.get_json() == {"id": 3}
     assert response.headers["traceresponse"].startswith("00-")
+
+
+def test_readme_quickstart_runs() -> None:
+    """The README's quickstart builds an instrumented app whose traced call answers."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    exec(compile(block, "README-quickstart", "exec"), namespace)
+    app = namespace["app"]
+    response = app.test_client().post("/orders/7/pay", buffered=True)  # type: ignore[attr-defined]
+    assert response.get_json() == {"ok": True}
+    assert "traceresponse" in response.headers

@@ -27,7 +27,7 @@ def main() -> None:
             time.sleep(0.02)
         trace_id = format(span.get_span_context().trace_id, "032x")
     obskit.shutdown()
-    print(f"trace {trace_id}: 3 spans (one JSON line each, on stderr)")
+    print(f"trace {trace_id}: 3 spans, printed as a tree on stderr")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,12 @@ global. ``_runtime`` installs it behind :class:`~obskit._provider.SwitchableTrac
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
 )
@@ -26,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
+from obskit._console import ConsoleTreeExporter
 from obskit._export import CountingBatchSpanProcessor, GuardedExporter
 from obskit._settings import Settings
 from obskit.exceptions import ConfigError
@@ -61,7 +59,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     """The span exporter for ``traces_exporter``, or ``None`` for ``none``."""
     exporter = settings.resolved_traces_exporter
     if exporter == "console":
-        return ConsoleSpanExporter(out=_Stderr(), formatter=console_line)  # type: ignore[arg-type]
+        return ConsoleTreeExporter()
     if exporter == "none":
         return None
     endpoint = traces_endpoint(settings)
@@ -112,7 +110,7 @@ def build_pipeline(
     if exporter is None:
         return provider, None
     guarded = GuardedExporter(exporter)
-    if isinstance(exporter, ConsoleSpanExporter):
+    if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
         provider.add_span_processor(SimpleSpanProcessor(guarded))
         return provider, guarded
     try:
@@ -149,36 +147,3 @@ def build_propagator(settings: Settings) -> Any:
             (entry,) = entry_points(group="opentelemetry_propagator", name=name)
             chosen.append(entry.load()())
     return CompositePropagator(chosen)
-
-
-def console_line(span: ReadableSpan) -> str:
-    """One compact JSON line per finished span (the resource is left out: it never changes)."""
-    context = span.get_span_context()
-    parent = span.parent
-    start, end = span.start_time or 0, span.end_time or 0
-    record = {
-        "span": span.name,
-        "trace_id": format(context.trace_id, "032x") if context else None,
-        "span_id": format(context.span_id, "016x") if context else None,
-        "parent_id": format(parent.span_id, "016x") if parent else None,
-        "kind": span.kind.name,
-        "duration_ms": round((end - start) / 1e6, 3),
-        "status": span.status.status_code.name,
-        "attributes": dict(span.attributes or {}),
-    }
-    return json.dumps(record, default=str) + "\n"
-
-
-class _Stderr:  # an IO[str] for the two methods ConsoleSpanExporter calls
-    """A stream that writes to whatever ``sys.stderr`` is at write time.
-
-    Looking it up late keeps console spans visible when a test runner or a
-    daemoniser replaces ``sys.stderr`` after ``init()``.
-    """
-
-    def write(self, text: str) -> int:
-        stream: IO[str] = sys.stderr
-        return stream.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
 from obskit import _runtime
@@ -178,24 +180,29 @@ def test_no_exporter_logs_one_hint_and_still_makes_spans(
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in capsys.readouterr().out
 
 
-def test_console_exporter_prints_each_span(capsys: pytest.CaptureFixture[str]) -> None:
-    """traces_exporter='console' prints one JSON line per finished span on stderr."""
+def test_console_exporter_prints_each_trace_as_a_tree(capsys: pytest.CaptureFixture[str]) -> None:
+    """traces_exporter='console' prints a finished trace once, as a tree, on stderr."""
     obskit.init(service_name="x", traces_exporter="console")
-    with trace.get_tracer("t").start_as_current_span("hello", attributes={"k": "v"}):
-        pass
-    line = json.loads(capsys.readouterr().err.strip())
-    assert line["span"] == "hello"
-    assert line["attributes"] == {"k": "v"}
-    assert len(line["trace_id"]) == 32
+    with trace.get_tracer("t").start_as_current_span("hello") as span:
+        with trace.get_tracer("t").start_as_current_span("child"):
+            pass
+        assert capsys.readouterr().err == ""  # nothing until the root ends
+    err = capsys.readouterr().err
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert err.startswith(f"trace {trace_id}")
+    assert "\nhello " in err
+    assert "\n  child " in err
 
 
-def test_attribute_values_are_truncated_to_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
+def test_attribute_values_are_truncated_to_the_limit(
+    spans: Callable[..., InMemorySpanExporter],
+) -> None:
     """Span attribute strings are bounded (default 4096) — upstream's default is unlimited."""
-    obskit.init(traces_exporter="console")
+    exporter = spans()
     with trace.get_tracer("t").start_as_current_span("big") as span:
         span.set_attribute("blob", "x" * 10_000)
-    line = json.loads(capsys.readouterr().err.strip())
-    assert len(line["attributes"]["blob"]) == 4096
+    (finished,) = exporter.get_finished_spans()
+    assert len(str((finished.attributes or {})["blob"])) == 4096
 
 
 def test_propagators_default_to_w3c_trace_context_and_baggage() -> None:

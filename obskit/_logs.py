@@ -122,6 +122,8 @@ class LineWriter:
 
     def __init__(self, stream: str = "stdout") -> None:
         self.stream = stream
+        #: When a list, lines are appended to it instead of written (obskit.testing).
+        self.capture: list[str] | None = None
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
             # A lock held by another thread at fork time would stay held in the child.
@@ -129,6 +131,10 @@ class LineWriter:
             os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
 
     def msg(self, line: str) -> None:
+        captured = self.capture
+        if captured is not None:
+            captured.append(line)
+            return
         try:
             stream = getattr(sys, self.stream)
             with self._lock:

@@ -12,6 +12,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import obskit
 from obskit import _metrics
+
+pytest_plugins = ["pytester"]
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 

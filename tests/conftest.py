@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import obskit
 from obskit import _metrics
+from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 pytest_plugins = ["pytester"]
-from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 
 @pytest.fixture(autouse=True)

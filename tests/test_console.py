@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,13 +15,7 @@ from obskit.testing import SequentialIds
 MS = 1_000_000  # nanoseconds
 T0 = 1_700_000_000_000_000_000
 
-GOLDEN = """\
-trace 00000000000000000000000000000001  100.0 ms  4 spans  1 error
-GET /checkout                                     0.0 ms |████████████████████████████████|    100.0 ms
-  shop.load_cart                                 10.0 ms |   ██████                       |     20.0 ms
-    SELECT carts                                 15.0 ms |    ██                          |      5.0 ms
-  shop.charge                                    40.0 ms |             ████████████████   |     50.0 ms  ✗ PaymentError: card declined
-"""
+GOLDEN = Path(__file__).parent / "golden" / "console_tree.txt"
 
 
 def test_three_level_trace_with_an_error_renders_as_the_golden_tree() -> None:
@@ -41,7 +36,7 @@ def test_three_level_trace_with_an_error_renders_as_the_golden_tree() -> None:
     charge.end(end_time=T0 + 90 * MS)
     assert out.getvalue() == ""  # the root has not ended yet
     root.end(end_time=T0 + 100 * MS)
-    assert out.getvalue() == GOLDEN
+    assert out.getvalue() == GOLDEN.read_text(encoding="utf-8")
 
 
 def _in(span):  # type: ignore[no-untyped-def]

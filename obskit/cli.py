@@ -1,4 +1,4 @@
-"""The ``obskit`` command: ``obskit config`` shows the effective settings and their sources."""
+"""The ``obskit`` command: ``demo``, ``doctor``, and ``config`` (effective settings, sources)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="pass a setting as if it were an init() argument (repeatable)",
     )
+    demo = commands.add_parser(
+        "demo", help="run a small instrumented app and show one request's three signals"
+    )
+    demo.add_argument("--serve", action="store_true", help="keep the demo app running")
+    commands.add_parser("doctor", help="check the configuration and the pipeline end to end")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from obskit import _demo
+
+        return _demo.run(serve=args.serve)
+    if args.command == "doctor":
+        from obskit import _doctor
+
+        return _doctor.run()
     return _config(args.set)
 
 

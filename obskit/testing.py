@@ -149,11 +149,12 @@ class Capture:
 
 
 @contextmanager
-def capture(**settings: Any) -> Iterator[Capture]:
+def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
     """Initialise obskit for a test and yield what it records; shut it down afterwards.
 
     ``settings`` are ``obskit.init()`` settings; by default: no exporter, JSON logs at
     DEBUG, strict mode (obskit's own internal errors raise, failing the test).
+    ``sequential_ids`` makes trace and span ids 1, 2, 3, ... (stable test output).
     """
     from obskit import _logs
 
@@ -168,9 +169,10 @@ def capture(**settings: Any) -> Iterator[Capture]:
     handle = _runtime.init(**options)
     provider = handle.tracer_provider
     assert provider is not None, "obskit is disabled (OTEL_SDK_DISABLED): nothing to capture"
-    provider.id_generator = SequentialIds()  # type: ignore[assignment]
-    # A new scope name: the SDK caches tracers (and their id generator) per scope.
-    handle.tracer = provider.get_tracer("obskit.testing", __version__)
+    if sequential_ids:
+        provider.id_generator = SequentialIds()  # type: ignore[assignment]
+        # A new scope name: the SDK caches tracers (and their id generator) per scope.
+        handle.tracer = provider.get_tracer("obskit.testing", __version__)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     writer = _logs.pipeline().writer

@@ -159,6 +159,8 @@ class Pipeline:
     def __init__(self) -> None:
         self.level = LEVELS["info"]
         self.writer = LineWriter()
+        #: A fake clock for tests (obskit.testing): returns each line's timestamp.
+        self.clock: Callable[[], str] | None = None
         self.structlog_chain: list[Processor] = []
         self.record_chain: list[Processor] = []
         self.configure(fields={}, renderer="json", max_bytes=16384)
@@ -206,6 +208,20 @@ class Pipeline:
         self.record_chain[:] = [merge, add_trace_context, add_fields, *tail]
         self.level = LEVELS[level]
         self.writer.stream = stream
+        self.clock = None
+
+    def use_clock(self, clock: Callable[[], str]) -> None:
+        """Stamp every line with ``clock()`` instead of the time (deterministic tests)."""
+
+        def stamp(logger: Any, method: str, event: EventDict) -> EventDict:
+            event["timestamp"] = clock()
+            return event
+
+        self.clock = clock
+        self.structlog_chain[:] = [
+            stamp if isinstance(p, structlog.processors.TimeStamper) else p
+            for p in self.structlog_chain
+        ]
 
 
 _pipeline: Pipeline | None = None
@@ -318,7 +334,9 @@ class BridgeHandler(logging.Handler):
                 "event": record.getMessage(),
                 "level": record.levelname.lower(),
                 "logger": record.name,
-                "timestamp": _rfc3339(record.created),
+                "timestamp": clock()
+                if (clock := self._pipeline.clock)
+                else _rfc3339(record.created),
             }
             for key, value in record.__dict__.items():
                 if key not in _RECORD_ATTRS and not key.startswith("_"):

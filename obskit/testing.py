@@ -154,7 +154,9 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
 
     ``settings`` are ``obskit.init()`` settings; by default: no exporter, JSON logs at
     DEBUG, strict mode (obskit's own internal errors raise, failing the test).
-    ``sequential_ids`` makes trace and span ids 1, 2, 3, ... (stable test output).
+    ``sequential_ids`` makes trace and span ids 1, 2, 3, ... and log timestamps
+    ``2000-01-01T00:00:00.000001Z``, ``.000002Z``, ... (stable test output; span
+    timestamps stay real, so durations mean something).
     """
     from obskit import _logs
 
@@ -175,7 +177,11 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
         handle.tracer = provider.get_tracer("obskit.testing", __version__)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    writer = _logs.pipeline().writer
+    shared = _logs.pipeline()
+    if sequential_ids:
+        ticks = itertools.count(1)
+        shared.use_clock(lambda: f"2000-01-01T00:00:00.{next(ticks):06d}Z")
+    writer = shared.writer
     lines: list[str] = []
     writer.capture = lines
     try:

@@ -62,6 +62,9 @@ def harness(
 
 @pytest.fixture(autouse=True)
 def _books() -> None:
+    from tests.djangoproj.reviews.models import Review
+
+    Review.objects.all().delete()
     Book.objects.all().delete()
     Author.objects.all().delete()
     herbert = Author.objects.create(name="Herbert")
@@ -108,6 +111,19 @@ def test_function_view_span_db_children_and_logs(harness: Callable[..., Harness]
     assert {line["trace_id"] for line in lines} == {_hex(server)}
     assert lines[-1]["http.route"] == "catalog/"
     assert response.headers["traceresponse"].split("-")[1] == _hex(server)
+
+
+def test_second_apps_routes_and_queries_are_traced(harness: Callable[..., Harness]) -> None:
+    """The reviews app (another include()): nested route template, INSERT span, logs."""
+    h = harness()
+    pk = Book.objects.get().pk
+    assert h.client.post(f"/reviews/{pk}/new", {"stars": 4}).status_code == 201
+    server = h.server_span()
+    assert server.name == "POST reviews/<int:book_id>/new"
+    operations = {(s.attributes or {})["db.operation.name"] for s in h.spans(SpanKind.CLIENT)}
+    assert {"SELECT", "INSERT"} <= operations
+    review_line = next(line for line in h.lines() if line["event"] == "review added")
+    assert review_line["trace_id"] == _hex(server)
 
 
 def test_class_based_view_route_includes_the_include_prefix(
@@ -381,6 +397,11 @@ def test_project_functional_behaviour_is_unchanged(
             return await AsyncClient().get("/catalog/async/ping")
 
         assert asyncio.run(ping()).json()["books"] == 2
+        assert client.post(f"/reviews/{pk}/new", {"stars": 5}).status_code == 201
+        assert client.post(f"/reviews/{pk}/new", {"stars": 2}).status_code == 201
+        listing = client.get(f"/reviews/{pk}/").content
+        assert listing.index(b"5 stars") < listing.index(b"2 stars")
+        assert client.post("/reviews/99999/new", {"stars": 1}).status_code == 404
     time.sleep(0)
 
 

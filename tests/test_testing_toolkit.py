@@ -29,6 +29,7 @@ def test_capture_records_spans_logs_and_metrics_with_sequential_ids() -> None:
     assert telemetry.trace_id(root) == f"{1:032x}"
     (line,) = telemetry.logs
     assert line["event"] == "charged"
+    assert line["timestamp"] == "2000-01-01T00:00:00.000001Z"
     assert line["trace_id"] == telemetry.trace_id(root)
     assert line["span_id"] == f"{child.context.span_id:016x}"  # type: ignore[union-attr]
     assert telemetry.metrics.increase("orders_total", status="ok") == 1

@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "obskit.integrations.django",
     "tests.djangoproj.catalog",
+    "tests.djangoproj.reviews",
 ]
 MIDDLEWARE = [
     "obskit.integrations.django.ObskitMiddleware",

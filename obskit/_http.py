@@ -18,7 +18,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from obskit import _runtime, _safety
-from obskit._metrics import ObskitGauge, ObskitHistogram, observe_trusted, store
+from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
 
 UNMATCHED = "<unmatched>"
 REDACTED = "[REDACTED]"
@@ -269,13 +269,7 @@ class ServerRequest:
             self.record_exception(error)
         elif status is not None and status >= 500:
             span.set_status(Status(StatusCode.ERROR))
-        context = span.get_span_context()
-        exemplar = None
-        if context.trace_flags.sampled:
-            exemplar = {
-                "trace_id": format(context.trace_id, "032x"),
-                "span_id": format(context.span_id, "016x"),
-            }
+        exemplar = exemplar_of(span)
         child = self._metrics.duration.labels(
             self.method, self.route or UNMATCHED, str(status) if status is not None else "0"
         )

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import Span, get_current_span
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
@@ -111,15 +111,22 @@ def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, s
             _safety.report("exemplars", error)
 
 
-def current_exemplar() -> dict[str, str] | None:
-    """``{trace_id, span_id}`` of the current span if it is valid and sampled."""
-    context = get_current_span().get_span_context()
+def exemplar_of(span: Span | None) -> dict[str, str] | None:
+    """``{trace_id, span_id}`` of ``span`` if it is valid and sampled, else None."""
+    if span is None:
+        return None
+    context = span.get_span_context()
     if context.trace_flags.sampled and context.is_valid:
         return {
             "trace_id": format(context.trace_id, "032x"),
             "span_id": format(context.span_id, "016x"),
         }
     return None
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """``{trace_id, span_id}`` of the current span if it is valid and sampled."""
+    return exemplar_of(get_current_span())
 
 
 def _exemplar_fits(exemplar: dict[str, str]) -> bool:

@@ -36,7 +36,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from obskit import _runtime, _safety
-from obskit._metrics import observe_trusted
+from obskit._metrics import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -153,16 +153,8 @@ class _Site:
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             child = self.error_child if failed else self.ok_child
             if child is not None:
-                exemplar = None
-                if span is not None:
-                    context = span.get_span_context()
-                    if context.trace_flags.sampled:
-                        exemplar = {
-                            "trace_id": format(context.trace_id, "032x"),
-                            "span_id": format(context.span_id, "016x"),
-                        }
                 # The exemplar is built here and always fits: skip ObskitHistogram's check.
-                _observe(child, elapsed, exemplar)
+                _observe(child, elapsed, exemplar_of(span))
         except Exception as internal:
             _safety.report("traced", internal)
         finally:

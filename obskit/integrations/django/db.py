@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from obskit import _runtime, _safety
-from obskit._metrics import ObskitHistogram, observe_trusted, store
+from obskit._metrics import ObskitHistogram, exemplar_of, observe_trusted, store
 
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 _SYSTEMS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "oracle": "oracle.db"}
@@ -103,14 +103,8 @@ class QueryTracer:
         finally:
             try:
                 elapsed = time.perf_counter() - started
-                exemplar = None
+                exemplar = exemplar_of(span)
                 if span is not None:
-                    ctx = span.get_span_context()
-                    if ctx.trace_flags.sampled:
-                        exemplar = {
-                            "trace_id": format(ctx.trace_id, "032x"),
-                            "span_id": format(ctx.span_id, "016x"),
-                        }
                     span.end()
                 observe_trusted(_histogram().labels(system, verb), elapsed, exemplar)
             except Exception as error:

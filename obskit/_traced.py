@@ -323,9 +323,16 @@ class _FunctionWrapper(_WrapperBase):
     is an already-bound method; for a plain function that lookup always fails, and
     raising and catching the AttributeError is most of wrapt's per-call cost. Bound
     calls (the function used as a method) still go through wrapt's own binding.
+    When nothing is recorded (before ``init()``, or span and histogram both off) the
+    call goes straight to the function, without the wrapper's frame.
     """
 
+    _self_site: _Site
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        site = self._self_site
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
+            return self.__wrapped__(*args, **kwargs)
         wrapper: Any = self._self_wrapper
         return wrapper(self.__wrapped__, None, args, kwargs)
 
@@ -384,7 +391,9 @@ def traced(
         else:
             wrapper = _sync_wrapper(site)
         if inspect.isfunction(target):
-            return _FunctionWrapper(target, wrapper)
+            proxy = _FunctionWrapper(target, wrapper)
+            proxy._self_site = site
+            return proxy
         return wrapt.FunctionWrapper(target, wrapper)
 
     if fn is not None:

@@ -8,11 +8,13 @@ the same run.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 CASES = {
     "python -c pass (interpreter)": "pass",
@@ -42,10 +44,17 @@ def main() -> None:
             samples[name].append(_time(code, env))
     floor = statistics.median(samples[FLOOR])
     print(f"{'case':<62} {'median ms':>10} {'min-max ms':>15} {'x floor':>8}")
+    rows = []
     for name, values in samples.items():
         median = statistics.median(values)
         spread = f"{min(values) * 1e3:.0f}-{max(values) * 1e3:.0f}"
         print(f"{name:<62} {median * 1e3:>10.1f} {spread:>15} {median / floor:>8.2f}")
+        rows.append(
+            {"case": name, "median_ms": round(median * 1e3, 1), "x_floor": round(median / floor, 3)}
+        )
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "import.json").write_text(json.dumps({"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

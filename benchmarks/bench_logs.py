@@ -15,12 +15,14 @@ Run: ``python benchmarks/bench_logs.py [rounds] [calls]``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -132,6 +134,19 @@ def main() -> None:
     if stdlib is None:
         print("note: python-json-logger / opentelemetry-instrumentation-logging not installed;")
         print("      pip install -e '.[bench]' to include the stdlib case")
+    rows = [
+        {
+            "case": name,
+            "median_us": round(statistics.median(values) * 1e6, 3),
+            "min_us": round(min(values) * 1e6, 3),
+            "max_us": round(max(values) * 1e6, 3),
+            "x_floor": round(statistics.median(values) / floor_median, 3),
+        }
+        for name, values in samples.items()
+    ]
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "logs.json").write_text(json.dumps({"rows": rows}, indent=2))
     obskit.shutdown()
 
 

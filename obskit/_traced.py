@@ -120,7 +120,17 @@ class _Site:
         return self.on
 
     def start(self) -> tuple[Span | None, Any]:
-        """Start the call's span (if spans are on); return it and a context holding it."""
+        """Start the call's span (if spans are on); return it and a context holding it.
+
+        Never raises: an internal error is reported and the call runs without a span.
+        """
+        try:
+            return self._start()
+        except Exception as error:
+            _safety.report("traced", error)
+            return None, None
+
+    def _start(self) -> tuple[Span | None, Any]:
         if self.tracer is None:
             return None, None
         if self.skip_unsampled:

@@ -1,0 +1,88 @@
+"""Scenarios 2 and 3: a black-hole and a flapping collector never hold the app up;
+exports end within their time bound, retries are bounded, spans flow after recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from opentelemetry import trace
+
+import obskit
+from obskit import _selfstats
+from tests.reliability.collector import FaultyCollector
+
+TIMEOUT = 2.0
+
+
+def _spans(n: int) -> float:
+    """Make n spans; return the slowest span's wall time as seen by the caller."""
+    slowest = 0.0
+    for i in range(n):
+        started = time.perf_counter()
+        with trace.get_tracer("r").start_as_current_span(f"s{i}"):
+            pass
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
+def _export_thread() -> threading.Thread:
+    (thread,) = [
+        t for t in threading.enumerate() if t.name.startswith("OtelBatch") and t.is_alive()
+    ]
+    return thread
+
+
+@pytest.mark.slow
+def test_black_hole_exports_end_within_their_timeout_and_requests_never_wait(
+    collector: FaultyCollector,
+) -> None:
+    """Each export to a collector that never answers ends within the timeout (+10 %);
+    span creation meanwhile stays fast; the export thread survives."""
+    collector.mode = "blackhole"
+    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
+    thread = _export_thread()
+    slowest_span = _spans(50)
+    started = time.monotonic()
+    handle.force_flush(timeout=30)
+    elapsed = time.monotonic() - started
+    assert elapsed <= TIMEOUT * 1.1 + 0.2  # one export attempt, bounded by its timeout
+    assert slowest_span < 0.05  # requests never wait on export
+    assert thread.is_alive()
+    collector.mode = "up"
+    _spans(5)
+    handle.force_flush(timeout=10)
+    assert len(collector.wait_for(5)) >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "status"),
+    [("status", 429), ("status", 503), ("reset", 0), ("truncated", 0)],
+    ids=["429-retry-after", "503-retry-after", "connection-reset", "truncated-reply"],
+)
+def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
+    collector: FaultyCollector, mode: str, status: int
+) -> None:
+    """429/503 with Retry-After, resets and truncated replies: at most 6 attempts per
+    batch within the export timeout, the failure counted, no error reaches the app, and
+    once the collector recovers the next batch arrives."""
+    collector.mode, collector.status, collector.retry_after = mode, status, "1"
+    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
+    errors_before = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    _spans(20)
+    started = time.monotonic()
+    handle.force_flush(timeout=30)
+    elapsed = time.monotonic() - started
+    attempts = collector.attempts.get(mode, 0)
+    assert 1 <= attempts <= 6
+    assert elapsed <= TIMEOUT * 1.1 + 0.5
+    failed = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    assert failed == errors_before + 1
+    assert _export_thread().is_alive()
+    collector.mode = "up"
+    _spans(3)
+    handle.force_flush(timeout=10)
+    names = {span.name for span in collector.spans}
+    assert {"s0", "s1", "s2"} <= names

@@ -105,7 +105,12 @@ def test_strict_mode_surfaces_each_fault(
     app = create_app(log_format="json", strict=True)
     app.config["PROPAGATE_EXCEPTIONS"] = True
     FAULTS[fault](monkeypatch, obskit._runtime.current())
-    with pytest.raises(RuntimeError, match="injected fault"):
+    client = app.test_client()
+
+    def serve_two_requests() -> None:
         for path in PATHS[:2]:
-            app.test_client().get(path, buffered=True)
+            client.get(path, buffered=True)
+
+    with pytest.raises(RuntimeError, match="injected fault"):
+        serve_two_requests()
     monkeypatch.undo()

@@ -8,6 +8,7 @@ so that ``obskit.shutdown()`` can cut retries short when its deadline passes.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Sequence
 
@@ -18,24 +19,47 @@ from obskit import _safety, _selfstats
 
 
 class GuardedExporter(SpanExporter):
-    """Delegates to ``exporter``; never raises, shuts the delegate down exactly once."""
+    """Delegates to ``exporter``; never raises, shuts the delegate down exactly once.
 
-    def __init__(self, exporter: SpanExporter) -> None:
+    While exports are failing and ``endpoint`` (host, port) refuses TCP connections —
+    the collector is down — a batch is dropped (and counted) without being encoded
+    and sent, so an outage does not cost the app CPU. The first batch after the port
+    accepts connections again is exported normally.
+    """
+
+    def __init__(self, exporter: SpanExporter, endpoint: tuple[str, int] | None = None) -> None:
         self.exporter = exporter
+        self._endpoint = endpoint
+        self._failing = False
         self._lock = threading.Lock()
         self._closed = False
+
+    def _unreachable(self) -> bool:
+        if not self._failing or self._endpoint is None:
+            return False
+        try:
+            with socket.create_connection(self._endpoint, timeout=0.25):
+                return False
+        except OSError:
+            return True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed:
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="shutdown")
             return SpanExportResult.FAILURE
+        if self._unreachable():
+            _selfstats.add("obskit_export_errors", signal="traces", reason="unreachable")
+            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+            return SpanExportResult.FAILURE
         try:
             result = self.exporter.export(spans)
         except Exception as error:
+            self._failing = True
             _selfstats.add("obskit_export_errors", signal="traces", reason="exception")
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             _safety.report("export", error)
             return SpanExportResult.FAILURE
+        self._failing = result is not SpanExportResult.SUCCESS
         if result is SpanExportResult.SUCCESS:
             _selfstats.add("obskit_spans_exported", len(spans))
         else:

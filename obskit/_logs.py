@@ -321,12 +321,43 @@ def structlog_settings(shared: Pipeline) -> dict[str, Any]:
 # --- stdlib bridge ----------------------------------------------------------------
 
 
+class TelemetryNoiseFilter(logging.Filter):
+    """At most one line per message per 10 s from the telemetry machinery itself.
+
+    A dead collector makes OpenTelemetry's exporter log a warning for every failed
+    batch; repeated identically, that would flood the log exactly when things are
+    already bad. Records from ``opentelemetry.*`` and ``obskit*`` loggers with the
+    same logger and message template pass once per interval; the rest are counted
+    in ``obskit_dropped_total{signal="logs",reason="rate_limited"}``.
+    """
+
+    PREFIXES = ("opentelemetry", "obskit")
+    INTERVAL = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.PREFIXES) or record.name == "obskit.access":
+            return True
+        key = (record.name, str(record.msg))
+        now = record.created
+        last = self._last.get(key)
+        if last is not None and now - last < self.INTERVAL:
+            _selfstats.add("obskit_dropped", signal="logs", reason="rate_limited")
+            return False
+        self._last[key] = now
+        return True
+
+
 class BridgeHandler(logging.Handler):
     """Renders ``logging`` records through the shared pipeline (same fields, same ids)."""
 
     def __init__(self, shared: Pipeline) -> None:
         super().__init__(logging.NOTSET)
         self._pipeline = shared
+        self.addFilter(TelemetryNoiseFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -109,7 +109,9 @@ def build_pipeline(
     exporter = build_exporter(settings)
     if exporter is None:
         return provider, None
-    guarded = GuardedExporter(exporter)
+    guarded = GuardedExporter(
+        exporter, _host_port(settings) if settings.resolved_traces_exporter == "otlp" else None
+    )
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
         provider.add_span_processor(SimpleSpanProcessor(guarded))
         return provider, guarded
@@ -147,3 +149,12 @@ def build_propagator(settings: Settings) -> Any:
             (entry,) = entry_points(group="opentelemetry_propagator", name=name)
             chosen.append(entry.load()())
     return CompositePropagator(chosen)
+
+
+def _host_port(settings: Settings) -> tuple[str, int]:
+    """The collector's TCP address, for the exporter's reachability probe."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(traces_endpoint(settings))
+    default = 443 if parts.scheme == "https" else 80
+    return parts.hostname or "localhost", parts.port or default

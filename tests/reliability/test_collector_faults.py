@@ -86,3 +86,30 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     handle.force_flush(timeout=10)
     names = {span.name for span in collector.spans}
     assert {"s0", "s1", "s2"} <= names
+
+
+@pytest.mark.slow
+def test_while_the_collector_is_down_batches_are_dropped_without_being_sent(
+    collector: FaultyCollector,
+) -> None:
+    """After a failed export to a closed port, later batches are dropped and counted
+    (reason unreachable) without encoding or sending; when the port opens again the
+    next batch is exported."""
+    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
+    collector.stop()
+    _spans(5)
+    handle.force_flush(timeout=30)  # fails: connection refused
+    unreachable = _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
+    for _ in range(3):
+        _spans(5)
+        started = time.monotonic()
+        handle.force_flush(timeout=30)
+        assert time.monotonic() - started < 0.5  # no retries, no encoding
+    assert (
+        _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
+        == unreachable + 3
+    )
+    collector.start()
+    _spans(2)
+    handle.force_flush(timeout=10)
+    assert {"s0", "s1"} <= {span.name for span in collector.spans}

@@ -26,12 +26,16 @@ class Server:
         args: list[str],
         env: dict[str, str],
         ready_path: str = "/",
+        measure_coverage: bool = True,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.stdout_path = workdir / f"stdout-{self.port}.log"
         self.stderr_path = workdir / f"stderr-{self.port}.log"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+        # Latency-sensitive tests turn coverage off in the server: tracing every line
+        # makes timings several times slower and much noisier.
+        skipped = ("OTEL_", "OBSKIT_") + (() if measure_coverage else ("COVERAGE_",))
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
         clean.update(PYTHONUNBUFFERED="1", OBSKIT_LOG_FORMAT="json", **env)
         self._stdout = self.stdout_path.open("w")
         self._stderr = self.stderr_path.open("w")

@@ -16,20 +16,13 @@ virtualenv). Run: ``python benchmarks/bench_django.py [rounds] [requests]``.
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
-
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
+import django
+from django.conf import settings
 
 settings.configure(
     DEBUG=False,
@@ -46,6 +39,9 @@ django.setup()
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _per_request import driver, measure_and_report  # noqa: E402
+
 
 def hello(request: HttpRequest, name: str) -> HttpResponse:
     return HttpResponse(f"hello {name}")
@@ -60,40 +56,6 @@ def handler(middleware: list[str]) -> Any:
 
     with override_settings(MIDDLEWARE=middleware):
         return WSGIHandler()  # loads the middleware chain now
-
-
-def driver(app: Any) -> Callable[[int], float]:
-    base = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": "/hello/world",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-
-    def start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> None:
-        assert status.startswith("200"), status
-
-    def run(requests: int) -> float:
-        started = time.perf_counter()
-        for _ in range(requests):
-            environ = dict(base)
-            environ["wsgi.input"] = io.BytesIO()
-            body = app(environ, start_response)
-            for _chunk in body:
-                pass
-            body.close()
-        return (time.perf_counter() - started) / requests
-
-    return run
 
 
 def main() -> None:
@@ -138,39 +100,7 @@ def main() -> None:
     cases["obskit ObskitMiddleware"] = driver(
         handler(["obskit.integrations.django.ObskitMiddleware", common])
     )
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - for the whole run
-    real_stdout, sys.stdout = sys.stdout, devnull
-    try:
-        for case in cases.values():
-            case(requests // 10)
-        samples: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):
-            for name, case in cases.items():
-                samples[name].append(case(requests))
-    finally:
-        sys.stdout = real_stdout
-    bare = statistics.median(samples["bare Django"])
-    rows = []
-    for name, values in samples.items():
-        median = statistics.median(values)
-        rows.append(
-            {
-                "case": name,
-                "median_us": round(median * 1e6, 2),
-                "added_us": round((median - bare) * 1e6, 2),
-                "min_us": round(min(values) * 1e6, 2),
-                "max_us": round(max(values) * 1e6, 2),
-            }
-        )
-    print(f"per request, {rounds} interleaved rounds x {requests} requests (medians)")
-    print(f"{'case':<46} {'median us':>10} {'added us':>9} {'min-max us':>16}")
-    for row in rows:
-        spread = f"{row['min_us']:.0f}-{row['max_us']:.0f}"
-        print(f"{row['case']:<46} {row['median_us']:>10.1f} {row['added_us']:>9.1f} {spread:>16}")
-    for note in notes:
-        print(f"note: {note}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "django.json").write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
+    measure_and_report(cases, "bare Django", rounds, requests, notes, "django")
     obskit.shutdown()
 
 

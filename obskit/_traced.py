@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -345,21 +345,6 @@ class _FunctionWrapper(_WrapperBase):
             return self.__wrapped__(*args, **kwargs)
         wrapper: Any = self._self_wrapper
         return wrapper(self.__wrapped__, None, args, kwargs)
-
-
-@overload
-def traced(fn: Callable[P, R], /) -> Callable[P, R]: ...
-
-
-@overload
-def traced(
-    *,
-    name: str | None = None,
-    attributes: Mapping[str, AttributeValue] | None = None,
-    record_exception: bool = True,
-    span: bool = True,
-    histogram: bool = True,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
 def traced(

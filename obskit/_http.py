@@ -16,8 +16,10 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from structlog.contextvars import clear_contextvars
 
 from obskit import _runtime, _safety
+from obskit._logs import get_logger
 from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
 
 UNMATCHED = "<unmatched>"
@@ -57,7 +59,9 @@ SENSITIVE_PARTS = (
 #: ...or is exactly one of these.
 SENSITIVE_NAMES = frozenset({"sig", "pwd", "key", "pass", "code"})
 
-_log_name = "obskit.access"
+#: One logger for every access line: the shared pipeline it writes through is
+#: reconfigured in place by init(), so it never goes stale.
+_access_log = get_logger("obskit.access")
 
 
 class HttpMetrics:
@@ -164,9 +168,7 @@ class ServerRequest:
         self._started = time.perf_counter()
         self._finished = False
         self._client_address = client_address if settings.capture_pii else None
-        from obskit.context import clear
-
-        clear()  # bound fields never leak from the previous request on this thread
+        clear_contextvars()  # bound fields never leak from the previous request on this thread
         attributes: dict[str, Any] = {
             "http.request.method": self.method,
             "url.path": path,
@@ -275,8 +277,6 @@ class ServerRequest:
         )
         observe_trusted(child, elapsed, exemplar)
         if self._settings.http_access_log:
-            from obskit._logs import get_logger
-
             fields: dict[str, Any] = {
                 "http.request.method": self.method,
                 "http.route": self.route or UNMATCHED,
@@ -286,7 +286,7 @@ class ServerRequest:
             }
             if self._client_address:
                 fields["client.address"] = self._client_address
-            get_logger(_log_name).info(f"{self.method} {self.path} {status}", **fields)
+            _access_log.info(f"{self.method} {self.path} {status}", **fields)
 
 
 def current_telemetry() -> Any:

@@ -25,6 +25,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,7 +63,7 @@ class ExemplarStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._slots: dict[str, int] = {}
+        self._slots: dict[bytes, int] = {}
         self._file = open(path, "a+b")  # noqa: SIM115 - lives as long as the worker
         size = _HEADER.size + _RECORD * _INITIAL_RECORDS
         if os.fstat(self._file.fileno()).st_size < size:
@@ -81,10 +82,8 @@ class ExemplarStore:
             return
         trace_id = exemplar.get("trace_id", "").encode()[:32]
         span_id = exemplar.get("span_id", "").encode()[:16]
-        import time
-
         with self._lock:
-            slot = self._slots.get(key.decode())
+            slot = self._slots.get(key)
             new = slot is None
             if slot is None:
                 slot = len(self._slots)
@@ -95,7 +94,7 @@ class ExemplarStore:
                 self._map, offset, len(key), key, trace_id, span_id, amount, time.time()
             )
             if new:
-                self._slots[key.decode()] = slot
+                self._slots[key] = slot
                 # Publish the record only once it is written.
                 _HEADER.pack_into(self._map, 0, len(self._slots))
 

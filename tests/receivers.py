@@ -101,6 +101,19 @@ class _Store:
         return self.spans
 
 
+def accept_export(handler: BaseHTTPRequestHandler, store: _Store, body: bytes) -> None:
+    """Decode an OTLP/HTTP export into ``store`` and answer 200 with a protobuf reply."""
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    store.add(request, {k.lower(): v for k, v in handler.headers.items()})
+    reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/x-protobuf")
+    handler.send_header("Content-Length", str(len(reply)))
+    handler.end_headers()
+    handler.wfile.write(reply)
+
+
 class OtlpHttpReceiver(_Store):
     """An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1."""
 
@@ -115,15 +128,7 @@ class OtlpHttpReceiver(_Store):
                     self.send_response(404)
                     self.end_headers()
                     return
-                request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                store.add(request, {k.lower(): v for k, v in self.headers.items()})
-                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                accept_export(self, store, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

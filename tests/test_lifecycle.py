@@ -313,3 +313,29 @@ def test_bad_batch_processor_variables_fail_init_with_a_config_error(
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10000")
     with pytest.raises(obskit.ConfigError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
         obskit.init(otlp_endpoint="http://127.0.0.1:9")
+
+
+def test_sigterm_flushes_then_chains_to_the_previous_handler(
+    http_receiver: OtlpHttpReceiver,
+) -> None:
+    """obskit's SIGTERM handler exports buffered spans, then calls the handler that was
+    installed before init(); shutdown() puts that handler back."""
+    import signal
+
+    calls: list[int] = []
+
+    def previous(signum: int, frame: object) -> None:
+        calls.append(len(http_receiver.spans))
+
+    original = signal.signal(signal.SIGTERM, previous)
+    try:
+        obskit.init(otlp_endpoint=http_receiver.endpoint)
+        with trace.get_tracer("t").start_as_current_span("buffered"):
+            pass
+        assert http_receiver.spans == []  # still in the batch queue
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert calls == [1]  # flushed before the previous handler ran
+        obskit.shutdown()
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, original)

@@ -11,9 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-from tests.receivers import _Store
+from tests.receivers import _Store, accept_export
 
 
 class FaultyCollector(_Store):
@@ -69,15 +67,7 @@ class FaultyCollector(_Store):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                collector.add(request, {})
-                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                accept_export(self, collector, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -36,6 +36,7 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import AttributeValue
 
 from obskit import _runtime, _safety
+from obskit._fastspan import FastTracer, fast_tracer, trusted_attributes
 from obskit._metrics import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
@@ -64,6 +65,7 @@ class _Site:
     __slots__ = (
         "attributes",
         "error_child",
+        "fast",
         "function",
         "histogram",
         "ok_child",
@@ -74,6 +76,7 @@ class _Site:
         "span_name",
         "telemetry",
         "tracer",
+        "trusted",
     )
 
     def __init__(
@@ -96,6 +99,8 @@ class _Site:
         self.ok_child: Any = None
         self.error_child: Any = None
         self.skip_unsampled = False
+        self.fast: FastTracer | None = None
+        self.trusted: dict[str, AttributeValue] | None = None
         self.on = False
 
     def active(self) -> bool:
@@ -107,6 +112,7 @@ class _Site:
         telemetry = _runtime._current
         if telemetry is not self.telemetry:
             self.telemetry = telemetry
+            self.fast = self.trusted = None
             if telemetry is None or telemetry.tracer is None:
                 self.tracer = self.ok_child = self.error_child = None
             else:
@@ -116,6 +122,10 @@ class _Site:
                     self.ok_child = histogram.labels(self.function, "ok")
                     self.error_child = histogram.labels(self.function, "error")
                 self.skip_unsampled = telemetry.settings.traces_sampler.startswith("parentbased_")
+                if self.tracer is not None:
+                    self.fast = fast_tracer(self.tracer)
+                    if self.fast is not None:
+                        self.trusted = trusted_attributes(self.tracer, self.attributes)
             self.on = self.tracer is not None or self.ok_child is not None
         return self.on
 
@@ -133,6 +143,16 @@ class _Site:
     def _start(self) -> tuple[Span | None, Any]:
         if self.tracer is None:
             return None, None
+        fast = self.fast
+        if fast is not None:
+            trusted = self.trusted
+            started = (
+                fast.start(self.span_name, self.attributes)
+                if trusted is None
+                else fast.start(self.span_name, trusted, trusted=True)
+            )
+            if started is not None:
+                return started, _set_span(started)
         if self.skip_unsampled:
             parent = _get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
@@ -167,9 +187,15 @@ class _Site:
                 _observe(child, elapsed, exemplar_of(span))
         except Exception as internal:
             _safety.report("traced", internal)
-        finally:
-            if span is not None:
-                span.end()
+        if span is not None:
+            try:
+                fast = self.fast
+                if fast is not None:
+                    fast.end(span)
+                else:
+                    span.end()
+            except Exception as internal:
+                _safety.report("traced", internal)
 
 
 def _sync_wrapper(site: _Site) -> Callable[..., Any]:

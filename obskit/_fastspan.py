@@ -1,0 +1,425 @@
+"""Starting and ending obskit's own spans without the SDK's per-call generality.
+
+obskit builds and owns its ``TracerProvider`` (see ``_tracing``), so for the
+configurations it builds it knows ahead of time what ``Tracer.start_span``
+recomputes on every call: which sampler runs and what it decides from the parent
+alone, that ids come from ``random.getrandbits``, that the tracer's self-metrics
+are off, which span processors have a no-op ``on_start``/``_on_ending``, and —
+for ``@traced`` — that the constant ``code.*`` attributes are already valid.
+
+:class:`FastTracer` builds the very same SDK span object (``sdk.trace._Span``,
+same fields, same attribute container, same processors called with the same
+arguments) from that precomputed state. It is only used when every precondition
+holds, checked once per tracer (sampler kind, id generator, self-metrics, field
+layout verified against a span the SDK constructor builds) and cheaply per call
+(sampler and tracer config unchanged, processors known); otherwise
+:func:`fast_tracer` returns ``None`` / :meth:`FastTracer.start` returns ``None`` and
+the caller uses ``tracer.start_span``. ``tests/test_fastspan.py`` compares spans
+made both ways, field by field and as encoded OTLP protobuf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from random import getrandbits
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    get_current_span,
+)
+
+try:  # private SDK names: any change upstream disables the fast path, never obskit
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.trace import (
+        ReadableSpan,
+        SpanProcessor,
+        SynchronousMultiSpanProcessor,
+        Tracer,
+        _Span,
+    )
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+    from opentelemetry.sdk.trace._tracer_metrics import noop as _sdk_noop
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        StaticSampler,
+        TraceIdRatioBased,
+    )
+    from opentelemetry.sdk.util import BoundedList
+
+    _AVAILABLE = True
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _AVAILABLE = False
+
+from obskit import _safety
+
+__all__ = ["FastTracer", "fast_tracer", "trusted_attributes"]
+
+_new = object.__new__
+_time_ns = time.time_ns
+_Lock = threading.Lock
+_tuple_new = tuple.__new__
+_current_span = get_current_span
+_sdk_log = logging.getLogger("opentelemetry.sdk.trace")
+_TRACE_ID_LIMIT = (1 << 64) - 1
+_RANDOM = TraceFlags.RANDOM_TRACE_ID if hasattr(TraceFlags, "RANDOM_TRACE_ID") else 0
+#: Trace flags of a new span, indexed by [sampled][random trace id].
+_FLAGS = (
+    (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.DEFAULT | _RANDOM)),
+    (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.SAMPLED | _RANDOM)),
+)
+_QUIET_ON_START = frozenset(
+    [SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start]
+    if _AVAILABLE
+    else []
+)
+_QUIET_ON_ENDING = frozenset(
+    [SpanProcessor._on_ending, BatchSpanProcessor._on_ending, SimpleSpanProcessor._on_ending]
+    if _AVAILABLE
+    else []
+)
+
+
+def _default_status() -> Any:
+    """The ``Status`` object a new SDK span starts with (a shared default argument)."""
+    return inspect.signature(ReadableSpan.__init__).parameters["status"].default
+
+
+def _root_bound(sampler: Any) -> int | None:
+    """For a sampler deciding on the trace id alone: sample iff ``id & LIMIT < bound``."""
+    if sampler is ALWAYS_ON:
+        return _TRACE_ID_LIMIT + 1
+    if sampler is ALWAYS_OFF:
+        return 0
+    if type(sampler) is TraceIdRatioBased:
+        return int(sampler.bound)
+    return None
+
+
+def _sampling(sampler: Any) -> tuple[bool, int] | None:
+    """(parent-based, root bound) for the samplers obskit builds, else None."""
+    if type(sampler) is ParentBased:
+        default = (
+            sampler._remote_parent_sampled is ALWAYS_ON
+            and sampler._remote_parent_not_sampled is ALWAYS_OFF
+            and sampler._local_parent_sampled is ALWAYS_ON
+            and sampler._local_parent_not_sampled is ALWAYS_OFF
+        )
+        bound = _root_bound(sampler._root)
+        return (True, bound) if default and bound is not None else None
+    if type(sampler) in (StaticSampler, TraceIdRatioBased):
+        bound = _root_bound(sampler)
+        return None if bound is None else (False, bound)
+    return None
+
+
+def _clean(value: Any, limit: int | None) -> tuple[bool, Any]:
+    """(ok, cleaned): the value the SDK would store, if it would store it *silently*."""
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return True, value
+    if isinstance(value, str):
+        return (limit is None or len(value) <= limit), value
+    if isinstance(value, Sequence):
+        items = [_clean(item, limit) for item in value]
+        return all(ok for ok, _ in items), tuple(item for _, item in items)
+    return False, None  # mappings, other types: the SDK warns or converts; let it
+
+
+def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``attributes`` as the SDK would store them on ``tracer``'s spans, or None.
+
+    None when the SDK would drop, truncate or convert any of them with a warning:
+    then per-call validation (and its log lines) must stay.
+    """
+    limits = tracer._span_limits
+    maxlen = limits.max_span_attributes
+    if maxlen is not None and len(attributes) > maxlen:
+        return None
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not key or not isinstance(key, str):
+            return None
+        ok, cleaned[key] = _clean(value, limits.max_span_attribute_length)
+        if not ok:
+            return None
+    return cleaned
+
+
+class FastTracer:
+    """Starts and ends SDK spans for one SDK ``Tracer`` from precomputed state."""
+
+    __slots__ = (
+        "_bound",
+        "_known",
+        "_parent_based",
+        "_sampler",
+        "_template",
+        "tracer",
+    )
+
+    def __init__(self, tracer: Any, parent_based: bool, bound: int) -> None:
+        self.tracer = tracer
+        self._sampler = tracer.sampler
+        self._parent_based = parent_based
+        self._bound = bound
+        limits = tracer._span_limits
+        # The fields every span of this tracer starts with (ReadableSpan, then Span).
+        self._template: dict[str, Any] = {
+            "_name": "",
+            "_context": None,
+            "_kind": SpanKind.INTERNAL,
+            "_instrumentation_info": tracer.instrumentation_info,
+            "_instrumentation_scope": tracer._instrumentation_scope,
+            "_parent": None,
+            "_start_time": None,
+            "_end_time": None,
+            "_attributes": None,
+            "_events": (),
+            "_links": (),
+            "_resource": tracer.resource,
+            "_status": _default_status(),
+            "_sampler": self._sampler,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": tracer.span_processor,
+            "_limits": limits,
+            "_lock": None,
+            "_record_end_metrics": _sdk_noop,
+        }
+        #: (processors tuple, all on_start no-op, all _on_ending no-op)
+        self._known: tuple[Any, bool, bool] = ((), True, True)
+
+    def _learn(self, processors: Any) -> tuple[Any, bool, bool]:
+        known = (
+            processors,
+            all(type(p).on_start in _QUIET_ON_START for p in processors),
+            all(type(p)._on_ending in _QUIET_ON_ENDING for p in processors),
+        )
+        self._known = known
+        return known
+
+    def _build(
+        self,
+        name: str,
+        span_context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Any,
+        trusted: bool,
+    ) -> Any:
+        """A new, not yet started ``_Span`` with exactly the fields the SDK gives it."""
+        tracer = self.tracer
+        limits = tracer._span_limits
+        span = _new(_Span)
+        fields = span.__dict__
+        fields.update(self._template)
+        fields["_name"] = name
+        fields["_context"] = span_context
+        fields["_kind"] = kind
+        fields["_parent"] = parent
+        fields["_resource"] = tracer.resource  # replaced after a fork
+        fields["_lock"] = _Lock()
+        if trusted:
+            bounded: Any = _new(BoundedAttributes)
+            bounded._dict = attributes.copy()
+            bounded.maxlen = limits.max_span_attributes
+            bounded.dropped = 0
+            bounded.max_value_len = limits.max_span_attribute_length
+            bounded._lock = _Lock()
+            bounded._immutable = False
+        else:
+            bounded = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        fields["_attributes"] = bounded
+        events: Any = _new(BoundedList)
+        events.dropped = 0
+        events._dq = deque(maxlen=limits.max_events)
+        events._lock = _Lock()
+        fields["_events"] = events
+        links: Any = _new(BoundedList)
+        links.dropped = 0
+        links._dq = deque(maxlen=limits.max_links)
+        links._lock = _Lock()
+        fields["_links"] = links
+        return span
+
+    def start(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        trusted: bool = False,
+        kind: SpanKind = SpanKind.INTERNAL,
+        context: otel_context.Context | None = None,
+    ) -> Span | None:
+        """Start a span as ``tracer.start_span(name, context, kind, attributes)`` would.
+
+        ``trusted``: ``attributes`` came from :func:`trusted_attributes` for this
+        tracer (stored without re-validation). Returns None when a per-call
+        precondition fails: the caller then uses ``tracer.start_span``.
+        """
+        tracer = self.tracer
+        if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
+            return None
+        parent: Any = _current_span(context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id = parent.trace_id
+            flags = parent.trace_flags
+            random_id = flags.random_trace_id if _RANDOM else False
+            if self._parent_based:
+                sampled = flags.sampled
+            else:
+                sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
+            trace_state = parent.trace_state
+        else:
+            parent = None
+            trace_id = getrandbits(128)
+            while not trace_id:
+                trace_id = getrandbits(128)
+            random_id = True
+            sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
+            trace_state = DEFAULT_TRACE_STATE
+        span_id = getrandbits(64)
+        while not span_id:
+            span_id = getrandbits(64)
+        flags_out = _FLAGS[sampled][random_id]
+        # SpanContext.__new__ only computes is_valid: both ids are non-zero and in range.
+        span_context = _tuple_new(
+            SpanContext, (trace_id, span_id, False, flags_out, trace_state, True)
+        )
+        if not sampled:
+            return NonRecordingSpan(span_context)
+        span = self._build(name, span_context, parent, kind, attributes, trusted)
+        span._start_time = _time_ns()
+        multi = tracer.span_processor
+        known = self._known
+        processors = multi._span_processors
+        if known[0] is not processors:
+            known = self._learn(processors)
+        if not known[1]:
+            multi.on_start(span, parent_context=context)
+        return span  # type: ignore[no-any-return]
+
+    def end(self, span: Any) -> None:
+        """End ``span`` as ``span.end()`` would; any span, fast-path-made or not."""
+        if type(span) is not _Span or span.__dict__.get("_record_end_metrics") is not _sdk_noop:
+            span.end()
+            return
+        with span._lock:
+            if span._start_time is None:
+                raise RuntimeError("Calling end() on a not started span.")
+            if span._end_time is not None:
+                _sdk_log.warning("Calling end() on an ended span.")
+                return
+            span._end_time = _time_ns()
+            bounded: Any = span._attributes
+            bounded._immutable = True
+        multi = span._span_processor
+        if type(multi) is not SynchronousMultiSpanProcessor:
+            multi._on_ending(span)
+            multi.on_end(span._readable_span())
+            return
+        processors = multi._span_processors
+        if not processors:
+            return  # no one to hand the finished span to: skip building it
+        known = self._known
+        if known[0] is not processors:
+            known = self._learn(processors)
+        if not known[2]:
+            multi._on_ending(span)
+        multi.on_end(span._readable_span())
+
+
+def _verify(fast: FastTracer) -> bool:
+    """Whether a span built by ``fast`` has exactly the fields the SDK constructor gives it."""
+    tracer = fast.tracer
+    limits = tracer._span_limits
+    span_context = SpanContext(1, 2, False, _FLAGS[1][1])
+    attributes: dict[str, Any] = {"code.function.name": "obskit.check", "code.line.number": 1}
+    reference = _Span(
+        name="obskit.check",
+        context=span_context,
+        parent=None,
+        sampler=tracer.sampler,
+        resource=tracer.resource,
+        attributes=attributes,
+        span_processor=tracer.span_processor,
+        kind=SpanKind.INTERNAL,
+        links=(),
+        instrumentation_info=tracer.instrumentation_info,
+        record_exception=True,
+        set_status_on_exception=True,
+        limits=limits,
+        instrumentation_scope=tracer._instrumentation_scope,
+        record_end_metrics=_sdk_noop,
+    )
+    trusted = trusted_attributes(tracer, attributes)
+    built = fast._build("obskit.check", span_context, None, SpanKind.INTERNAL, trusted, True)
+    return _same(vars(reference), vars(built))
+
+
+def _same(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
+    if expected.keys() != actual.keys():
+        return False
+    for key, value in expected.items():
+        other = actual[key]
+        if type(value) is not type(other):
+            return False
+        if isinstance(value, (BoundedAttributes, BoundedList)):
+            if not _same(vars(value), vars(other)):
+                return False
+        elif isinstance(value, deque):
+            if value.maxlen != other.maxlen or list(value) != list(other):
+                return False
+        elif key != "_lock" and value != other:
+            return False
+    return True
+
+
+_cache: tuple[Any, FastTracer | None] = (None, None)
+
+
+def fast_tracer(tracer: Any) -> FastTracer | None:
+    """The fast path for ``tracer`` (an SDK ``Tracer`` obskit made), or None if it cannot be."""
+    global _cache
+    cached_tracer, cached = _cache
+    if cached_tracer is tracer:
+        return cached
+    fast: FastTracer | None = None
+    try:
+        if (
+            _AVAILABLE
+            and type(tracer) is Tracer
+            and type(tracer.id_generator) is RandomIdGenerator
+            and type(tracer._tracer_metrics) is NoOpTracerMetrics
+            and type(tracer.span_processor) is SynchronousMultiSpanProcessor
+        ):
+            sampling = _sampling(tracer.sampler)
+            if sampling is not None:
+                candidate = FastTracer(tracer, *sampling)
+                fast = candidate if _verify(candidate) else None
+    except Exception as error:  # an SDK we do not know: report it, use the SDK path
+        _safety.report("traced", error)
+        fast = None
+    _cache = (tracer, fast)
+    return fast

@@ -30,14 +30,17 @@ from random import getrandbits
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from opentelemetry.trace import (
     DEFAULT_TRACE_STATE,
+    INVALID_SPAN,
     NonRecordingSpan,
     Span,
     SpanContext,
     SpanKind,
     TraceFlags,
     get_current_span,
+    set_span_in_context,
 )
 
 try:  # private SDK names: any change upstream disables the fast path, never obskit
@@ -66,9 +69,18 @@ try:  # private SDK names: any change upstream disables the fast path, never obs
 except ImportError:  # pragma: no cover - depends on the installed SDK
     _AVAILABLE = False
 
+try:  # the span's slot in the context, and the contextvar OpenTelemetry keeps it in
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    _RUNTIME = otel_context._RUNTIME_CONTEXT
+    _VAR: Any = _RUNTIME._current_context if type(_RUNTIME) is ContextVarsRuntimeContext else None
+except (ImportError, AttributeError):  # pragma: no cover - depends on the installed API
+    _VAR = None
+
 from obskit import _safety
 
-__all__ = ["FastTracer", "fast_tracer", "trusted_attributes"]
+__all__ = ["FastTracer", "detach", "fast_tracer", "trusted_attributes"]
 
 _new = object.__new__
 _time_ns = time.time_ns
@@ -76,6 +88,7 @@ _Lock = threading.Lock
 _tuple_new = tuple.__new__
 _current_span = get_current_span
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
+_context_log = logging.getLogger("opentelemetry.context")
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _RANDOM = TraceFlags.RANDOM_TRACE_ID if hasattr(TraceFlags, "RANDOM_TRACE_ID") else 0
 #: Trace flags of a new span, indexed by [sampled][random trace id].
@@ -83,6 +96,7 @@ _FLAGS = (
     (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.DEFAULT | _RANDOM)),
     (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.SAMPLED | _RANDOM)),
 )
+_SPAN_TYPES = frozenset([_Span, NonRecordingSpan] if _AVAILABLE else [NonRecordingSpan])
 _QUIET_ON_START = frozenset(
     [SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start]
     if _AVAILABLE
@@ -158,6 +172,18 @@ def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, 
         if not ok:
             return None
     return cleaned
+
+
+def _detach_var(token: Any) -> None:
+    """``opentelemetry.context.detach(token)`` for a token of the contextvar itself."""
+    try:
+        _VAR.reset(token)
+    except Exception:
+        _context_log.exception("Failed to detach context")
+
+
+#: Restores the context a :meth:`FastTracer.start_current` token replaced.
+detach: Any = _detach_var if _VAR is not None else otel_context.detach
 
 
 class FastTracer:
@@ -278,16 +304,52 @@ class FastTracer:
         tracer (stored without re-validation). Returns None when a per-call
         precondition fails: the caller then uses ``tracer.start_span``.
         """
+        return self._start(name, attributes, trusted, kind, context, _current_span(context))
+
+    def start_current(
+        self, name: str, attributes: Mapping[str, Any] | None, trusted: bool
+    ) -> tuple[Span, Any] | None:
+        """Start an INTERNAL span under the current one and make it current.
+
+        Returns the span and a token for :func:`detach`, or None (as :meth:`start`).
+        Equivalent to ``span = start(...); token = attach(set_span_in_context(span))``
+        with the current context read once.
+        """
+        if _VAR is None or otel_context._RUNTIME_CONTEXT is not _RUNTIME:
+            span = self.start(name, attributes, trusted=trusted)
+            if span is None:
+                return None
+            return span, otel_context.attach(set_span_in_context(span))
+        current = _VAR.get()
+        parent_span = current.get(_SPAN_KEY)
+        if parent_span is None or (
+            type(parent_span) not in _SPAN_TYPES and not isinstance(parent_span, Span)
+        ):
+            parent_span = INVALID_SPAN
+        span = self._start(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
+        if span is None:
+            return None
+        return span, _VAR.set(Context({**current, _SPAN_KEY: span}))
+
+    def _start(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        trusted: bool,
+        kind: SpanKind,
+        context: otel_context.Context | None,
+        parent_span: Any,
+    ) -> Span | None:
         tracer = self.tracer
         if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
             return None
-        parent: Any = _current_span(context).get_span_context()
+        parent: Any = parent_span.get_span_context()
         if parent is not None and parent.is_valid:
             trace_id = parent.trace_id
             flags = parent.trace_flags
-            random_id = flags.random_trace_id if _RANDOM else False
+            random_id = bool(flags & _RANDOM)
             if self._parent_based:
-                sampled = flags.sampled
+                sampled = bool(flags & 1)
             else:
                 sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
             trace_state = parent.trace_state

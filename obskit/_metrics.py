@@ -164,7 +164,7 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
     if span is None:
         return None
     context = span.get_span_context()
-    if context.trace_flags.sampled and context.is_valid:
+    if context.trace_flags & 1 and context.is_valid:  # 1: TraceFlags.SAMPLED
         # printf-style formatting: about twice as fast as format() on this hot path.
         trace_id = "%032x" % context.trace_id  # noqa: UP031
         return {"trace_id": trace_id, "span_id": "%016x" % context.span_id}  # noqa: UP031

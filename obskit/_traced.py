@@ -37,6 +37,7 @@ from opentelemetry.util.types import AttributeValue
 
 from obskit import _runtime, _safety
 from obskit._fastspan import FastTracer, fast_tracer, trusted_attributes
+from obskit._fastspan import detach as _fast_detach
 from obskit._metrics import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
@@ -49,6 +50,7 @@ _set_span = trace.set_span_in_context
 _observe = observe_trusted
 _get_current_span = trace.get_current_span
 _random_bits = random.getrandbits
+_NOTHING = (None, None)
 
 
 def _new_span_id() -> int:
@@ -100,6 +102,7 @@ class _Site:
         self.error_child: Any = None
         self.skip_unsampled = False
         self.fast: FastTracer | None = None
+        #: The attributes the fast path passes: pre-cleaned (trusted) or as given.
         self.trusted: dict[str, AttributeValue] | None = None
         self.on = False
 
@@ -129,36 +132,62 @@ class _Site:
             self.on = self.tracer is not None or self.ok_child is not None
         return self.on
 
-    def start(self) -> tuple[Span | None, Any]:
-        """Start the call's span (if spans are on); return it and a context holding it.
+    def open(self) -> tuple[Span | None, Any]:
+        """Start the call's span and make it current: (span, token to detach).
 
-        Never raises: an internal error is reported and the call runs without a span.
+        Only called when spans are on. Never raises: an internal error is reported and
+        the call runs without a span, ``(None, None)``.
         """
         try:
-            return self._start()
+            fast = self.fast
+            if fast is not None:
+                trusted = self.trusted
+                opened = (
+                    fast.start_current(self.span_name, self.attributes, False)
+                    if trusted is None
+                    else fast.start_current(self.span_name, trusted, True)
+                )
+                if opened is not None:
+                    return opened
+            span = self._sdk_start()
+            return span, _attach(_set_span(span))
         except Exception as error:
             _safety.report("traced", error)
             return None, None
 
-    def _start(self) -> tuple[Span | None, Any]:
-        if self.tracer is None:
+    def start(self) -> tuple[Span | None, Any]:
+        """Start the call's span (if spans are on); return it and a context holding it.
+
+        For generators, whose span is made current once per step. Never raises: an
+        internal error is reported and the call runs without a span.
+        """
+        try:
+            if self.tracer is None:
+                return None, None
+            fast = self.fast
+            if fast is not None:
+                trusted = self.trusted
+                span = (
+                    fast.start(self.span_name, self.attributes)
+                    if trusted is None
+                    else fast.start(self.span_name, trusted, trusted=True)
+                )
+                if span is not None:
+                    return span, _set_span(span)
+            span = self._sdk_start()
+            return span, _set_span(span)
+        except Exception as error:
+            _safety.report("traced", error)
             return None, None
-        fast = self.fast
-        if fast is not None:
-            trusted = self.trusted
-            started = (
-                fast.start(self.span_name, self.attributes)
-                if trusted is None
-                else fast.start(self.span_name, trusted, trusted=True)
-            )
-            if started is not None:
-                return started, _set_span(started)
+
+    def _sdk_start(self) -> Span:
+        assert self.tracer is not None
         if self.skip_unsampled:
             parent = _get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
                 # A parent-based sampler drops every child of an unsampled parent:
                 # skip the SDK's sampling machinery, keep fresh ids for log correlation.
-                span: Span = NonRecordingSpan(
+                return NonRecordingSpan(
                     SpanContext(
                         parent.trace_id,
                         _new_span_id(),
@@ -167,9 +196,7 @@ class _Site:
                         trace_state=parent.trace_state,
                     )
                 )
-                return span, _set_span(span)
-        span = self.tracer.start_span(self.span_name, attributes=self.attributes)
-        return span, _set_span(span)
+        return self.tracer.start_span(self.span_name, attributes=self.attributes)
 
     def finish(self, span: Span | None, started: float, error: BaseException | None) -> None:
         """Record the outcome on the span and the histogram, then end the span."""
@@ -184,7 +211,7 @@ class _Site:
             child = self.error_child if failed else self.ok_child
             if child is not None:
                 # The exemplar is built here and always fits: skip ObskitHistogram's check.
-                _observe(child, elapsed, exemplar_of(span))
+                _observe(child, elapsed, exemplar_of(span) if span is not None else None)
         except Exception as internal:
             _safety.report("traced", internal)
         if span is not None:
@@ -202,8 +229,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return wrapped(*args, **kwargs)
-        span, context = site.start()
-        token = _attach(context) if span is not None else None
+        span, token = site.open() if site.tracer is not None else _NOTHING
         started = _perf_counter()
         try:
             result = wrapped(*args, **kwargs)
@@ -212,7 +238,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
             raise
         finally:
             if token is not None:
-                _detach(token)
+                _fast_detach(token)
         site.finish(span, started, None)
         return result
 
@@ -223,8 +249,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return await wrapped(*args, **kwargs)
-        span, context = site.start()
-        token = _attach(context) if span is not None else None
+        span, token = site.open() if site.tracer is not None else _NOTHING
         started = _perf_counter()
         try:
             result = await wrapped(*args, **kwargs)
@@ -233,7 +258,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
             raise
         finally:
             if token is not None:
-                _detach(token)
+                _fast_detach(token)
         site.finish(span, started, None)
         return result
 
@@ -436,14 +461,22 @@ class span:
         self.attributes = attributes
         self._span: Span | None = None
         self._token: object = None
+        self._fast: FastTracer | None = None
 
     def __enter__(self) -> Span:
         telemetry = _runtime._current
         if telemetry is None or telemetry.tracer is None:
             return trace.INVALID_SPAN
         try:
-            self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
-            self._token = _attach(_set_span(self._span))
+            self._fast = fast = fast_tracer(telemetry.tracer)
+            opened = (
+                fast.start_current(self.name, self.attributes, False) if fast is not None else None
+            )
+            if opened is not None:
+                self._span, self._token = opened
+            else:
+                self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
+                self._token = _attach(_set_span(self._span))
         except Exception as error:
             _safety.report("span", error)
             return trace.INVALID_SPAN
@@ -462,11 +495,15 @@ class span:
             if error is not None and not isinstance(error, GeneratorExit):
                 current.record_exception(error, escaped=True)
                 current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            current.end()
+            fast = self._fast
+            if fast is not None:
+                fast.end(current)
+            else:
+                current.end()
         except Exception as internal:
             _safety.report("span", internal)
         finally:
-            _detach(self._token)  # type: ignore[arg-type]
+            _fast_detach(self._token)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

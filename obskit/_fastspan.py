@@ -384,6 +384,8 @@ class FastTracer:
 
     def end(self, span: Any) -> None:
         """End ``span`` as ``span.end()`` would; any span, fast-path-made or not."""
+        if type(span) is NonRecordingSpan:
+            return  # its end() does nothing
         if type(span) is not _Span or span.__dict__.get("_record_end_metrics") is not _sdk_noop:
             span.end()
             return

@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
+from prometheus_client.values import MutexValue
 
 from obskit import _selfstats
 from obskit.exceptions import ConfigError
@@ -116,11 +117,33 @@ _OBSERVE_NAMES = {
 }
 
 
+#: ``MutexValue.inc``/``set_exemplar`` are "under the lock, set one field": inlined below.
+_INLINE_MUTEX = MutexValue.inc.__code__.co_names == (
+    "_lock",
+    "_value",
+) and MutexValue.set_exemplar.__code__.co_names == ("_lock", "_exemplar")
+
+
 def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | None) -> None:
     """prometheus-client's ``Histogram.observe`` minus its checks, for an observable child
     and an exemplar obskit built (valid label names, within the size limit)."""
-    child._sum.inc(amount)
+    total = child._sum
     buckets = child._buckets
+    if _INLINE_MUTEX and type(total) is MutexValue:  # single-process values: no calls
+        with total._lock:
+            total._value += amount
+        for i, bound in enumerate(child._upper_bounds):
+            if amount <= bound:
+                bucket = buckets[i]
+                with bucket._lock:
+                    bucket._value += 1
+                if exemplar:
+                    recorded = Exemplar(exemplar, amount, _now())
+                    with bucket._lock:
+                        bucket._exemplar = recorded
+                break
+        return
+    total.inc(amount)
     for i, bound in enumerate(child._upper_bounds):
         if amount <= bound:
             buckets[i].inc(1)

@@ -398,6 +398,41 @@ class _FunctionWrapper(_WrapperBase):
         return wrapper(self.__wrapped__, None, args, kwargs)
 
 
+class _SyncFunctionWrapper(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for a plain sync function: the traced call inline.
+
+    The same steps as :func:`_sync_wrapper`'s wrapper, one Python frame fewer.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        site = self._self_site
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
+            return self.__wrapped__(*args, **kwargs)
+        span, token = site.open() if site.tracer is not None else _NOTHING
+        started = _perf_counter()
+        try:
+            result = self.__wrapped__(*args, **kwargs)
+        except BaseException as error:
+            site.finish(span, started, error)
+            raise
+        finally:
+            if token is not None:
+                _fast_detach(token)
+        site.finish(span, started, None)
+        return result
+
+
+class _PassThrough(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for ``traced(span=False, histogram=False)``: nothing to record.
+
+    With both off no runtime can turn recording on, so a call goes straight to the
+    function (bound calls still take wrapt's path, whose wrapper finds it off too).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+
 def traced(
     fn: Any = None,
     /,
@@ -428,6 +463,7 @@ def traced(
 
     def decorate(target: Any) -> Any:
         site, function = _site_for(target, name, attributes, record_exception, span, histogram)
+        proxy_class: type[_FunctionWrapper] = _FunctionWrapper
         if inspect.isasyncgenfunction(function):
             wrapper = _async_generator_wrapper(site)
         elif inspect.iscoroutinefunction(function):
@@ -436,8 +472,9 @@ def traced(
             wrapper = _generator_wrapper(site)
         else:
             wrapper = _sync_wrapper(site)
+            proxy_class = _SyncFunctionWrapper
         if inspect.isfunction(target):
-            proxy = _FunctionWrapper(target, wrapper)
+            proxy = (proxy_class if span or histogram else _PassThrough)(target, wrapper)
             proxy._self_site = site
             return proxy
         return wrapt.FunctionWrapper(target, wrapper)

@@ -39,6 +39,7 @@ from opentelemetry.trace import (
     SpanContext,
     SpanKind,
     TraceFlags,
+    TraceState,
     get_current_span,
     set_span_in_context,
 )
@@ -344,15 +345,16 @@ class FastTracer:
         if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
             return None
         parent: Any = parent_span.get_span_context()
-        if parent is not None and parent.is_valid:
-            trace_id = parent.trace_id
-            flags = parent.trace_flags
+        # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid).
+        if parent is not None and parent[5]:
+            trace_id = parent[0]
+            flags = parent[3]
             random_id = bool(flags & _RANDOM)
             if self._parent_based:
                 sampled = bool(flags & 1)
             else:
                 sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
-            trace_state = parent.trace_state
+            trace_state = parent[4]
         else:
             parent = None
             trace_id = getrandbits(128)
@@ -370,7 +372,9 @@ class FastTracer:
             SpanContext, (trace_id, span_id, False, flags_out, trace_state, True)
         )
         if not sampled:
-            return NonRecordingSpan(span_context)
+            dropped: Any = _new(NonRecordingSpan)
+            dropped._context = span_context  # all NonRecordingSpan.__init__ does
+            return dropped  # type: ignore[no-any-return]
         span = self._build(name, span_context, parent, kind, attributes, trusted)
         span._start_time = _time_ns()
         multi = tracer.span_processor
@@ -460,6 +464,17 @@ def _same(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
     return True
 
 
+def _layouts_known() -> bool:
+    """Whether SpanContext and NonRecordingSpan are laid out as the fast path builds them."""
+    state = TraceState([("k", "v")])
+    span_context = SpanContext(5, 6, True, _FLAGS[1][0], state)
+    probe: Any = _new(NonRecordingSpan)
+    probe._context = span_context
+    return tuple(span_context) == (5, 6, True, _FLAGS[1][0], state, True) and vars(probe) == vars(
+        NonRecordingSpan(span_context)
+    )
+
+
 _cache: tuple[Any, FastTracer | None] = (None, None)
 
 
@@ -474,6 +489,7 @@ def fast_tracer(tracer: Any) -> FastTracer | None:
         if (
             _AVAILABLE
             and type(tracer) is Tracer
+            and _layouts_known()
             and type(tracer.id_generator) is RandomIdGenerator
             and type(tracer._tracer_metrics) is NoOpTracerMetrics
             and type(tracer.span_processor) is SynchronousMultiSpanProcessor

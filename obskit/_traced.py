@@ -422,6 +422,38 @@ class _SyncFunctionWrapper(_FunctionWrapper):
         return result
 
 
+class _AsyncFunctionWrapper(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for a plain ``async def`` function.
+
+    Checks once, at call time, whether to record; the coroutine it returns is the
+    same as :func:`_async_wrapper`'s minus that check.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        site = self._self_site
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
+            return self.__wrapped__(*args, **kwargs)
+        return _traced_coroutine(site, self.__wrapped__, args, kwargs)
+
+
+async def _traced_coroutine(
+    site: _Site, wrapped: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    """The traced await of ``wrapped(*args, **kwargs)`` (as :func:`_async_wrapper`'s)."""
+    span, token = site.open() if site.tracer is not None else _NOTHING
+    started = _perf_counter()
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as error:
+        site.finish(span, started, error)
+        raise
+    finally:
+        if token is not None:
+            _fast_detach(token)
+    site.finish(span, started, None)
+    return result
+
+
 class _PassThrough(_FunctionWrapper):
     """:class:`_FunctionWrapper` for ``traced(span=False, histogram=False)``: nothing to record.
 
@@ -468,6 +500,7 @@ def traced(
             wrapper = _async_generator_wrapper(site)
         elif inspect.iscoroutinefunction(function):
             wrapper = _async_wrapper(site)
+            proxy_class = _AsyncFunctionWrapper
         elif inspect.isgeneratorfunction(function):
             wrapper = _generator_wrapper(site)
         else:

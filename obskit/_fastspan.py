@@ -81,7 +81,14 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the insta
 
 from obskit import _safety
 
-__all__ = ["FastTracer", "detach", "fast_tracer", "trusted_attributes"]
+__all__ = [
+    "FastTracer",
+    "detach",
+    "end_span",
+    "fast_tracer",
+    "start_span",
+    "trusted_attributes",
+]
 
 _new = object.__new__
 _time_ns = time.time_ns
@@ -187,12 +194,68 @@ def _detach_var(token: Any) -> None:
 detach: Any = _detach_var if _VAR is not None else otel_context.detach
 
 
+#: (span processors tuple, all their on_start no-op, all their _on_ending no-op),
+#: for the processors tuple seen last (a provider's tuple is replaced, never mutated).
+_known: tuple[Any, bool, bool] = ((), True, True)
+
+
+def _learn(processors: Any) -> tuple[Any, bool, bool]:
+    global _known
+    known = (
+        processors,
+        all(type(p).on_start in _QUIET_ON_START for p in processors),
+        all(type(p)._on_ending in _QUIET_ON_ENDING for p in processors),
+    )
+    _known = known
+    return known
+
+
+def end_span(span: Any) -> None:
+    """End ``span`` as ``span.end()`` would; any span, fast-path-made or not.
+
+    For spans the fast path made (or the SDK made with its self-metrics off) it skips
+    the work nothing observes: processors' no-op ``_on_ending`` and, with no processor
+    at all, building the ``ReadableSpan`` handed to them.
+    """
+    if type(span) is NonRecordingSpan:
+        return  # its end() does nothing
+    if (
+        not _AVAILABLE
+        or type(span) is not _Span
+        or span.__dict__.get("_record_end_metrics") is not _sdk_noop
+    ):
+        span.end()
+        return
+    with span._lock:
+        if span._start_time is None:
+            raise RuntimeError("Calling end() on a not started span.")
+        if span._end_time is not None:
+            _sdk_log.warning("Calling end() on an ended span.")
+            return
+        span._end_time = _time_ns()
+        bounded: Any = span._attributes
+        bounded._immutable = True
+    multi = span._span_processor
+    if type(multi) is not SynchronousMultiSpanProcessor:
+        multi._on_ending(span)
+        multi.on_end(span._readable_span())
+        return
+    processors = multi._span_processors
+    if not processors:
+        return  # no one to hand the finished span to: skip building it
+    known = _known
+    if known[0] is not processors:
+        known = _learn(processors)
+    if not known[2]:
+        multi._on_ending(span)
+    multi.on_end(span._readable_span())
+
+
 class FastTracer:
     """Starts and ends SDK spans for one SDK ``Tracer`` from precomputed state."""
 
     __slots__ = (
         "_bound",
-        "_known",
         "_parent_based",
         "_sampler",
         "_template",
@@ -229,17 +292,6 @@ class FastTracer:
             "_lock": None,
             "_record_end_metrics": _sdk_noop,
         }
-        #: (processors tuple, all on_start no-op, all _on_ending no-op)
-        self._known: tuple[Any, bool, bool] = ((), True, True)
-
-    def _learn(self, processors: Any) -> tuple[Any, bool, bool]:
-        known = (
-            processors,
-            all(type(p).on_start in _QUIET_ON_START for p in processors),
-            all(type(p)._on_ending in _QUIET_ON_ENDING for p in processors),
-        )
-        self._known = known
-        return known
 
     def _build(
         self,
@@ -378,44 +430,39 @@ class FastTracer:
         span = self._build(name, span_context, parent, kind, attributes, trusted)
         span._start_time = _time_ns()
         multi = tracer.span_processor
-        known = self._known
+        known = _known
         processors = multi._span_processors
         if known[0] is not processors:
-            known = self._learn(processors)
+            known = _learn(processors)
         if not known[1]:
             multi.on_start(span, parent_context=context)
         return span  # type: ignore[no-any-return]
 
-    def end(self, span: Any) -> None:
-        """End ``span`` as ``span.end()`` would; any span, fast-path-made or not."""
-        if type(span) is NonRecordingSpan:
-            return  # its end() does nothing
-        if type(span) is not _Span or span.__dict__.get("_record_end_metrics") is not _sdk_noop:
-            span.end()
-            return
-        with span._lock:
-            if span._start_time is None:
-                raise RuntimeError("Calling end() on a not started span.")
-            if span._end_time is not None:
-                _sdk_log.warning("Calling end() on an ended span.")
-                return
-            span._end_time = _time_ns()
-            bounded: Any = span._attributes
-            bounded._immutable = True
-        multi = span._span_processor
-        if type(multi) is not SynchronousMultiSpanProcessor:
-            multi._on_ending(span)
-            multi.on_end(span._readable_span())
-            return
-        processors = multi._span_processors
-        if not processors:
-            return  # no one to hand the finished span to: skip building it
-        known = self._known
-        if known[0] is not processors:
-            known = self._learn(processors)
-        if not known[2]:
-            multi._on_ending(span)
-        multi.on_end(span._readable_span())
+    end = staticmethod(end_span)
+
+
+def start_span(
+    tracer: Any,
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    context: otel_context.Context | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Span:
+    """``tracer.start_span(name, context, kind, attributes)``, by the fast path when it applies.
+
+    The one entry point for obskit code that starts spans on obskit's tracer (for an
+    HTTP server span: ``kind=SpanKind.SERVER, context=<extracted>``). Attributes are
+    validated per call exactly as the SDK does; pair with :func:`end_span`. Raises
+    what ``tracer.start_span`` raises: callers keep their own error guard.
+    """
+    fast = fast_tracer(tracer)
+    if fast is not None:
+        span = fast.start(name, attributes, kind=kind, context=context)
+        if span is not None:
+            return span
+    started: Span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    return started
 
 
 def _verify(fast: FastTracer) -> bool:

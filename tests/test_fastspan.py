@@ -330,3 +330,30 @@ def test_span_kind_and_explicit_context_follow_the_sdk(
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
     assert first.kind is SpanKind.SERVER
+
+
+def test_start_span_helper_validates_attributes_like_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """start_span()/end_span() (for HTTP server spans) store per-call attributes as the SDK does."""
+    tracer, exporter = setup
+    parent = _parent(sampled=True)
+    attributes: dict[str, Any] = {
+        "http.request.method": "GET",
+        "url.path": "/orders/7",
+        "http.route": ["a", "b"],
+        "": "empty keys are dropped",
+        "count": 3,
+    }
+    quick = _fastspan.start_span(
+        tracer, "GET /orders", kind=SpanKind.SERVER, context=parent, attributes=attributes
+    )
+    slow = tracer.start_span(
+        "GET /orders", context=parent, kind=SpanKind.SERVER, attributes=attributes
+    )
+    assert type(quick) is type(slow)
+    _fastspan.end_span(quick)
+    _fastspan.end_span(slow)
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.dropped_attributes == 1

@@ -412,7 +412,20 @@ class _SyncFunctionWrapper(_FunctionWrapper):
         site = self._self_site
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return self.__wrapped__(*args, **kwargs)
-        span, token = site.open() if site.tracer is not None else _NOTHING
+        if site.tracer is None:  # histogram only: time the call, observe, nothing else
+            started = _perf_counter()
+            try:
+                result = self.__wrapped__(*args, **kwargs)
+            except BaseException as error:
+                site.finish(None, started, error)
+                raise
+            elapsed = _perf_counter() - started
+            try:
+                _metrics._histogram_observe(site.ok_child, elapsed, None)
+            except Exception as internal:
+                _safety.report("traced", internal)
+            return result
+        span, token = site.open()
         started = _perf_counter()
         try:
             result = self.__wrapped__(*args, **kwargs)

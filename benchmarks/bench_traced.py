@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Histogram
 import obskit
 
 RESULTS = Path(__file__).parent / "results"
+SYNC_FLOOR = "sync: floor (otel span + prometheus histogram)"
 
 
 def work(x: int) -> int:
@@ -197,7 +198,7 @@ def main() -> None:
     unsampled = unsampled_context()
     cases: dict[str, Callable[[int], float]] = {
         "sync: bare call": sync_case(work),
-        "sync: floor (otel span + prometheus histogram)": sync_case(floor),
+        SYNC_FLOOR: sync_case(floor),
         "sync: @obskit.traced": sync_case(traced),
         "sync: floor + code.* attributes (info)": sync_case(floor_attrs),
         "sync: floor, unsampled trace": sync_case(floor, unsampled),
@@ -219,7 +220,7 @@ def main() -> None:
         for name, case in cases.items():
             samples[name].append(case(calls))
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    floors = {"sync": medians["sync: floor (otel span + prometheus histogram)"]}
+    floors = {"sync": medians[SYNC_FLOOR]}
     floors["async"] = medians["async: floor"]
     rows = []
     for name, values in samples.items():
@@ -234,16 +235,26 @@ def main() -> None:
             }
         )
     wrapper_cost = medians["sync: wrapper only (span, histogram off)"] - medians["sync: bare call"]
-    sampled_floor = floors["sync"]
-    ratios = {
-        "traced_sync_x_floor": medians["sync: @obskit.traced"] / sampled_floor,
-        "traced_async_x_floor": medians["async: @obskit.traced"] / floors["async"],
-        "unsampled_sync_x_sampled_floor": medians["sync: @obskit.traced, unsampled trace"]
-        / sampled_floor,
-        "unsampled_async_x_sampled_floor": medians["async: @obskit.traced, unsampled trace"]
-        / floors["async"],
-        "histogram_only_x_bare_observe": medians["sync: @obskit.traced(span=False)"]
-        / medians["sync: bare prometheus observe() (bound child)"],
+    # Target ratios: (case, reference) pairs. "ratios" divides the medians; "paired"
+    # is the median over rounds of case/reference measured in the same round, which a
+    # load spike on a shared machine skews less (it hits both or neither).
+    targets = {
+        "traced_sync_x_floor": ("sync: @obskit.traced", SYNC_FLOOR),
+        "traced_async_x_floor": ("async: @obskit.traced", "async: floor"),
+        "unsampled_sync_x_sampled_floor": ("sync: @obskit.traced, unsampled trace", SYNC_FLOOR),
+        "unsampled_async_x_sampled_floor": (
+            "async: @obskit.traced, unsampled trace",
+            "async: floor",
+        ),
+        "histogram_only_x_bare_observe": (
+            "sync: @obskit.traced(span=False)",
+            "sync: bare prometheus observe() (bound child)",
+        ),
+    }
+    ratios = {key: medians[case] / medians[ref] for key, (case, ref) in targets.items()}
+    paired = {
+        key: statistics.median(a / b for a, b in zip(samples[case], samples[ref], strict=True))
+        for key, (case, ref) in targets.items()
     }
     print(f"per call, {rounds} interleaved rounds x {calls} calls (medians)")
     print(f"{'case':<48} {'median us':>10} {'min-max us':>16} {'x floor':>8}")
@@ -252,7 +263,7 @@ def main() -> None:
         print(f"{row['case']:<48} {row['median_us']:>10.2f} {spread:>16} {row['x_floor']:>8.2f}")
     print(f"wrapper's own cost (wrapper only - bare): {wrapper_cost * 1e6:.3f} us")
     for key, value in ratios.items():
-        print(f"{key}: {value:.3f}")
+        print(f"{key}: {value:.3f} (paired per round: {paired[key]:.3f})")
     for note in notes:
         print(f"note: {note}")
     RESULTS.mkdir(exist_ok=True)
@@ -262,6 +273,7 @@ def main() -> None:
                 "rows": rows,
                 "wrapper_cost_us": wrapper_cost * 1e6,
                 "ratios": {key: round(value, 3) for key, value in ratios.items()},
+                "ratios_paired": {key: round(value, 3) for key, value in paired.items()},
                 "notes": notes,
             },
             indent=2,

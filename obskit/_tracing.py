@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
 
 from obskit._console import ConsoleTreeExporter
 from obskit._export import CountingBatchSpanProcessor, GuardedExporter
+from obskit._export_reasons import ReasonRecorder, record_grpc_outcomes, recording_session
 from obskit._settings import Settings
 from obskit.exceptions import ConfigError
 
@@ -55,8 +56,13 @@ def traces_endpoint(settings: Settings) -> str:
     return base.rstrip("/") + "/v1/traces"
 
 
-def build_exporter(settings: Settings) -> SpanExporter | None:
-    """The span exporter for ``traces_exporter``, or ``None`` for ``none``."""
+def build_exporter(
+    settings: Settings, reasons: ReasonRecorder | None = None
+) -> SpanExporter | None:
+    """The span exporter for ``traces_exporter``, or ``None`` for ``none``.
+
+    With ``reasons``, the OTLP exporter records why each attempt failed there.
+    """
     exporter = settings.resolved_traces_exporter
     if exporter == "console":
         return ConsoleTreeExporter()
@@ -74,6 +80,8 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
             headers=dict(settings.otlp_headers),
             timeout=settings.otlp_timeout,
         )
+        if reasons is not None:
+            record_grpc_outcomes(grpc_exporter, reasons)
         return grpc_exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
@@ -83,6 +91,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         endpoint=endpoint,
         headers=dict(settings.otlp_headers),
         timeout=settings.otlp_timeout,
+        session=recording_session(reasons) if reasons is not None else None,
     )
     return http_exporter
 
@@ -106,12 +115,12 @@ def build_pipeline(
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
-    exporter = build_exporter(settings)
+    reasons = ReasonRecorder()
+    exporter = build_exporter(settings, reasons)
     if exporter is None:
         return provider, None
-    guarded = GuardedExporter(
-        exporter, _host_port(settings) if settings.resolved_traces_exporter == "otlp" else None
-    )
+    otlp = settings.resolved_traces_exporter == "otlp"
+    guarded = GuardedExporter(exporter, _host_port(settings) if otlp else None, reasons)
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
         provider.add_span_processor(SimpleSpanProcessor(guarded))
         return provider, guarded

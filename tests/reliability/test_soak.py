@@ -20,7 +20,8 @@ import pytest
 from tests.reliability.collector import FaultyCollector
 from tests.reliability.rig import flask_gunicorn, paced_load, process_figures, worker_pids
 
-ENABLED = os.environ.get("OBSKIT_SOAK") == "1"  # read at import: the autouse fixture strips OBSKIT_*
+# Read at import: the autouse fixture strips OBSKIT_* from the environment.
+ENABLED = os.environ.get("OBSKIT_SOAK") == "1"
 SECONDS = float(os.environ.get("OBSKIT_SOAK_SECONDS", "1800"))
 RATE = 50  # requests per second
 SAMPLE_EVERY = 15.0  # seconds between two /proc samples

@@ -19,6 +19,7 @@ def flask_gunicorn(
     worker_class: str = "sync",
     threads: int = 1,
     measure_coverage: bool = True,
+    stdout: int | None = None,
 ) -> Server:
     """examples.flask_app under gunicorn (obskit's hooks from examples/gunicorn.conf.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,7 @@ def flask_gunicorn(
         ],
         {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "multiproc"), **env},
         measure_coverage=measure_coverage,
+        stdout=stdout,
     )
 
 

@@ -51,7 +51,11 @@ class GuardedExporter(SpanExporter):
         try:
             with socket.create_connection(self._endpoint, timeout=0.25):
                 return False
-        except OSError:
+        except TimeoutError:
+            # No proof the collector is down (a busy host's full accept backlog, a slow
+            # network): the export, bounded by its own timeout, decides.
+            return False
+        except OSError:  # refused, no route, no such host
             return True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:

@@ -111,7 +111,7 @@ def build_pipeline(
     provider = TracerProvider(
         sampler=build_sampler(settings),
         resource=resource,
-        span_limits=SpanLimits(max_span_attribute_length=settings.attribute_value_length_limit),
+        span_limits=_span_limits(settings),
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
@@ -124,11 +124,13 @@ def build_pipeline(
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
         provider.add_span_processor(SimpleSpanProcessor(guarded))
         return provider, guarded
+    values = {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")}
     try:
+        if values.get("OTEL_BSP_EXPORT_TIMEOUT", "").strip().startswith("-"):
+            raise ValueError("OTEL_BSP_EXPORT_TIMEOUT must be a non-negative integer")
         processor = CountingBatchSpanProcessor(guarded)
     except ValueError as error:  # the SDK reads and checks OTEL_BSP_* itself
         names = ("SIZE", "BATCH_SIZE", "DELAY", "TIMEOUT")
-        values = {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")}
         raise ConfigError(
             "OTEL_BSP_*",
             values,
@@ -138,6 +140,20 @@ def build_pipeline(
         ) from None
     provider.add_span_processor(processor)
     return provider, guarded
+
+
+def _span_limits(settings: Settings) -> SpanLimits:
+    """Span limits; the SDK also reads OTEL_*_LIMIT variables and rejects bad ones."""
+    try:
+        return SpanLimits(max_span_attribute_length=settings.attribute_value_length_limit)
+    except ValueError as error:  # e.g. "OTEL_SPAN_EVENT_COUNT_LIMIT must be a non-negative ..."
+        variable = str(error).split(" ", 1)[0]
+        raise ConfigError(
+            variable,
+            os.environ.get(variable, ""),
+            f"env {variable}",
+            "a non-negative integer",
+        ) from None
 
 
 def build_propagator(settings: Settings) -> Any:

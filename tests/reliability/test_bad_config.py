@@ -158,6 +158,8 @@ def test_endpoints_that_cannot_work_cost_nothing_after_init(
         "unresolvable": "http://no-such-host.invalid:4318",
         "tls": collector.endpoint.replace("http://", "https://"),
     }[kind]
+    obskit.init(otlp_endpoint=collector.endpoint)  # a first init's imports are not timed
+    obskit.shutdown()
     started = time.perf_counter()
     handle = obskit.init(otlp_endpoint=endpoint, otlp_timeout=1, log_format="json")
     init_seconds = time.perf_counter() - started
@@ -180,8 +182,9 @@ def test_endpoints_that_cannot_work_cost_nothing_after_init(
         f"scenario 8 {kind}: init {init_seconds * 1e3:.1f} ms, slowest span "
         f"{slowest * 1e3:.2f} ms, errors {errors}, warnings {dict(_noise(lines))}"
     )
-    assert init_seconds < 1.0
-    assert slowest < 0.05
+    assert init_seconds < 0.5  # no name lookup or connection at init()
+    # No span waits for the 1 s export timeout or a lookup (generous for a loaded machine).
+    assert slowest < 0.25
     assert errors[first] >= 1
     assert errors[first] + (errors[then] if then != first else 0) == 4
     assert dropped - dropped_before == 40

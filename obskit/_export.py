@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from obskit import _safety, _selfstats
+from obskit._export_reasons import ReasonRecorder
 
 
 class GuardedExporter(SpanExporter):
@@ -26,11 +27,21 @@ class GuardedExporter(SpanExporter):
     the collector is down — a batch is dropped (and counted) without being encoded
     and sent, so an outage does not cost the app CPU. The first batch after the port
     accepts connections again is exported normally.
+
+    A failed batch is counted in ``obskit_export_errors_total`` with the ``reason``
+    ``reasons`` recorded for the exporter's last attempt (an HTTP status, a timeout,
+    a reset, a gRPC status code: see :mod:`obskit._export_reasons`), else ``"failure"``.
     """
 
-    def __init__(self, exporter: SpanExporter, endpoint: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        endpoint: tuple[str, int] | None = None,
+        reasons: ReasonRecorder | None = None,
+    ) -> None:
         self.exporter = exporter
         self._endpoint = endpoint
+        self._reasons = reasons
         self._failing = False
         self._lock = threading.Lock()
         self._closed = False
@@ -41,7 +52,11 @@ class GuardedExporter(SpanExporter):
         try:
             with socket.create_connection(self._endpoint, timeout=0.25):
                 return False
-        except OSError:
+        except TimeoutError:
+            # No proof the collector is down (a busy host's full accept backlog, a slow
+            # network): the export, bounded by its own timeout, decides.
+            return False
+        except OSError:  # refused, no route, no such host
             return True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -52,11 +67,14 @@ class GuardedExporter(SpanExporter):
             _selfstats.add("obskit_export_errors", signal="traces", reason="unreachable")
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             return SpanExportResult.FAILURE
+        if self._reasons is not None:
+            self._reasons.clear()
         try:
             result = self.exporter.export(spans)
         except Exception as error:
             self._failing = True
-            _selfstats.add("obskit_export_errors", signal="traces", reason="exception")
+            reason = self._reasons.reason() if self._reasons is not None else None
+            _selfstats.add("obskit_export_errors", signal="traces", reason=reason or "exception")
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             _safety.report("export", error)
             return SpanExportResult.FAILURE
@@ -64,7 +82,8 @@ class GuardedExporter(SpanExporter):
         if result is SpanExportResult.SUCCESS:
             _selfstats.add("obskit_spans_exported", len(spans))
         else:
-            _selfstats.add("obskit_export_errors", signal="traces", reason="failure")
+            reason = self._reasons.reason() if self._reasons is not None else None
+            _selfstats.add("obskit_export_errors", signal="traces", reason=reason or "failure")
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
         return result
 

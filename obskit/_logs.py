@@ -18,8 +18,11 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import select
+import stat
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, MutableMapping
@@ -118,13 +121,27 @@ class LineWriter:
 
     A closed or broken stream (``EPIPE``) never raises into the app: the line is
     dropped and counted. It does not log about it, which would recurse into itself.
+
+    When the stream is a pipe (a container runtime, a log shipper) and nobody reads
+    it, a blocking write would hang every request thread once the 64 KiB pipe buffer
+    is full. On Linux obskit therefore writes to a pipe through its own non-blocking
+    file description (``/proc/self/fd/N`` reopened with ``O_NONBLOCK``, which leaves
+    the app's ``sys.stdout`` blocking): a line that does not fit is dropped and counted
+    in ``obskit_dropped_total{signal="logs",reason="pipe_full"}``. Lines go straight to
+    the pipe, so text the app ``print()``-ed into a block-buffered ``sys.stdout`` may
+    appear after later log lines (not with ``PYTHONUNBUFFERED=1``).
     """
+
+    #: How long to wait for room to finish a line already partly written to a pipe.
+    PARTIAL_WAIT = 0.1
 
     def __init__(self, stream: str = "stdout") -> None:
         self.stream = stream
         #: When a list, lines are appended to it instead of written (obskit.testing).
         self.capture: list[str] | None = None
         self._lock = threading.Lock()
+        #: The stream last written to and its non-blocking pipe descriptor (or None).
+        self._pipe: tuple[object, int | None] = (None, None)
         if hasattr(os, "register_at_fork"):
             # A lock held by another thread at fork time would stay held in the child.
             ref = weakref.ref(self)
@@ -138,13 +155,63 @@ class LineWriter:
         try:
             stream = getattr(sys, self.stream)
             with self._lock:
-                stream.write(line + "\n")
-                stream.flush()
+                known, fd = self._pipe
+                if known is not stream:
+                    fd = self._open_pipe(stream)
+                if fd is None:
+                    stream.write(line + "\n")
+                    stream.flush()
+                elif not _write_nonblocking(fd, (line + "\n").encode("utf-8", "replace")):
+                    _selfstats.add("obskit_dropped", signal="logs", reason="pipe_full")
         except Exception:
             _safety.count("log_write")
             _selfstats.add("obskit_dropped", signal="logs", reason="write_error")
 
+    def _open_pipe(self, stream: object) -> int | None:
+        """A non-blocking descriptor of ``stream``'s pipe; None if it is not a pipe."""
+        old = self._pipe[1]
+        self._pipe = (stream, None)
+        if old is not None:
+            os.close(old)
+        try:
+            fileno = stream.fileno()  # type: ignore[attr-defined]
+            if not stat.S_ISFIFO(os.fstat(fileno).st_mode):
+                return None
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(f"/proc/self/fd/{fileno}", flags)
+        except Exception:  # not a real file, no /proc (not Linux), no reader left
+            return None
+        self._pipe = (stream, fd)
+        return fd
+
     debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+def _write_nonblocking(fd: int, data: bytes) -> bool:
+    """Write ``data`` to a non-blocking pipe; ``False`` if none of it fit.
+
+    A line of up to 4096 bytes (``PIPE_BUF``) is written whole or not at all; the
+    rest of a longer line that was partly written gets ``PARTIAL_WAIT`` seconds to fit.
+    """
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        return False
+    deadline: float | None = None
+    while written < len(data):
+        if deadline is None:
+            deadline = time.monotonic() + LineWriter.PARTIAL_WAIT
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            _selfstats.add("obskit_dropped", signal="logs", reason="pipe_full")
+            return True  # the line's start is out; its end is lost
+        try:
+            written += os.write(fd, data[written:])
+        except BlockingIOError:
+            continue
+    return True
 
 
 def _renew_lock(ref: weakref.ref[LineWriter]) -> None:

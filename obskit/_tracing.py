@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
 
 from obskit._console import ConsoleTreeExporter
 from obskit._export import CountingBatchSpanProcessor, GuardedExporter
+from obskit._export_reasons import ReasonRecorder, record_grpc_outcomes, recording_session
 from obskit._settings import Settings
 from obskit.exceptions import ConfigError
 
@@ -55,8 +56,13 @@ def traces_endpoint(settings: Settings) -> str:
     return base.rstrip("/") + "/v1/traces"
 
 
-def build_exporter(settings: Settings) -> SpanExporter | None:
-    """The span exporter for ``traces_exporter``, or ``None`` for ``none``."""
+def build_exporter(
+    settings: Settings, reasons: ReasonRecorder | None = None
+) -> SpanExporter | None:
+    """The span exporter for ``traces_exporter``, or ``None`` for ``none``.
+
+    With ``reasons``, the OTLP exporter records why each attempt failed there.
+    """
     exporter = settings.resolved_traces_exporter
     if exporter == "console":
         return ConsoleTreeExporter()
@@ -74,6 +80,8 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
             headers=dict(settings.otlp_headers),
             timeout=settings.otlp_timeout,
         )
+        if reasons is not None:
+            record_grpc_outcomes(grpc_exporter, reasons)
         return grpc_exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
@@ -83,6 +91,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         endpoint=endpoint,
         headers=dict(settings.otlp_headers),
         timeout=settings.otlp_timeout,
+        session=recording_session(reasons) if reasons is not None else None,
     )
     return http_exporter
 
@@ -102,24 +111,26 @@ def build_pipeline(
     provider = TracerProvider(
         sampler=build_sampler(settings),
         resource=resource,
-        span_limits=SpanLimits(max_span_attribute_length=settings.attribute_value_length_limit),
+        span_limits=_span_limits(settings),
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
-    exporter = build_exporter(settings)
+    reasons = ReasonRecorder()
+    exporter = build_exporter(settings, reasons)
     if exporter is None:
         return provider, None
-    guarded = GuardedExporter(
-        exporter, _host_port(settings) if settings.resolved_traces_exporter == "otlp" else None
-    )
+    otlp = settings.resolved_traces_exporter == "otlp"
+    guarded = GuardedExporter(exporter, _host_port(settings) if otlp else None, reasons)
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
         provider.add_span_processor(SimpleSpanProcessor(guarded))
         return provider, guarded
+    values = {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")}
     try:
+        if values.get("OTEL_BSP_EXPORT_TIMEOUT", "").strip().startswith("-"):
+            raise ValueError("OTEL_BSP_EXPORT_TIMEOUT must be a non-negative integer")
         processor = CountingBatchSpanProcessor(guarded)
     except ValueError as error:  # the SDK reads and checks OTEL_BSP_* itself
         names = ("SIZE", "BATCH_SIZE", "DELAY", "TIMEOUT")
-        values = {k: v for k, v in os.environ.items() if k.startswith("OTEL_BSP_")}
         raise ConfigError(
             "OTEL_BSP_*",
             values,
@@ -129,6 +140,20 @@ def build_pipeline(
         ) from None
     provider.add_span_processor(processor)
     return provider, guarded
+
+
+def _span_limits(settings: Settings) -> SpanLimits:
+    """Span limits; the SDK also reads OTEL_*_LIMIT variables and rejects bad ones."""
+    try:
+        return SpanLimits(max_span_attribute_length=settings.attribute_value_length_limit)
+    except ValueError as error:  # e.g. "OTEL_SPAN_EVENT_COUNT_LIMIT must be a non-negative ..."
+        variable = str(error).split(" ", 1)[0]
+        raise ConfigError(
+            variable,
+            os.environ.get(variable, ""),
+            f"env {variable}",
+            "a non-negative integer",
+        ) from None
 
 
 def build_propagator(settings: Settings) -> Any:

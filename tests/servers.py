@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server:
-    """A server started from ``args`` (``{port}`` is filled in), stdout captured to a file."""
+    """A server started from ``args`` (``{port}`` is filled in), stdout captured to a file
+    (or given to ``stdout``, a file descriptor)."""
 
     def __init__(
         self,
@@ -27,6 +28,7 @@ class Server:
         env: dict[str, str],
         ready_path: str = "/",
         measure_coverage: bool = True,
+        stdout: int | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -43,7 +45,7 @@ class Server:
             [sys.executable, "-m", *[arg.format(port=self.port) for arg in args]],
             cwd=ROOT,
             env=clean,
-            stdout=self._stdout,
+            stdout=self._stdout if stdout is None else stdout,
             stderr=self._stderr,
         )
         self._wait_ready(ready_path)

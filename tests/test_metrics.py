@@ -261,7 +261,7 @@ def test_self_telemetry_counts_exported_spans_and_export_failures(
 
     # The counters are process-wide: compare against the values before this test.
     exported_before = exposed("obskit_spans_exported").get((), 0)
-    errors_before = exposed("obskit_export_errors").get(("failure", "traces"), 0)
+    errors_before = exposed("obskit_export_errors").get(("connection_refused", "traces"), 0)
     handle = obskit.init(otlp_endpoint=http_receiver.endpoint)
     with trace.get_tracer("t").start_as_current_span("ok"):
         pass
@@ -272,5 +272,5 @@ def test_self_telemetry_counts_exported_spans_and_export_failures(
     with trace.get_tracer("t").start_as_current_span("lost"):
         pass
     handle.force_flush(timeout=10)
-    assert exposed("obskit_export_errors")[("failure", "traces")] == errors_before + 1
+    assert exposed("obskit_export_errors")[("connection_refused", "traces")] == errors_before + 1
     assert exposed("obskit_dropped")[("export_failed", "traces")] >= 1

@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -46,10 +47,13 @@ class FaultyCollector(_Store):
                     collector._release.wait(120)
                     return
                 if mode == "reset":
-                    # SO_LINGER 0: close() sends RST instead of FIN.
+                    # SO_LINGER 0: close() sends RST instead of FIN. The socket closes
+                    # only once rfile (a makefile reference) is closed too.
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
+                    self.close_connection = True
+                    self.rfile.close()
                     self.connection.close()
                     return
                 if mode == "status":
@@ -98,3 +102,30 @@ class FaultyCollector(_Store):
     def close(self) -> None:
         self._release.set()
         self.stop()
+
+
+class FaultyGrpcCollector:
+    """A real grpcio OTLP trace service on 127.0.0.1 that answers every export with
+    the status ``code`` (``grpc.StatusCode``)."""
+
+    def __init__(self, code: Any) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        self.code = code
+        self.attempts = 0
+        collector = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                collector.attempts += 1
+                context.abort(collector.code, "injected by the test collector")
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server.start()
+
+    def close(self) -> None:
+        self._server.stop(grace=None).wait()

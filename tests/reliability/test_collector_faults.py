@@ -1,5 +1,6 @@
 """Scenarios 2 and 3: a black-hole and a flapping collector never hold the app up;
-exports end within their time bound, retries are bounded, spans flow after recovery."""
+exports end within their time bound, retries are bounded, spans flow after recovery,
+and each failed export is counted under the reason it failed for."""
 
 from __future__ import annotations
 
@@ -58,19 +59,25 @@ def test_black_hole_exports_end_within_their_timeout_and_requests_never_wait(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("mode", "status"),
-    [("status", 429), ("status", 503), ("reset", 0), ("truncated", 0)],
+    ("mode", "status", "reason"),
+    [
+        ("status", 429, "http_429"),
+        ("status", 503, "http_503"),
+        ("reset", 0, "connection_reset"),
+        ("truncated", 0, "truncated_reply"),
+    ],
     ids=["429-retry-after", "503-retry-after", "connection-reset", "truncated-reply"],
 )
 def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
-    collector: FaultyCollector, mode: str, status: int
+    collector: FaultyCollector, mode: str, status: int, reason: str
 ) -> None:
     """429/503 with Retry-After, resets and truncated replies: at most 6 attempts per
-    batch within the export timeout, the failure counted, no error reaches the app, and
-    once the collector recovers the next batch arrives."""
+    batch within the export timeout, the failure counted once under its reason, no
+    error reaches the app, and once the collector recovers the next batch arrives."""
     collector.mode, collector.status, collector.retry_after = mode, status, "1"
     handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
-    errors_before = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    errors_before = _selfstats.value("obskit_export_errors", signal="traces", reason=reason)
+    unclassified = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
     _spans(20)
     started = time.monotonic()
     handle.force_flush(timeout=30)
@@ -78,8 +85,11 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     attempts = collector.attempts.get(mode, 0)
     assert 1 <= attempts <= 6
     assert elapsed <= TIMEOUT * 1.1 + 0.5
-    failed = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    failed = _selfstats.value("obskit_export_errors", signal="traces", reason=reason)
     assert failed == errors_before + 1
+    assert (
+        _selfstats.value("obskit_export_errors", signal="traces", reason="failure") == unclassified
+    )
     assert _export_thread().is_alive()
     collector.mode = "up"
     _spans(3)

@@ -1,0 +1,220 @@
+"""Scenario 8: bad configuration either fails init() with one ConfigError or is
+warned about and replaced by the default; nothing fails after init(). The settings
+table's own cases (every setting x wrong type, empty, out of range, unknown enum)
+are in tests/test_settings.py; this file covers the variables the OpenTelemetry SDK
+reads itself, padded and negative values in variables, and endpoints that cannot work.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+
+import obskit
+from obskit import _selfstats
+from obskit._kinds import Number
+from obskit._settings import declared, load
+from tests.receivers import OtlpHttpReceiver
+from tests.reliability.collector import FaultyCollector
+
+#: Variables the OpenTelemetry SDK and exporter read themselves, with bad values, and
+#: what obskit makes of them: "error" = ConfigError from init(); "default" = a logged
+#: warning and the default value.
+SDK_VARIABLES = [
+    ("OTEL_BSP_SCHEDULE_DELAY", "abc", "default"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "", "default"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "TRUE ", "default"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "1.5", "default"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "-1", "error"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "0", "error"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "abc", "default"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "error"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "error"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "100", "error"),  # smaller than the default batch size
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "TRUE ", "default"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1", "error"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10000", "error"),  # larger than the queue
+    ("OTEL_BSP_EXPORT_TIMEOUT", "abc", "default"),
+    ("OTEL_BSP_EXPORT_TIMEOUT", "-1", "error"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus", "default"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "default"),
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "abc", "error"),
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "-1", "error"),
+    ("OTEL_SPAN_EVENT_COUNT_LIMIT", "TRUE ", "error"),
+    ("OTEL_ATTRIBUTE_COUNT_LIMIT", "-5", "error"),
+]
+
+
+def _make_spans(n: int) -> float:
+    """Make n spans; return the slowest one's wall time."""
+    slowest = 0.0
+    for i in range(n):
+        started = time.perf_counter()
+        with trace.get_tracer("config").start_as_current_span(f"s{i}"):
+            pass
+        slowest = max(slowest, time.perf_counter() - started)
+    return slowest
+
+
+@pytest.mark.parametrize(("variable", "value", "outcome"), SDK_VARIABLES)
+def test_variables_the_sdk_reads_fail_init_or_fall_back_to_the_default(
+    variable: str,
+    value: str,
+    outcome: str,
+    http_receiver: OtlpHttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bad OTEL_BSP_*/OTEL_*_LIMIT/compression value either raises one ConfigError
+    naming the variable from init(), or is warned about and spans still flow."""
+    monkeypatch.setenv(variable, value)
+    if outcome == "error":
+        with pytest.raises(obskit.ConfigError, match=variable) as caught:
+            obskit.init(otlp_endpoint=http_receiver.endpoint)
+        assert caught.value.source.startswith("env ")
+        return
+    caplog.set_level(logging.WARNING)
+    handle = obskit.init(otlp_endpoint=http_receiver.endpoint, strict=True)
+    _make_spans(3)
+    assert handle.force_flush(timeout=10)
+    assert len(http_receiver.wait_for(3)) == 3
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    shown = value.strip() or variable  # the warning names the variable or the bad value
+    assert any(variable in r.getMessage() or shown in r.getMessage() for r in warned)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "expected"),
+    [
+        ("OBSKIT_LOG_FORMAT", "json ", "json"),
+        ("OTEL_TRACES_EXPORTER", " console", "console"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc ", "grpc"),
+        ("OBSKIT_LOG_LEVEL", "INFO ", "info"),
+        ("OTEL_TRACES_SAMPLER_ARG", " 0.5 ", 0.5),
+        ("OBSKIT_METRICS_PORT", " 9100", 9100),
+        ("OTEL_SDK_DISABLED", "TRUE ", True),
+    ],
+)
+def test_padded_values_in_variables_are_read_without_the_padding(
+    variable: str, text: str, expected: object
+) -> None:
+    """Spaces around a variable's value (a "TRUE " from a YAML file) are ignored."""
+    (name,) = [item.name for item, spec in declared() if variable in spec.env]
+    assert getattr(load({variable: text}, {}), name) == expected
+
+
+NON_NEGATIVE = [
+    (spec.env[-1], item.name)
+    for item, spec in declared()
+    if isinstance(spec.kind, Number) and spec.kind.low >= 0
+]
+
+
+@pytest.mark.parametrize(("variable", "name"), NON_NEGATIVE)
+def test_negative_numbers_in_variables_fail_init(
+    variable: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-1 in any numeric variable is one ConfigError naming the setting and variable."""
+    monkeypatch.setenv(variable, "-1")
+    with pytest.raises(obskit.ConfigError, match=rf"\(from env {variable}\)") as caught:
+        obskit.init()
+    assert caught.value.setting == name
+
+
+def _noise(lines: list[dict[str, Any]]) -> collections.Counter[tuple[str, str]]:
+    return collections.Counter(
+        (line["logger"], line["event"][:50])
+        for line in lines
+        if line.get("level") in ("warning", "error")
+        and line.get("logger", "").startswith(("opentelemetry", "obskit"))
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "first", "then"),
+    [("unresolvable", "dns_error", "unreachable"), ("tls", "tls_error", "tls_error")],
+)
+def test_endpoints_that_cannot_work_cost_nothing_after_init(
+    kind: str,
+    first: str,
+    then: str,
+    collector: FaultyCollector,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unresolvable host (http://no-such-host.invalid:4318) or https:// to a plaintext
+    port: init() succeeds at once, spans stay fast, every batch is dropped and counted
+    under its reason, nothing raises, and the exporter's warning is rate-limited."""
+    endpoint = {
+        "unresolvable": "http://no-such-host.invalid:4318",
+        "tls": collector.endpoint.replace("http://", "https://"),
+    }[kind]
+    obskit.init(otlp_endpoint=collector.endpoint)  # a first init's imports are not timed
+    obskit.shutdown()
+    started = time.perf_counter()
+    handle = obskit.init(otlp_endpoint=endpoint, otlp_timeout=1, log_format="json")
+    init_seconds = time.perf_counter() - started
+    before = {
+        r: _selfstats.value("obskit_export_errors", signal="traces", reason=r)
+        for r in (first, then)
+    }
+    dropped_before = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+    slowest = 0.0
+    for _ in range(4):
+        slowest = max(slowest, _make_spans(10))
+        handle.force_flush(timeout=10)
+    errors = {
+        r: _selfstats.value("obskit_export_errors", signal="traces", reason=r) - before[r]
+        for r in (first, then)
+    }
+    dropped = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    print(
+        f"scenario 8 {kind}: init {init_seconds * 1e3:.1f} ms, slowest span "
+        f"{slowest * 1e3:.2f} ms, errors {errors}, warnings {dict(_noise(lines))}"
+    )
+    assert init_seconds < 0.5  # no name lookup or connection at init()
+    # No span waits for the 1 s export timeout or a lookup (generous for a loaded machine).
+    assert slowest < 0.25
+    assert errors[first] >= 1
+    assert errors[first] + (errors[then] if then != first else 0) == 4
+    assert dropped - dropped_before == 40
+    assert max(_noise(lines).values()) == 1  # the same warning at most once per 10 s
+
+
+def _sockets() -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def test_disabled_sdk_starts_no_thread_and_opens_no_socket_whatever_else_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OTEL_SDK_DISABLED=true with an endpoint, a metrics port and the stdlib bridge set:
+    init() starts no thread and opens no socket, and spans are no-ops."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://no-such-host.invalid:4318")
+    monkeypatch.setenv("OBSKIT_METRICS_PORT", "9464")
+    monkeypatch.setenv("OBSKIT_LOG_STDLIB", "true")
+    threads, sockets = set(threading.enumerate()), _sockets()
+    handle = obskit.init(service_name="off")
+    assert handle.disabled
+    with trace.get_tracer("t").start_as_current_span("noop") as span:
+        assert not span.is_recording()
+    logging.getLogger("app").warning("still fine")
+    assert set(threading.enumerate()) == threads
+    assert _sockets() == sockets

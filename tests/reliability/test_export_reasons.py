@@ -1,0 +1,130 @@
+"""Scenario 3 (reasons): every failed export is counted in
+``obskit_export_errors_total{reason}`` under why it failed, over real HTTP and gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+import obskit
+from obskit import _selfstats
+from obskit._export import GuardedExporter
+from obskit._export_reasons import REASONS, ReasonRecorder, http_reason
+from tests.reliability.collector import FaultyCollector, FaultyGrpcCollector
+
+TIMEOUT = 1.0
+
+
+def _fail_one_batch(endpoint: str, protocol: str = "http/protobuf") -> dict[str, float]:
+    """Export one span to ``endpoint``; return how the export-error counters moved."""
+    before = _errors()
+    handle = obskit.init(otlp_endpoint=endpoint, otlp_protocol=protocol, otlp_timeout=TIMEOUT)
+    with trace.get_tracer("r").start_as_current_span("lost"):
+        pass
+    handle.force_flush(timeout=30)
+    after = _errors()
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def _errors() -> dict[str, float]:
+    return {
+        dict(labels)["reason"]: amount
+        for (metric, labels), amount in _selfstats.snapshot().items()
+        if metric == "obskit_export_errors"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "status", "reason"),
+    [
+        ("status", 400, "http_400"),
+        ("status", 413, "http_413"),
+        ("status", 418, "http_4xx"),
+        ("status", 502, "http_502"),
+        ("blackhole", 0, "timeout"),
+    ],
+)
+def test_http_failures_are_counted_by_status_and_timeout(
+    collector: FaultyCollector, mode: str, status: int, reason: str
+) -> None:
+    """A non-retryable status, an unlisted status (its class) and a black hole (timeout)
+    are each counted once under their own reason."""
+    collector.mode, collector.status = mode, status
+    assert _fail_one_batch(collector.endpoint) == {reason: 1}
+
+
+@pytest.mark.slow
+def test_a_closed_port_is_connection_refused_then_unreachable(
+    collector: FaultyCollector,
+) -> None:
+    """The first batch to a closed port counts connection_refused; later batches are
+    dropped by the reachability probe and count unreachable."""
+    collector.stop()
+    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
+    before = _errors()
+    for _ in range(2):
+        with trace.get_tracer("r").start_as_current_span("lost"):
+            pass
+        handle.force_flush(timeout=30)
+    after = _errors()
+    moved = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert moved == {"connection_refused": 1, "unreachable": 1}
+
+
+@pytest.mark.slow
+def test_tls_to_a_plaintext_port_counts_tls_error(collector: FaultyCollector) -> None:
+    """An https:// endpoint at a plaintext collector fails the handshake: tls_error."""
+    endpoint = collector.endpoint.replace("http://", "https://")
+    assert _fail_one_batch(endpoint) == {"tls_error": 1}
+
+
+@pytest.mark.slow
+def test_an_unresolvable_host_counts_dns_error() -> None:
+    """A host name that cannot resolve (.invalid, RFC 2606) counts dns_error."""
+    assert _fail_one_batch("http://no-such-host.invalid:4318") == {"dns_error": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, "grpc_invalid_argument"),
+        (grpc.StatusCode.UNAUTHENTICATED, "grpc_unauthenticated"),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "grpc_resource_exhausted"),
+    ],
+)
+def test_grpc_failures_are_counted_by_status_code(code: grpc.StatusCode, reason: str) -> None:
+    """A gRPC collector answering a status code is counted under that code's name."""
+    collector = FaultyGrpcCollector(code)
+    try:
+        assert _fail_one_batch(collector.endpoint, protocol="grpc") == {reason: 1}
+        assert collector.attempts >= 1
+    finally:
+        collector.close()
+
+
+class _FailingExporter(SpanExporter):
+    """An exporter without obskit's recording seam (a stand-in for an unknown version)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.FAILURE
+
+
+def test_without_a_recorded_outcome_the_reason_is_failure() -> None:
+    """An exporter whose attempts obskit cannot observe still counts, as reason=failure."""
+    before = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    guarded = GuardedExporter(_FailingExporter(), reasons=ReasonRecorder())
+    assert guarded.export([]) is SpanExportResult.FAILURE
+    assert _selfstats.value("obskit_export_errors", signal="traces", reason="failure") == before + 1
+
+
+def test_reason_label_values_are_bounded() -> None:
+    """Every HTTP status maps into the documented, finite list of reasons."""
+    assert {http_reason(status) for status in range(1000)} <= set(REASONS)
+    assert len(REASONS) < 40

@@ -315,7 +315,7 @@ def _site_for(
     if code is not None:
         static["code.file.path"] = code.co_filename
         static["code.line.number"] = code.co_firstlineno
-    static.update(attributes or {})
+    static.update(_safety.safe_attributes(attributes or {}))  # checked once, not per call
     site = _Site(qualified, name or qualified, static, record_exception, span, histogram)
     return site, function
 
@@ -417,9 +417,21 @@ class span:
             return trace.INVALID_SPAN
         try:
             self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
+        except Exception as error:
+            _safety.report("span", error)
+            # Most likely a hostile attribute value (raising __str__, a cyclic dict):
+            # keep the span, with such values as their text.
+            self.attributes = _safety.safe_attributes(self.attributes)
+            try:
+                self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
+            except Exception as again:
+                _safety.report("span", again)
+                return trace.INVALID_SPAN
+        try:
             self._token = _attach(_set_span(self._span))
         except Exception as error:
             _safety.report("span", error)
+            self._span = None
             return trace.INVALID_SPAN
         return self._span
 

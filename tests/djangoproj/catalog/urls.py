@@ -13,4 +13,5 @@ urlpatterns = [
     path("astream", views.astream, name="astream"),
     path("login", views.login, name="login"),
     path("context", views.context, name="context"),
+    path("item/<int:pk>", views.item, name="item"),
 ]

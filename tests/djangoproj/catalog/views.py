@@ -106,3 +106,8 @@ def context(request: HttpRequest) -> JsonResponse:
             "baggage": {k: str(v) for k, v in baggage.get_all().items()},
         }
     )
+
+
+def item(request: HttpRequest, pk: int) -> JsonResponse:
+    """A matched route with an id and no database query (the cardinality tests)."""
+    return JsonResponse({"id": pk})

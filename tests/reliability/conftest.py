@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,23 @@ settings.register_profile(
     print_blob=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+
+
+@contextmanager
+def coverage_paused() -> Iterator[None]:
+    """Run a bulk loop (10,000+ iterations) without coverage's line tracer, which makes
+    it several times slower; the first iterations and the other tests cover the code."""
+    import coverage
+
+    current = coverage.Coverage.current()
+    if current is None:
+        yield
+        return
+    current.stop()
+    try:
+        yield
+    finally:
+        current.start()
 
 
 @pytest.fixture

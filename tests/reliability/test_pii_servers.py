@@ -38,6 +38,7 @@ APPS = {
     "flask": ("/post/1", "/login"),
     "django": ("/catalog/", "/catalog/login"),
 }
+ROUTES = {"flask": ["/post/<int:post_id>", "/login"], "django": ["catalog/", "catalog/login"]}
 
 
 def _start(
@@ -74,11 +75,18 @@ def test_canaries_never_leave_the_server(
     assert [status for status, _, _ in replies] == [200, 200, 200]
     assert SESSION_CANARY in replies[1][1]["set-cookie"]  # the app really sent it
     mine = {trace_id_of(headers) for _, headers, _ in replies}
-    scrapes = [
-        raw_get(port, "/metrics", [("Accept", accept)])[2].decode()
-        for accept in ("text/plain", "application/openmetrics-text")
-    ]
-    assert "# {span_id=" in scrapes[1] or "# {trace_id=" in scrapes[1]  # exemplars are there
+    # Two workers, each with its own registry: scrape until both requests' series (and
+    # their exemplars) have been seen, checking every scrape for canaries.
+    routes = [f'http_route="{route}"' for route in ROUTES[framework]]
+    scrapes: list[str] = []
+    for _ in range(40):
+        for accept in ("text/plain", "application/openmetrics-text"):
+            scrapes.append(raw_get(port, "/metrics", [("Accept", accept)])[2].decode())
+        seen = "".join(scrapes)
+        if all(route in seen for route in routes) and "# {" in seen:
+            break
+    assert all(route in seen for route in routes)
+    assert "# {" in seen  # exemplars were scraped too
     spans = http_receiver.wait_for_traces(mine, 1)
     servers = [s for s in spans if s.kind == 2 and s.trace_id in mine]
     assert len(servers) == 3

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,25 +60,26 @@ def _scrape(app: Any, accept: str) -> tuple[bytes, float]:
 
 
 def _check_scrapes(app: Any, figures: dict[str, Any], reference: Any = None) -> None:
-    """Both formats, fastest of two: body < 5 MB; scrape < 500 ms, or (given a
+    """Both formats, median of three: body < 5 MB; scrape < 500 ms, or (given a
     ``reference`` app serving plain prometheus-client metrics with the same series,
-    scraped alternately) within 1.5x of its scrape: a loaded machine slows the library's
-    own exposition past any absolute bound."""
+    scraped alternately) within 1.5x of its scrape: on a loaded machine the library's
+    own exposition of 2,000 histogram series takes longer than any absolute bound."""
     for accept in ("text/plain", "application/openmetrics-text"):
         ours, theirs = [], []
-        for _ in range(2):
+        for _ in range(3):
             body, elapsed = _scrape(app, accept)
             ours.append(elapsed)
             if reference is not None:
                 theirs.append(_scrape(reference, accept)[1])
-        elapsed = min(ours)
+        elapsed = statistics.median(ours)
         figures[accept] = {"bytes": len(body), "ms": round(elapsed * 1000, 1)}
         assert len(body) < MAX_BODY
         if reference is None:
             assert elapsed < MAX_SCRAPE
         else:
-            figures[accept]["reference ms"] = round(min(theirs) * 1000, 1)
-            assert elapsed < MAX_SCRAPE or elapsed < 1.5 * min(theirs)
+            baseline = statistics.median(theirs)
+            figures[accept]["reference ms"] = round(baseline * 1000, 1)
+            assert elapsed < MAX_SCRAPE or elapsed < 1.5 * baseline
 
 
 @pytest.mark.slow
@@ -140,14 +142,16 @@ def test_distinct_label_values_on_user_metrics(capfd: pytest.CaptureFixture[str]
     hits = obskit.counter("attack_hits_total", "Hits.", ["user"])
     latency = obskit.histogram("attack_latency_seconds", "Latency.", ["user"])
     rng = random.Random(11)
+    started = time.perf_counter()
     with coverage_paused(), obskit.span("attack"):  # exemplars, as in a request
         for n in range(DISTINCT):
             user = f"user-{rng.getrandbits(64):016x}-{n}"
             hits.labels(user).inc()
             latency.labels(user).observe(0.01)
+    elapsed = time.perf_counter() - started
     series = _series_per_metric()
     assert series["attack_hits"] == series["attack_latency_seconds"] == 2001
-    figures: dict[str, Any] = {"series": series}
+    figures: dict[str, Any] = {"series": series, "loop seconds": round(elapsed, 1)}
     _check_scrapes(obskit.metrics_wsgi_app(), figures, _reference_app(2001))
     capfd.readouterr()
     print(f"\nuser metrics: {figures}")

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import coverage
 import pytest
 from hypothesis import HealthCheck, settings
 from opentelemetry.sdk.trace import ReadableSpan
@@ -35,8 +36,6 @@ settings.register_profile(
 def coverage_paused() -> Iterator[None]:
     """Run a bulk loop (10,000+ iterations) without coverage's line tracer, which makes
     it several times slower; the first iterations and the other tests cover the code."""
-    import coverage
-
     current = coverage.Coverage.current()
     if current is None:
         yield

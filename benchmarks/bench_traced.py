@@ -13,7 +13,9 @@ Cases, interleaved round by round in one process:
 - ``@obskit.traced``, sampled;
 - floor and ``@obskit.traced`` inside an *unsampled* trace (a remote parent with the
   sampled flag off, as when a caller sampled it out);
-- ``@obskit.traced(span=False)``: histogram only;
+- ``@obskit.traced(span=False)``: histogram only, against the bare prometheus-client
+  call it replaces: the call timed with ``perf_counter`` and ``child.observe(elapsed)``
+  on a child bound once (``labels()`` outside the loop);
 - ``@obskit.traced(span=False, histogram=False)``: the wrapper alone.
 
 Peers (logfire, sentry-sdk, ddtrace) are measured when installed, else a note says
@@ -41,6 +43,7 @@ from prometheus_client import CollectorRegistry, Histogram
 import obskit
 
 RESULTS = Path(__file__).parent / "results"
+SYNC_FLOOR = "sync: floor (otel span + prometheus histogram)"
 
 
 def work(x: int) -> int:
@@ -181,17 +184,26 @@ def main() -> None:
         "code.line.number": work.__code__.co_firstlineno,
     }
     floor_attrs, _ = make_floor(tracer, histogram, code_attributes)
+    bound_child = histogram.labels(f"{__name__}.work", "ok")
+
+    def bare_observe(x: int) -> int:
+        started = time.perf_counter()
+        result = work(x)
+        bound_child.observe(time.perf_counter() - started)
+        return result
+
     traced, atraced = obskit.traced(work), obskit.traced(awork)
     hist_only = obskit.traced(span=False)(work)
     bare_wrapper = obskit.traced(span=False, histogram=False)(work)
     unsampled = unsampled_context()
     cases: dict[str, Callable[[int], float]] = {
         "sync: bare call": sync_case(work),
-        "sync: floor (otel span + prometheus histogram)": sync_case(floor),
+        SYNC_FLOOR: sync_case(floor),
         "sync: @obskit.traced": sync_case(traced),
         "sync: floor + code.* attributes (info)": sync_case(floor_attrs),
         "sync: floor, unsampled trace": sync_case(floor, unsampled),
         "sync: @obskit.traced, unsampled trace": sync_case(traced, unsampled),
+        "sync: bare prometheus observe() (bound child)": sync_case(bare_observe),
         "sync: @obskit.traced(span=False)": sync_case(hist_only),
         "sync: wrapper only (span, histogram off)": sync_case(bare_wrapper),
         "async: bare call": async_case(awork),
@@ -208,7 +220,7 @@ def main() -> None:
         for name, case in cases.items():
             samples[name].append(case(calls))
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    floors = {"sync": medians["sync: floor (otel span + prometheus histogram)"]}
+    floors = {"sync": medians[SYNC_FLOOR]}
     floors["async"] = medians["async: floor"]
     rows = []
     for name, values in samples.items():
@@ -223,17 +235,49 @@ def main() -> None:
             }
         )
     wrapper_cost = medians["sync: wrapper only (span, histogram off)"] - medians["sync: bare call"]
+    # Target ratios: (case, reference) pairs. "ratios" divides the medians; "paired"
+    # is the median over rounds of case/reference measured in the same round, which a
+    # load spike on a shared machine skews less (it hits both or neither).
+    targets = {
+        "traced_sync_x_floor": ("sync: @obskit.traced", SYNC_FLOOR),
+        "traced_async_x_floor": ("async: @obskit.traced", "async: floor"),
+        "unsampled_sync_x_sampled_floor": ("sync: @obskit.traced, unsampled trace", SYNC_FLOOR),
+        "unsampled_async_x_sampled_floor": (
+            "async: @obskit.traced, unsampled trace",
+            "async: floor",
+        ),
+        "histogram_only_x_bare_observe": (
+            "sync: @obskit.traced(span=False)",
+            "sync: bare prometheus observe() (bound child)",
+        ),
+    }
+    ratios = {key: medians[case] / medians[ref] for key, (case, ref) in targets.items()}
+    paired = {
+        key: statistics.median(a / b for a, b in zip(samples[case], samples[ref], strict=True))
+        for key, (case, ref) in targets.items()
+    }
     print(f"per call, {rounds} interleaved rounds x {calls} calls (medians)")
     print(f"{'case':<48} {'median us':>10} {'min-max us':>16} {'x floor':>8}")
     for row in rows:
         spread = f"{row['min_us']:.2f}-{row['max_us']:.2f}"
         print(f"{row['case']:<48} {row['median_us']:>10.2f} {spread:>16} {row['x_floor']:>8.2f}")
     print(f"wrapper's own cost (wrapper only - bare): {wrapper_cost * 1e6:.3f} us")
+    for key, value in ratios.items():
+        print(f"{key}: {value:.3f} (paired per round: {paired[key]:.3f})")
     for note in notes:
         print(f"note: {note}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "traced.json").write_text(
-        json.dumps({"rows": rows, "wrapper_cost_us": wrapper_cost * 1e6, "notes": notes}, indent=2)
+        json.dumps(
+            {
+                "rows": rows,
+                "wrapper_cost_us": wrapper_cost * 1e6,
+                "ratios": {key: round(value, 3) for key, value in ratios.items()},
+                "ratios_paired": {key: round(value, 3) for key, value in paired.items()},
+                "notes": notes,
+            },
+            indent=2,
+        )
     )
     table = ["| case | median us | min-max us | x floor |", "|---|---|---|---|"]
     table += [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -86,6 +87,11 @@ class GuardedExporter(SpanExporter):
             return False
 
 
+#: The names ``BatchSpanProcessor.on_end`` uses when it is "if sampled, emit":
+#: the version :meth:`CountingBatchSpanProcessor.on_end` folds into one pass.
+_ON_END_NAMES = ("context", "trace_flags", "sampled", "_batch_processor", "emit")
+
+
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's batch processor, counting spans it drops because its queue is full.
 
@@ -93,7 +99,28 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     also counts each drop as ``obskit_dropped_total{signal="traces",reason="queue_full"}``.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        batch = getattr(self, "_batch_processor", None)
+        known = BatchSpanProcessor.on_end.__code__.co_names == _ON_END_NAMES and all(
+            hasattr(batch, name) for name in ("_queue", "_max_queue_size", "emit")
+        )
+        #: The SDK's queue owner, when its on_end is the one folded in below.
+        self._obskit_batch = batch if known else None
+
     def on_end(self, span: ReadableSpan) -> None:
+        batch = self._obskit_batch
+        if batch is None:  # an SDK this does not know: count defensively, then delegate
+            self._on_end_generic(span)
+            return
+        context = span.context
+        if not (context and context.trace_flags.sampled):
+            return
+        if len(batch._queue) >= batch._max_queue_size:
+            _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
+        batch.emit(span)
+
+    def _on_end_generic(self, span: ReadableSpan) -> None:
         context = span.context
         if context is not None and context.trace_flags.sampled:
             batch = getattr(self, "_batch_processor", None)

@@ -35,7 +35,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from obskit import _runtime, _safety
+from obskit import _metrics, _runtime, _safety
+from obskit._fastspan import FastTracer, fast_tracer, trusted_attributes
+from obskit._fastspan import detach as _fast_detach
 from obskit._metrics import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
@@ -48,6 +50,7 @@ _set_span = trace.set_span_in_context
 _observe = observe_trusted
 _get_current_span = trace.get_current_span
 _random_bits = random.getrandbits
+_NOTHING = (None, None)
 
 
 def _new_span_id() -> int:
@@ -64,6 +67,7 @@ class _Site:
     __slots__ = (
         "attributes",
         "error_child",
+        "fast",
         "function",
         "histogram",
         "ok_child",
@@ -74,6 +78,7 @@ class _Site:
         "span_name",
         "telemetry",
         "tracer",
+        "trusted",
     )
 
     def __init__(
@@ -96,6 +101,9 @@ class _Site:
         self.ok_child: Any = None
         self.error_child: Any = None
         self.skip_unsampled = False
+        self.fast: FastTracer | None = None
+        #: The attributes the fast path passes: pre-cleaned (trusted) or as given.
+        self.trusted: dict[str, AttributeValue] | None = None
         self.on = False
 
     def active(self) -> bool:
@@ -107,6 +115,7 @@ class _Site:
         telemetry = _runtime._current
         if telemetry is not self.telemetry:
             self.telemetry = telemetry
+            self.fast = self.trusted = None
             if telemetry is None or telemetry.tracer is None:
                 self.tracer = self.ok_child = self.error_child = None
             else:
@@ -116,29 +125,69 @@ class _Site:
                     self.ok_child = histogram.labels(self.function, "ok")
                     self.error_child = histogram.labels(self.function, "error")
                 self.skip_unsampled = telemetry.settings.traces_sampler.startswith("parentbased_")
+                if self.tracer is not None:
+                    self.fast = fast_tracer(self.tracer)
+                    if self.fast is not None:
+                        self.trusted = trusted_attributes(self.tracer, self.attributes)
             self.on = self.tracer is not None or self.ok_child is not None
         return self.on
 
-    def start(self) -> tuple[Span | None, Any]:
-        """Start the call's span (if spans are on); return it and a context holding it.
+    def open(self) -> tuple[Span | None, Any]:
+        """Start the call's span and make it current: (span, token to detach).
 
-        Never raises: an internal error is reported and the call runs without a span.
+        Only called when spans are on. Never raises: an internal error is reported and
+        the call runs without a span, ``(None, None)``.
         """
         try:
-            return self._start()
+            fast = self.fast
+            if fast is not None:
+                trusted = self.trusted
+                opened = (
+                    fast.start_current(self.span_name, self.attributes, False)
+                    if trusted is None
+                    else fast.start_current(self.span_name, trusted, True)
+                )
+                if opened is not None:
+                    return opened
+            span = self._sdk_start()
+            return span, _attach(_set_span(span))
         except Exception as error:
             _safety.report("traced", error)
             return None, None
 
-    def _start(self) -> tuple[Span | None, Any]:
-        if self.tracer is None:
+    def start(self) -> tuple[Span | None, Any]:
+        """Start the call's span (if spans are on); return it and a context holding it.
+
+        For generators, whose span is made current once per step. Never raises: an
+        internal error is reported and the call runs without a span.
+        """
+        try:
+            if self.tracer is None:
+                return None, None
+            fast = self.fast
+            if fast is not None:
+                trusted = self.trusted
+                span = (
+                    fast.start(self.span_name, self.attributes)
+                    if trusted is None
+                    else fast.start(self.span_name, trusted, trusted=True)
+                )
+                if span is not None:
+                    return span, _set_span(span)
+            span = self._sdk_start()
+            return span, _set_span(span)
+        except Exception as error:
+            _safety.report("traced", error)
             return None, None
+
+    def _sdk_start(self) -> Span:
+        assert self.tracer is not None
         if self.skip_unsampled:
             parent = _get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
                 # A parent-based sampler drops every child of an unsampled parent:
                 # skip the SDK's sampling machinery, keep fresh ids for log correlation.
-                span: Span = NonRecordingSpan(
+                return NonRecordingSpan(
                     SpanContext(
                         parent.trace_id,
                         _new_span_id(),
@@ -147,9 +196,7 @@ class _Site:
                         trace_state=parent.trace_state,
                     )
                 )
-                return span, _set_span(span)
-        span = self.tracer.start_span(self.span_name, attributes=self.attributes)
-        return span, _set_span(span)
+        return self.tracer.start_span(self.span_name, attributes=self.attributes)
 
     def finish(self, span: Span | None, started: float, error: BaseException | None) -> None:
         """Record the outcome on the span and the histogram, then end the span."""
@@ -164,20 +211,29 @@ class _Site:
             child = self.error_child if failed else self.ok_child
             if child is not None:
                 # The exemplar is built here and always fits: skip ObskitHistogram's check.
-                _observe(child, elapsed, exemplar_of(span))
+                exemplar = exemplar_of(span) if span is not None else None
+                if exemplar is None:  # observe_trusted's own first step, one call less
+                    _metrics._histogram_observe(child, elapsed, None)
+                else:
+                    _observe(child, elapsed, exemplar)
         except Exception as internal:
             _safety.report("traced", internal)
-        finally:
-            if span is not None:
-                span.end()
+        if span is not None and type(span) is not NonRecordingSpan:  # whose end() is a no-op
+            try:
+                fast = self.fast
+                if fast is not None:
+                    fast.end(span)
+                else:
+                    span.end()
+            except Exception as internal:
+                _safety.report("traced", internal)
 
 
 def _sync_wrapper(site: _Site) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return wrapped(*args, **kwargs)
-        span, context = site.start()
-        token = _attach(context) if span is not None else None
+        span, token = site.open() if site.tracer is not None else _NOTHING
         started = _perf_counter()
         try:
             result = wrapped(*args, **kwargs)
@@ -186,7 +242,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
             raise
         finally:
             if token is not None:
-                _detach(token)
+                _fast_detach(token)
         site.finish(span, started, None)
         return result
 
@@ -197,8 +253,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return await wrapped(*args, **kwargs)
-        span, context = site.start()
-        token = _attach(context) if span is not None else None
+        span, token = site.open() if site.tracer is not None else _NOTHING
         started = _perf_counter()
         try:
             result = await wrapped(*args, **kwargs)
@@ -207,7 +262,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
             raise
         finally:
             if token is not None:
-                _detach(token)
+                _fast_detach(token)
         site.finish(span, started, None)
         return result
 
@@ -347,6 +402,86 @@ class _FunctionWrapper(_WrapperBase):
         return wrapper(self.__wrapped__, None, args, kwargs)
 
 
+class _SyncFunctionWrapper(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for a plain sync function: the traced call inline.
+
+    The same steps as :func:`_sync_wrapper`'s wrapper, one Python frame fewer.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        site = self._self_site
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
+            return self.__wrapped__(*args, **kwargs)
+        if site.tracer is None:  # histogram only: time the call, observe, nothing else
+            started = _perf_counter()
+            try:
+                result = self.__wrapped__(*args, **kwargs)
+            except BaseException as error:
+                site.finish(None, started, error)
+                raise
+            elapsed = _perf_counter() - started
+            try:
+                _metrics._histogram_observe(site.ok_child, elapsed, None)
+            except Exception as internal:
+                _safety.report("traced", internal)
+            return result
+        span, token = site.open()
+        started = _perf_counter()
+        try:
+            result = self.__wrapped__(*args, **kwargs)
+        except BaseException as error:
+            site.finish(span, started, error)
+            raise
+        finally:
+            if token is not None:
+                _fast_detach(token)
+        site.finish(span, started, None)
+        return result
+
+
+class _AsyncFunctionWrapper(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for a plain ``async def`` function.
+
+    Checks once, at call time, whether to record; the coroutine it returns is the
+    same as :func:`_async_wrapper`'s minus that check.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        site = self._self_site
+        if not (site.on if _runtime._current is site.telemetry else site.active()):
+            return self.__wrapped__(*args, **kwargs)
+        return _traced_coroutine(site, self.__wrapped__, args, kwargs)
+
+
+async def _traced_coroutine(
+    site: _Site, wrapped: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    """The traced await of ``wrapped(*args, **kwargs)`` (as :func:`_async_wrapper`'s)."""
+    span, token = site.open() if site.tracer is not None else _NOTHING
+    started = _perf_counter()
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as error:
+        site.finish(span, started, error)
+        raise
+    finally:
+        if token is not None:
+            _fast_detach(token)
+    site.finish(span, started, None)
+    return result
+
+
+class _PassThrough(_FunctionWrapper):
+    """:class:`_FunctionWrapper` for ``traced(span=False, histogram=False)``: nothing to record.
+
+    With both off no runtime can turn recording on, so a call goes straight to the
+    function (bound calls still take wrapt's path, whose wrapper finds it off too).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__wrapped__(*args, **kwargs)
+
+
 def traced(
     fn: Any = None,
     /,
@@ -377,16 +512,19 @@ def traced(
 
     def decorate(target: Any) -> Any:
         site, function = _site_for(target, name, attributes, record_exception, span, histogram)
+        proxy_class: type[_FunctionWrapper] = _FunctionWrapper
         if inspect.isasyncgenfunction(function):
             wrapper = _async_generator_wrapper(site)
         elif inspect.iscoroutinefunction(function):
             wrapper = _async_wrapper(site)
+            proxy_class = _AsyncFunctionWrapper
         elif inspect.isgeneratorfunction(function):
             wrapper = _generator_wrapper(site)
         else:
             wrapper = _sync_wrapper(site)
+            proxy_class = _SyncFunctionWrapper
         if inspect.isfunction(target):
-            proxy = _FunctionWrapper(target, wrapper)
+            proxy = (proxy_class if span or histogram else _PassThrough)(target, wrapper)
             proxy._self_site = site
             return proxy
         return wrapt.FunctionWrapper(target, wrapper)
@@ -410,29 +548,34 @@ class span:
         self.attributes = attributes
         self._span: Span | None = None
         self._token: object = None
+        self._fast: FastTracer | None = None
 
     def __enter__(self) -> Span:
         telemetry = _runtime._current
         if telemetry is None or telemetry.tracer is None:
             return trace.INVALID_SPAN
         try:
-            self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
+            return self._open(telemetry.tracer)
         except Exception as error:
             _safety.report("span", error)
-            # Most likely a hostile attribute value (raising __str__, a cyclic dict):
-            # keep the span, with such values as their text.
-            self.attributes = _safety.safe_attributes(self.attributes)
-            try:
-                self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
-            except Exception as again:
-                _safety.report("span", again)
-                return trace.INVALID_SPAN
+        # Most likely a hostile attribute value (raising __str__, a cyclic dict): keep
+        # the span, with such values as their text.
+        self.attributes = _safety.safe_attributes(self.attributes)
         try:
-            self._token = _attach(_set_span(self._span))
+            return self._open(telemetry.tracer)
         except Exception as error:
             _safety.report("span", error)
             self._span = None
             return trace.INVALID_SPAN
+
+    def _open(self, tracer: Any) -> Span:
+        self._fast = fast = fast_tracer(tracer)
+        opened = fast.start_current(self.name, self.attributes, False) if fast is not None else None
+        if opened is not None:
+            self._span, self._token = opened
+        else:
+            self._span = tracer.start_span(self.name, attributes=self.attributes)
+            self._token = _attach(_set_span(self._span))
         return self._span
 
     def __exit__(
@@ -448,11 +591,15 @@ class span:
             if error is not None and not isinstance(error, GeneratorExit):
                 current.record_exception(error, escaped=True)
                 current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            current.end()
+            fast = self._fast
+            if fast is not None:
+                fast.end(current)
+            else:
+                current.end()
         except Exception as internal:
             _safety.report("span", internal)
         finally:
-            _detach(self._token)  # type: ignore[arg-type]
+            _fast_detach(self._token)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

@@ -1,0 +1,552 @@
+"""Starting and ending obskit's own spans without the SDK's per-call generality.
+
+obskit builds and owns its ``TracerProvider`` (see ``_tracing``), so for the
+configurations it builds it knows ahead of time what ``Tracer.start_span``
+recomputes on every call: which sampler runs and what it decides from the parent
+alone, that ids come from ``random.getrandbits``, that the tracer's self-metrics
+are off, which span processors have a no-op ``on_start``/``_on_ending``, and —
+for ``@traced`` — that the constant ``code.*`` attributes are already valid.
+
+:class:`FastTracer` builds the very same SDK span object (``sdk.trace._Span``,
+same fields, same attribute container, same processors called with the same
+arguments) from that precomputed state. It is only used when every precondition
+holds, checked once per tracer (sampler kind, id generator, self-metrics, field
+layout verified against a span the SDK constructor builds) and cheaply per call
+(sampler and tracer config unchanged, processors known); otherwise
+:func:`fast_tracer` returns ``None`` / :meth:`FastTracer.start` returns ``None`` and
+the caller uses ``tracer.start_span``. ``tests/test_fastspan.py`` compares spans
+made both ways, field by field and as encoded OTLP protobuf.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from random import getrandbits
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
+    INVALID_SPAN,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    TraceState,
+    get_current_span,
+    set_span_in_context,
+)
+
+try:  # private SDK names: any change upstream disables the fast path, never obskit
+    from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.trace import (
+        ReadableSpan,
+        SpanProcessor,
+        SynchronousMultiSpanProcessor,
+        Tracer,
+        _Span,
+    )
+    from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
+    from opentelemetry.sdk.trace._tracer_metrics import noop as _sdk_noop
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+    from opentelemetry.sdk.trace.sampling import (
+        ALWAYS_OFF,
+        ALWAYS_ON,
+        ParentBased,
+        StaticSampler,
+        TraceIdRatioBased,
+    )
+    from opentelemetry.sdk.util import BoundedList
+
+    _AVAILABLE = True
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _AVAILABLE = False
+
+try:  # the span's slot in the context, and the contextvar OpenTelemetry keeps it in
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    _RUNTIME = otel_context._RUNTIME_CONTEXT
+    _VAR: Any = _RUNTIME._current_context if type(_RUNTIME) is ContextVarsRuntimeContext else None
+except (ImportError, AttributeError):  # pragma: no cover - depends on the installed API
+    _VAR = None
+
+from obskit import _safety
+
+__all__ = [
+    "FastTracer",
+    "detach",
+    "end_span",
+    "fast_tracer",
+    "start_span",
+    "trusted_attributes",
+]
+
+_new = object.__new__
+_time_ns = time.time_ns
+_Lock = threading.Lock
+_tuple_new = tuple.__new__
+_current_span = get_current_span
+_sdk_log = logging.getLogger("opentelemetry.sdk.trace")
+_context_log = logging.getLogger("opentelemetry.context")
+_TRACE_ID_LIMIT = (1 << 64) - 1
+_RANDOM = TraceFlags.RANDOM_TRACE_ID if hasattr(TraceFlags, "RANDOM_TRACE_ID") else 0
+#: Trace flags of a new span, indexed by [sampled][random trace id].
+_FLAGS = (
+    (TraceFlags(TraceFlags.DEFAULT), TraceFlags(TraceFlags.DEFAULT | _RANDOM)),
+    (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.SAMPLED | _RANDOM)),
+)
+_SPAN_TYPES = frozenset([_Span, NonRecordingSpan] if _AVAILABLE else [NonRecordingSpan])
+_QUIET_ON_START = frozenset(
+    [SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start]
+    if _AVAILABLE
+    else []
+)
+_QUIET_ON_ENDING = frozenset(
+    [SpanProcessor._on_ending, BatchSpanProcessor._on_ending, SimpleSpanProcessor._on_ending]
+    if _AVAILABLE
+    else []
+)
+
+
+def _default_status() -> Any:
+    """The ``Status`` object a new SDK span starts with (a shared default argument)."""
+    return inspect.signature(ReadableSpan.__init__).parameters["status"].default
+
+
+def _root_bound(sampler: Any) -> int | None:
+    """For a sampler deciding on the trace id alone: sample iff ``id & LIMIT < bound``."""
+    if sampler is ALWAYS_ON:
+        return _TRACE_ID_LIMIT + 1
+    if sampler is ALWAYS_OFF:
+        return 0
+    if type(sampler) is TraceIdRatioBased:
+        return int(sampler.bound)
+    return None
+
+
+def _sampling(sampler: Any) -> tuple[bool, int] | None:
+    """(parent-based, root bound) for the samplers obskit builds, else None."""
+    if type(sampler) is ParentBased:
+        default = (
+            sampler._remote_parent_sampled is ALWAYS_ON
+            and sampler._remote_parent_not_sampled is ALWAYS_OFF
+            and sampler._local_parent_sampled is ALWAYS_ON
+            and sampler._local_parent_not_sampled is ALWAYS_OFF
+        )
+        bound = _root_bound(sampler._root)
+        return (True, bound) if default and bound is not None else None
+    if type(sampler) in (StaticSampler, TraceIdRatioBased):
+        bound = _root_bound(sampler)
+        return None if bound is None else (False, bound)
+    return None
+
+
+def _clean(value: Any, limit: int | None) -> tuple[bool, Any]:
+    """(ok, cleaned): the value the SDK would store, if it would store it *silently*."""
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return True, value
+    if isinstance(value, str):
+        return (limit is None or len(value) <= limit), value
+    if isinstance(value, Sequence):
+        items = [_clean(item, limit) for item in value]
+        return all(ok for ok, _ in items), tuple(item for _, item in items)
+    return False, None  # mappings, other types: the SDK warns or converts; let it
+
+
+def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``attributes`` as the SDK would store them on ``tracer``'s spans, or None.
+
+    None when the SDK would drop, truncate or convert any of them with a warning:
+    then per-call validation (and its log lines) must stay.
+    """
+    limits = tracer._span_limits
+    maxlen = limits.max_span_attributes
+    if maxlen is not None and len(attributes) > maxlen:
+        return None
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not key or not isinstance(key, str):
+            return None
+        ok, cleaned[key] = _clean(value, limits.max_span_attribute_length)
+        if not ok:
+            return None
+    return cleaned
+
+
+def _detach_var(token: Any) -> None:
+    """``opentelemetry.context.detach(token)`` for a token of the contextvar itself."""
+    try:
+        _VAR.reset(token)
+    except Exception:
+        _context_log.exception("Failed to detach context")
+
+
+#: Restores the context a :meth:`FastTracer.start_current` token replaced.
+detach: Any = _detach_var if _VAR is not None else otel_context.detach
+
+
+#: (span processors tuple, all their on_start no-op, all their _on_ending no-op),
+#: for the processors tuple seen last (a provider's tuple is replaced, never mutated).
+_known: tuple[Any, bool, bool] = ((), True, True)
+
+
+def _learn(processors: Any) -> tuple[Any, bool, bool]:
+    global _known
+    known = (
+        processors,
+        all(type(p).on_start in _QUIET_ON_START for p in processors),
+        all(type(p)._on_ending in _QUIET_ON_ENDING for p in processors),
+    )
+    _known = known
+    return known
+
+
+def end_span(span: Any) -> None:
+    """End ``span`` as ``span.end()`` would; any span, fast-path-made or not.
+
+    For spans the fast path made (or the SDK made with its self-metrics off) it skips
+    the work nothing observes: processors' no-op ``_on_ending`` and, with no processor
+    at all, building the ``ReadableSpan`` handed to them.
+    """
+    if type(span) is NonRecordingSpan:
+        return  # its end() does nothing
+    if (
+        not _AVAILABLE
+        or type(span) is not _Span
+        or span.__dict__.get("_record_end_metrics") is not _sdk_noop
+    ):
+        span.end()
+        return
+    with span._lock:
+        if span._start_time is None:
+            raise RuntimeError("Calling end() on a not started span.")
+        if span._end_time is not None:
+            _sdk_log.warning("Calling end() on an ended span.")
+            return
+        span._end_time = _time_ns()
+        bounded: Any = span._attributes
+        bounded._immutable = True
+    multi = span._span_processor
+    if type(multi) is not SynchronousMultiSpanProcessor:
+        multi._on_ending(span)
+        multi.on_end(span._readable_span())
+        return
+    processors = multi._span_processors
+    if not processors:
+        return  # no one to hand the finished span to: skip building it
+    known = _known
+    if known[0] is not processors:
+        known = _learn(processors)
+    if not known[2]:
+        multi._on_ending(span)
+    multi.on_end(span._readable_span())
+
+
+class FastTracer:
+    """Starts and ends SDK spans for one SDK ``Tracer`` from precomputed state."""
+
+    __slots__ = (
+        "_bound",
+        "_parent_based",
+        "_sampler",
+        "_template",
+        "tracer",
+    )
+
+    def __init__(self, tracer: Any, parent_based: bool, bound: int) -> None:
+        self.tracer = tracer
+        self._sampler = tracer.sampler
+        self._parent_based = parent_based
+        self._bound = bound
+        limits = tracer._span_limits
+        # The fields every span of this tracer starts with (ReadableSpan, then Span).
+        self._template: dict[str, Any] = {
+            "_name": "",
+            "_context": None,
+            "_kind": SpanKind.INTERNAL,
+            "_instrumentation_info": tracer.instrumentation_info,
+            "_instrumentation_scope": tracer._instrumentation_scope,
+            "_parent": None,
+            "_start_time": None,
+            "_end_time": None,
+            "_attributes": None,
+            "_events": (),
+            "_links": (),
+            "_resource": tracer.resource,
+            "_status": _default_status(),
+            "_sampler": self._sampler,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": tracer.span_processor,
+            "_limits": limits,
+            "_lock": None,
+            "_record_end_metrics": _sdk_noop,
+        }
+
+    def _build(
+        self,
+        name: str,
+        span_context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Any,
+        trusted: bool,
+    ) -> Any:
+        """A new, not yet started ``_Span`` with exactly the fields the SDK gives it."""
+        tracer = self.tracer
+        limits = tracer._span_limits
+        span = _new(_Span)
+        fields = span.__dict__
+        fields.update(self._template)
+        fields["_name"] = name
+        fields["_context"] = span_context
+        fields["_kind"] = kind
+        fields["_parent"] = parent
+        fields["_resource"] = tracer.resource  # replaced after a fork
+        fields["_lock"] = _Lock()
+        if trusted:
+            bounded: Any = _new(BoundedAttributes)
+            bounded._dict = attributes.copy()
+            bounded.maxlen = limits.max_span_attributes
+            bounded.dropped = 0
+            bounded.max_value_len = limits.max_span_attribute_length
+            bounded._lock = _Lock()
+            bounded._immutable = False
+        else:
+            bounded = BoundedAttributes(
+                limits.max_span_attributes,
+                attributes,
+                immutable=False,
+                max_value_len=limits.max_span_attribute_length,
+            )
+        fields["_attributes"] = bounded
+        events: Any = _new(BoundedList)
+        events.dropped = 0
+        events._dq = deque(maxlen=limits.max_events)
+        events._lock = _Lock()
+        fields["_events"] = events
+        links: Any = _new(BoundedList)
+        links.dropped = 0
+        links._dq = deque(maxlen=limits.max_links)
+        links._lock = _Lock()
+        fields["_links"] = links
+        return span
+
+    def start(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        trusted: bool = False,
+        kind: SpanKind = SpanKind.INTERNAL,
+        context: otel_context.Context | None = None,
+    ) -> Span | None:
+        """Start a span as ``tracer.start_span(name, context, kind, attributes)`` would.
+
+        ``trusted``: ``attributes`` came from :func:`trusted_attributes` for this
+        tracer (stored without re-validation). Returns None when a per-call
+        precondition fails: the caller then uses ``tracer.start_span``.
+        """
+        return self._start(name, attributes, trusted, kind, context, _current_span(context))
+
+    def start_current(
+        self, name: str, attributes: Mapping[str, Any] | None, trusted: bool
+    ) -> tuple[Span, Any] | None:
+        """Start an INTERNAL span under the current one and make it current.
+
+        Returns the span and a token for :func:`detach`, or None (as :meth:`start`).
+        Equivalent to ``span = start(...); token = attach(set_span_in_context(span))``
+        with the current context read once.
+        """
+        if _VAR is None or otel_context._RUNTIME_CONTEXT is not _RUNTIME:
+            span = self.start(name, attributes, trusted=trusted)
+            if span is None:
+                return None
+            return span, otel_context.attach(set_span_in_context(span))
+        current = _VAR.get()
+        parent_span = current.get(_SPAN_KEY)
+        if parent_span is None or (
+            type(parent_span) not in _SPAN_TYPES and not isinstance(parent_span, Span)
+        ):
+            parent_span = INVALID_SPAN
+        span = self._start(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
+        if span is None:
+            return None
+        return span, _VAR.set(Context({**current, _SPAN_KEY: span}))
+
+    def _start(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        trusted: bool,
+        kind: SpanKind,
+        context: otel_context.Context | None,
+        parent_span: Any,
+    ) -> Span | None:
+        tracer = self.tracer
+        if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
+            return None
+        parent: Any = parent_span.get_span_context()
+        # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid).
+        if parent is not None and parent[5]:
+            trace_id = parent[0]
+            flags = parent[3]
+            random_id = bool(flags & _RANDOM)
+            if self._parent_based:
+                sampled = bool(flags & 1)
+            else:
+                sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
+            trace_state = parent[4]
+        else:
+            parent = None
+            trace_id = getrandbits(128)
+            while not trace_id:
+                trace_id = getrandbits(128)
+            random_id = True
+            sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
+            trace_state = DEFAULT_TRACE_STATE
+        span_id = getrandbits(64)
+        while not span_id:
+            span_id = getrandbits(64)
+        flags_out = _FLAGS[sampled][random_id]
+        # SpanContext.__new__ only computes is_valid: both ids are non-zero and in range.
+        span_context = _tuple_new(
+            SpanContext, (trace_id, span_id, False, flags_out, trace_state, True)
+        )
+        if not sampled:
+            dropped: Any = _new(NonRecordingSpan)
+            dropped._context = span_context  # all NonRecordingSpan.__init__ does
+            return dropped  # type: ignore[no-any-return]
+        span = self._build(name, span_context, parent, kind, attributes, trusted)
+        span._start_time = _time_ns()
+        multi = tracer.span_processor
+        known = _known
+        processors = multi._span_processors
+        if known[0] is not processors:
+            known = _learn(processors)
+        if not known[1]:
+            multi.on_start(span, parent_context=context)
+        return span  # type: ignore[no-any-return]
+
+    end = staticmethod(end_span)
+
+
+def start_span(
+    tracer: Any,
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    context: otel_context.Context | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Span:
+    """``tracer.start_span(name, context, kind, attributes)``, by the fast path when it applies.
+
+    The one entry point for obskit code that starts spans on obskit's tracer (for an
+    HTTP server span: ``kind=SpanKind.SERVER, context=<extracted>``). Attributes are
+    validated per call exactly as the SDK does; pair with :func:`end_span`. Raises
+    what ``tracer.start_span`` raises: callers keep their own error guard.
+    """
+    fast = fast_tracer(tracer)
+    if fast is not None:
+        span = fast.start(name, attributes, kind=kind, context=context)
+        if span is not None:
+            return span
+    started: Span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    return started
+
+
+def _verify(fast: FastTracer) -> bool:
+    """Whether a span built by ``fast`` has exactly the fields the SDK constructor gives it."""
+    tracer = fast.tracer
+    limits = tracer._span_limits
+    span_context = SpanContext(1, 2, False, _FLAGS[1][1])
+    attributes: dict[str, Any] = {"code.function.name": "obskit.check", "code.line.number": 1}
+    reference = _Span(
+        name="obskit.check",
+        context=span_context,
+        parent=None,
+        sampler=tracer.sampler,
+        resource=tracer.resource,
+        attributes=attributes,
+        span_processor=tracer.span_processor,
+        kind=SpanKind.INTERNAL,
+        links=(),
+        instrumentation_info=tracer.instrumentation_info,
+        record_exception=True,
+        set_status_on_exception=True,
+        limits=limits,
+        instrumentation_scope=tracer._instrumentation_scope,
+        record_end_metrics=_sdk_noop,
+    )
+    trusted = trusted_attributes(tracer, attributes)
+    built = fast._build("obskit.check", span_context, None, SpanKind.INTERNAL, trusted, True)
+    return _same(vars(reference), vars(built))
+
+
+def _same(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
+    if expected.keys() != actual.keys():
+        return False
+    for key, value in expected.items():
+        other = actual[key]
+        if type(value) is not type(other):
+            return False
+        if isinstance(value, (BoundedAttributes, BoundedList)):
+            if not _same(vars(value), vars(other)):
+                return False
+        elif isinstance(value, deque):
+            if value.maxlen != other.maxlen or list(value) != list(other):
+                return False
+        elif key != "_lock" and value != other:
+            return False
+    return True
+
+
+def _layouts_known() -> bool:
+    """Whether SpanContext and NonRecordingSpan are laid out as the fast path builds them."""
+    state = TraceState([("k", "v")])
+    span_context = SpanContext(5, 6, True, _FLAGS[1][0], state)
+    probe: Any = _new(NonRecordingSpan)
+    probe._context = span_context
+    return tuple(span_context) == (5, 6, True, _FLAGS[1][0], state, True) and vars(probe) == vars(
+        NonRecordingSpan(span_context)
+    )
+
+
+_cache: tuple[Any, FastTracer | None] = (None, None)
+
+
+def fast_tracer(tracer: Any) -> FastTracer | None:
+    """The fast path for ``tracer`` (an SDK ``Tracer`` obskit made), or None if it cannot be."""
+    global _cache
+    cached_tracer, cached = _cache
+    if cached_tracer is tracer:
+        return cached
+    fast: FastTracer | None = None
+    try:
+        if (
+            _AVAILABLE
+            and type(tracer) is Tracer
+            and _layouts_known()
+            and type(tracer.id_generator) is RandomIdGenerator
+            and type(tracer._tracer_metrics) is NoOpTracerMetrics
+            and type(tracer.span_processor) is SynchronousMultiSpanProcessor
+        ):
+            sampling = _sampling(tracer.sampler)
+            if sampling is not None:
+                candidate = FastTracer(tracer, *sampling)
+                fast = candidate if _verify(candidate) else None
+    except Exception as error:  # an SDK we do not know: report it, use the SDK path
+        _safety.report("traced", error)
+        fast = None
+    _cache = (tracer, fast)
+    return fast

@@ -1,0 +1,359 @@
+"""obskit's fast span start/end (obskit/_fastspan.py) exports exactly what the SDK path exports.
+
+Each test makes one span through the fast path and one through ``tracer.start_span`` of
+the same obskit tracer, under the same parent, and compares them field by field and as
+encoded OTLP protobuf (ids and timestamps, random by nature, are compared separately).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.status import Status, StatusCode
+
+import obskit
+from obskit import _fastspan
+
+ATTRIBUTES: dict[str, Any] = {
+    "code.function.name": "tests.test_fastspan.work",
+    "code.file.path": __file__,
+    "code.line.number": 42,
+    "tier": "gold",
+    "ratio": 0.5,
+    "flags": [True, False],
+}
+
+
+@pytest.fixture
+def setup(spans: Callable[..., InMemorySpanExporter]) -> Iterator[tuple[Any, InMemorySpanExporter]]:
+    """obskit's SDK tracer and an in-memory exporter on its provider."""
+    exporter = spans(service_name="fastspan", traces_exporter="none", log_level="warning")
+    handle = obskit._runtime.current()
+    assert handle is not None
+    assert handle.tracer is not None
+    return handle.tracer, exporter
+
+
+def _parent(
+    sampled: bool, remote: bool = True, trace_id: int = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+) -> Any:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(
+        trace_id,
+        0x00F067AA0BA902B7,
+        is_remote=remote,
+        trace_flags=flags,
+        trace_state=TraceState([("vendor", "v1")]),
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def _both(tracer: Any, parent: Any, name: str = "work") -> tuple[Any, Any]:
+    """(fast span, SDK span) started under ``parent`` and not yet ended."""
+    fast = _fastspan.fast_tracer(tracer)
+    assert fast is not None
+    trusted = _fastspan.trusted_attributes(tracer, ATTRIBUTES)
+    assert trusted is not None
+    token = context.attach(parent) if parent is not None else None
+    try:
+        quick = fast.start(name, trusted, trusted=True)
+        slow = tracer.start_span(name, attributes=ATTRIBUTES)
+    finally:
+        if token is not None:
+            context.detach(token)
+    assert quick is not None
+    return quick, slow
+
+
+def _normalised_otlp(span: ReadableSpan) -> bytes:
+    """The span encoded as an OTLP export request, ids and timestamps zeroed."""
+    request = encode_spans([span])
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for encoded in scope_spans.spans:
+                encoded.trace_id = b""
+                encoded.span_id = b""
+                encoded.start_time_unix_nano = 0
+                encoded.end_time_unix_nano = 0
+                for event in encoded.events:
+                    event.time_unix_nano = 0
+    return bytes(request.SerializeToString())
+
+
+def _assert_same_content(quick: ReadableSpan, slow: ReadableSpan) -> None:
+    assert quick.name == slow.name
+    assert quick.kind == slow.kind
+    assert quick.parent == slow.parent
+    assert dict(quick.attributes or {}) == dict(slow.attributes or {})
+    assert list(quick.attributes or {}) == list(slow.attributes or {})  # same order
+    assert quick.dropped_attributes == slow.dropped_attributes
+    assert (quick.status.status_code, quick.status.description) == (
+        slow.status.status_code,
+        slow.status.description,
+    )
+    assert [(e.name, dict(e.attributes or {})) for e in quick.events] == [
+        (e.name, dict(e.attributes or {})) for e in slow.events
+    ]
+    assert quick.links == slow.links
+    assert quick.resource == slow.resource
+    assert quick.instrumentation_scope == slow.instrumentation_scope
+    assert quick.context is not None
+    assert slow.context is not None
+    assert quick.context.trace_flags == slow.context.trace_flags
+    assert quick.context.trace_state == slow.context.trace_state
+    assert quick.context.is_remote is slow.context.is_remote is False
+    assert quick.context.is_valid
+    assert quick.context.span_id != slow.context.span_id
+    assert quick.start_time is not None
+    assert quick.end_time is not None
+    assert quick.start_time <= quick.end_time
+    assert _normalised_otlp(quick) == _normalised_otlp(slow)
+
+
+def test_root_span_matches_the_sdk_span(setup: tuple[Any, InMemorySpanExporter]) -> None:
+    """A root span from the fast path exports the same content as one from tracer.start_span."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, None)
+    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    slow.end()
+    first, second = exporter.get_finished_spans()
+    assert first.context.span_id == quick.get_span_context().span_id
+    _assert_same_content(first, second)
+    assert first.parent is None
+    assert first.context.trace_id != second.context.trace_id  # each root starts a trace
+
+
+@pytest.mark.parametrize("remote", [True, False])
+def test_child_of_a_sampled_parent_matches_the_sdk_span(
+    setup: tuple[Any, InMemorySpanExporter], remote: bool
+) -> None:
+    """Under a sampled parent both paths keep its trace id, trace state and random flag."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, _parent(sampled=True, remote=remote))
+    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    slow.end()
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.context.trace_id == second.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert first.parent is not None
+    assert first.parent.span_id == 0x00F067AA0BA902B7
+
+
+def test_error_span_with_exception_event_matches_the_sdk_span(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """An exception event and ERROR status recorded on both spans export identically."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, None)
+    error = ValueError("bad input")
+    for span in (quick, slow):
+        span.record_exception(error, escaped=True)
+        span.set_status(Status(StatusCode.ERROR, "ValueError: bad input"))
+    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    slow.end()
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.events[0].name == "exception"
+
+
+def test_traced_call_exports_what_the_sdk_path_exports(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """A @traced call's span equals the SDK span made with the same name and code.* attributes."""
+    tracer, exporter = setup
+
+    def work() -> int:
+        return 1
+
+    decorated = obskit.traced(work)
+    decorated()
+    (quick,) = exporter.get_finished_spans()
+    assert quick.attributes is not None
+    slow = tracer.start_span(quick.name, attributes=dict(quick.attributes))
+    slow.end()
+    _assert_same_content(quick, exporter.get_finished_spans()[1])
+
+
+def test_unsampled_parent_gives_the_same_non_recording_span(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """Under an unsampled parent both paths return a non-recording span with equal trace fields."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, _parent(sampled=False))
+    assert type(quick) is type(slow) is NonRecordingSpan
+    a, b = quick.get_span_context(), slow.get_span_context()
+    assert (a.trace_id, a.trace_flags, a.trace_state, a.is_remote) == (
+        b.trace_id,
+        b.trace_flags,
+        b.trace_state,
+        b.is_remote,
+    )
+    assert a.is_valid
+    assert a.span_id != b.span_id
+    quick.end()
+    slow.end()
+    assert exporter.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("trace_id", [0x1, 0x4BF92F3577B34DA6FFFFFFFFFFFFFFFF])
+def test_ratio_sampler_decides_like_the_sdk(
+    spans: Callable[..., InMemorySpanExporter], trace_id: int
+) -> None:
+    """With traceidratio (not parent-based) the fast path samples the trace ids the SDK samples."""
+    spans(
+        service_name="fastspan",
+        traces_exporter="none",
+        traces_sampler="traceidratio",
+        traces_sampler_arg=0.5,
+    )
+    tracer = obskit._runtime.current().tracer  # type: ignore[union-attr]
+    quick, slow = _both(tracer, _parent(sampled=False, trace_id=trace_id))
+    assert quick.get_span_context().trace_flags == slow.get_span_context().trace_flags
+    assert quick.is_recording() == slow.is_recording()
+
+
+def test_a_processor_added_later_sees_on_start_like_with_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """A processor with an on_start hook, added after init(), is called by the fast path too."""
+    tracer, _ = setup
+    started: list[tuple[str, Any]] = []
+
+    class Recorder(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append((span.name, parent_context))
+
+    obskit._runtime.current().tracer_provider.add_span_processor(Recorder())  # type: ignore[union-attr]
+    quick, slow = _both(tracer, None)
+    assert started == [("work", None), ("work", None)]
+    quick.end()
+    slow.end()
+
+
+def test_a_replaced_sampler_is_honoured(setup: tuple[Any, InMemorySpanExporter]) -> None:
+    """If the tracer's sampler is swapped, @traced uses the SDK path and the new sampler decides."""
+    tracer, exporter = setup
+    calls: list[str] = []
+
+    class Counting(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            calls.append(kwargs.get("name") or args[2])
+            return SamplingResult(Decision.DROP)
+
+        def get_description(self) -> str:
+            return "Counting"
+
+    @obskit.traced(name="swapped")
+    def work() -> None:
+        pass
+
+    original = tracer.sampler
+    tracer.sampler = Counting()
+    try:
+        work()
+    finally:
+        tracer.sampler = original
+    assert calls == ["swapped"]
+    assert exporter.get_finished_spans() == ()
+
+
+def test_no_fast_path_for_a_foreign_tracer() -> None:
+    """A tracer whose provider has a sampler obskit does not build gets no fast path."""
+
+    class Custom(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+        def get_description(self) -> str:
+            return "Custom"
+
+    provider = TracerProvider(sampler=Custom(), shutdown_on_exit=False)
+    assert _fastspan.fast_tracer(provider.get_tracer("x")) is None
+    assert _fastspan.fast_tracer(TracerProvider(sampler=ALWAYS_ON).get_tracer("y")) is not None
+    assert _fastspan.fast_tracer(trace.NoOpTracer()) is None
+
+
+def test_attributes_the_sdk_would_truncate_are_not_trusted(
+    setup: tuple[Any, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Values the SDK truncates or rejects (with a warning) keep the SDK's per-call validation."""
+    tracer, _ = setup
+    limit = tracer._span_limits.max_span_attribute_length
+    assert _fastspan.trusted_attributes(tracer, {"ok": "short", "seq": [1, 2]}) == {
+        "ok": "short",
+        "seq": (1, 2),
+    }
+    assert _fastspan.trusted_attributes(tracer, {"obj": object()}) is None
+    assert _fastspan.trusted_attributes(tracer, {"": "empty key"}) is None
+    if limit is not None:
+        assert _fastspan.trusted_attributes(tracer, {"long": "x" * (limit + 1)}) is None
+
+
+def test_ending_twice_warns_like_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second end() of a fast-path span logs the SDK's warning and exports the span once."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, None)
+    fast = _fastspan.fast_tracer(tracer)
+    assert fast is not None
+    fast.end(quick)
+    with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"):
+        fast.end(quick)
+    assert "Calling end() on an ended span." in caplog.text
+    slow.end()
+    assert len(exporter.get_finished_spans()) == 2
+
+
+def test_span_kind_and_explicit_context_follow_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """A SERVER span under an explicit (extracted) context matches start_span(context=...)."""
+    tracer, exporter = setup
+    fast = _fastspan.fast_tracer(tracer)
+    assert fast is not None
+    parent = _parent(sampled=True)
+    quick = fast.start("GET /", ATTRIBUTES, kind=SpanKind.SERVER, context=parent)
+    slow = tracer.start_span("GET /", context=parent, kind=SpanKind.SERVER, attributes=ATTRIBUTES)
+    assert quick is not None
+    fast.end(quick)
+    slow.end()
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.kind is SpanKind.SERVER
+
+
+def test_start_span_helper_validates_attributes_like_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """start_span()/end_span() (for HTTP server spans) store per-call attributes as the SDK does."""
+    tracer, exporter = setup
+    parent = _parent(sampled=True)
+    attributes: dict[str, Any] = {
+        "http.request.method": "GET",
+        "url.path": "/orders/7",
+        "http.route": ["a", "b"],
+        "": "empty keys are dropped",
+        "count": 3,
+    }
+    quick = _fastspan.start_span(
+        tracer, "GET /orders", kind=SpanKind.SERVER, context=parent, attributes=attributes
+    )
+    slow = tracer.start_span(
+        "GET /orders", context=parent, kind=SpanKind.SERVER, attributes=attributes
+    )
+    assert type(quick) is type(slow)
+    _fastspan.end_span(quick)
+    _fastspan.end_span(slow)
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.dropped_attributes == 1

@@ -35,6 +35,9 @@ OVERFLOW = "__overflow__"
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 #: OpenMetrics limit on the combined length of exemplar label names and values.
 EXEMPLAR_MAX_RUNES = 128
+#: Longest label value kept; longer ones are cut, so hostile values cannot make a
+#: series (or a scrape) megabytes long.
+LABEL_VALUE_MAX = 1024
 
 _log = logging.getLogger("obskit")
 M = TypeVar("M", bound="_Guarded")
@@ -47,13 +50,15 @@ class _Guarded:
     _obskit_warned = False
 
     def labels(self: Any, *values: object, **named: object) -> Any:
+        values = tuple(map(_label_value, values))
+        if named:
+            named = {name: _label_value(value) for name, value in named.items()}
         cap = self._obskit_cap
         if cap and len(self._metrics) >= cap:
             if named and not values:
                 values = tuple(named.get(name, "") for name in self._labelnames)
                 named = {}
-            key = tuple(str(value) for value in values)
-            if key not in self._metrics:
+            if values not in self._metrics:
                 return self._overflow()
         return MetricWrapperBase.labels(self, *values, **named)
 
@@ -68,6 +73,21 @@ class _Guarded:
                 OVERFLOW,
             )
         return MetricWrapperBase.labels(self, *([OVERFLOW] * len(self._labelnames)))
+
+
+def _label_value(value: object) -> str:
+    """A label value as text of at most LABEL_VALUE_MAX characters; a value whose
+    ``str()`` raises is an internal error (raised in strict mode), recorded as a placeholder."""
+    if type(value) is str and len(value) <= LABEL_VALUE_MAX:
+        return value
+    try:
+        text = str(value)
+    except Exception as error:
+        from obskit import _safety
+
+        _safety.report("metrics", error)
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= LABEL_VALUE_MAX else text[:LABEL_VALUE_MAX]
 
 
 class ObskitCounter(_Guarded, Counter):

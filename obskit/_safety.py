@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from obskit import _selfstats
 
@@ -65,3 +67,37 @@ def internal_errors() -> dict[str, int]:
         for (metric, labels), amount in _selfstats.snapshot().items()
         if metric == "obskit_internal_errors"
     }
+
+
+#: Longest text obskit makes of a value that is not a valid attribute or label.
+REPR_LIMIT = 4096
+
+
+def safe_text(value: object, limit: int = REPR_LIMIT) -> str:
+    """``str(value)`` cut to ``limit`` characters, or a placeholder if ``str()`` raises.
+
+    For values obskit must turn into text (metric labels, span attributes of types
+    OpenTelemetry rejects): a hostile ``__str__``/``__repr__`` never raises through.
+    """
+    try:
+        text = value if type(value) is str else str(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit]
+
+
+def safe_attributes(attributes: Mapping[Any, Any]) -> dict[str, Any]:
+    """``attributes`` with every key a string and every value one OpenTelemetry accepts
+    (a primitive or a homogeneous list of primitives); anything else becomes its text."""
+    clean: dict[str, Any] = {}
+    for key, value in attributes.items():
+        clean[safe_text(key)] = value if _valid_attribute(value) else safe_text(value)
+    return clean
+
+
+def _valid_attribute(value: object) -> bool:
+    if value is None or isinstance(value, (str, bool, int, float, bytes)):
+        return True
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(item, (str, bool, int, float)) for item in value
+    )

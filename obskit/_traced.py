@@ -370,7 +370,7 @@ def _site_for(
     if code is not None:
         static["code.file.path"] = code.co_filename
         static["code.line.number"] = code.co_firstlineno
-    static.update(attributes or {})
+    static.update(_safety.safe_attributes(attributes or {}))  # checked once, not per call
     site = _Site(qualified, name or qualified, static, record_exception, span, histogram)
     return site, function
 
@@ -555,18 +555,27 @@ class span:
         if telemetry is None or telemetry.tracer is None:
             return trace.INVALID_SPAN
         try:
-            self._fast = fast = fast_tracer(telemetry.tracer)
-            opened = (
-                fast.start_current(self.name, self.attributes, False) if fast is not None else None
-            )
-            if opened is not None:
-                self._span, self._token = opened
-            else:
-                self._span = telemetry.tracer.start_span(self.name, attributes=self.attributes)
-                self._token = _attach(_set_span(self._span))
+            return self._open(telemetry.tracer)
         except Exception as error:
             _safety.report("span", error)
+        # Most likely a hostile attribute value (raising __str__, a cyclic dict): keep
+        # the span, with such values as their text.
+        self.attributes = _safety.safe_attributes(self.attributes)
+        try:
+            return self._open(telemetry.tracer)
+        except Exception as error:
+            _safety.report("span", error)
+            self._span = None
             return trace.INVALID_SPAN
+
+    def _open(self, tracer: Any) -> Span:
+        self._fast = fast = fast_tracer(tracer)
+        opened = fast.start_current(self.name, self.attributes, False) if fast is not None else None
+        if opened is not None:
+            self._span, self._token = opened
+        else:
+            self._span = tracer.start_span(self.name, attributes=self.attributes)
+            self._token = _attach(_set_span(self._span))
         return self._span
 
     def __exit__(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -70,3 +71,41 @@ def openmetrics() -> dict[str, Any]:
 
     text = generate_latest(_metrics.store().registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def wsgi_request(
+    app: Callable[..., Iterable[bytes]],
+    path: str = "/",
+    headers: Iterable[tuple[str, str]] = (),
+    query: str = "",
+) -> tuple[int, dict[str, str], bytes]:
+    """GET ``path`` from a WSGI app as a server does (PEP 3333 environ, start_response,
+    body read then closed); a header given twice is joined with "," as gunicorn does."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    for name, value in headers:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    reply: list[Any] = []
+    body = app(environ, lambda status, headers, *exc: reply.extend([status, dict(headers)]))
+    try:
+        data = b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return int(reply[0].split(" ", 1)[0]), reply[1], data

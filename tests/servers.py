@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,23 @@ class Server:
 def trace_id_of(headers: dict[str, str]) -> str:
     """The trace id from a response's ``traceresponse`` header."""
     return headers["traceresponse"].split("-")[1]
+
+
+def raw_get(
+    port: int, target: str, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[int, dict[str, str], bytes]:
+    """GET ``target`` (sent verbatim on the request line: a path or an absolute URI) with
+    ``headers`` as given: a name may repeat and values are sent as latin-1 bytes."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", f"127.0.0.1:{port}")
+        for name, value in headers:
+            connection.putheader(name, value.encode("latin-1"))
+        connection.endheaders()
+        reply = connection.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()

@@ -41,8 +41,9 @@ COMMANDS = {
 @pytest.fixture
 def django_server(
     tmp_path: Path, http_receiver: OtlpHttpReceiver
-) -> Iterator[Callable[[str], Server]]:
-    """Migrate a fresh SQLite database, then serve the project with the named server."""
+) -> Iterator[Callable[..., Server]]:
+    """Migrate a fresh SQLite database, then serve the project with the named server
+    (``env`` is added to the server's environment)."""
     database = tmp_path / "db.sqlite3"
     env = {
         "DJANGOPROJ_DB": str(database),
@@ -60,8 +61,8 @@ def django_server(
     )
     started: list[Server] = []
 
-    def start(kind: str) -> Server:
-        server = Server(tmp_path, COMMANDS[kind], env, ready_path="/catalog/")
+    def start(kind: str, **extra: str) -> Server:
+        server = Server(tmp_path, COMMANDS[kind], {**env, **extra}, ready_path="/catalog/")
         started.append(server)
         return server
 
@@ -80,7 +81,7 @@ def _by_trace(spans: list[Any]) -> dict[str, list[Any]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
 def test_requests_export_linked_spans_and_correlated_lines(
-    kind: str, django_server: Callable[[str], Server], http_receiver: OtlpHttpReceiver
+    kind: str, django_server: Callable[..., Server], http_receiver: OtlpHttpReceiver
 ) -> None:
     """Real requests: server span → traced child → SQL span at the receiver; the stdout
     lines of each request carry its trace id."""
@@ -109,7 +110,7 @@ def test_requests_export_linked_spans_and_correlated_lines(
 
 @pytest.mark.slow
 def test_async_view_under_uvicorn_runs_on_the_event_loop_thread(
-    django_server: Callable[[str], Server],
+    django_server: Callable[..., Server],
 ) -> None:
     """Under ASGI the async view runs on the server's event loop (MainThread), not in a
     worker thread: the middleware chain stays async."""
@@ -126,7 +127,7 @@ def test_async_view_under_uvicorn_runs_on_the_event_loop_thread(
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gunicorn", "uvicorn"])
 def test_concurrent_load_never_leaks_ids_between_requests(
-    kind: str, django_server: Callable[[str], Server]
+    kind: str, django_server: Callable[..., Server]
 ) -> None:
     """200 requests over 8 client threads (sync and async views mixed): every line of a
     request carries only that request's trace id."""

@@ -14,11 +14,14 @@ from tests.servers import Server, trace_id_of
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[[str], Server]]:
-    """Start gunicorn (2 workers of the given class) serving examples.flask_app."""
+def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn (2 workers of the given class) serving ``app`` (examples.flask_app),
+    with ``env`` added to the server's environment."""
     started: list[Server] = []
 
-    def start(worker_class: str) -> Server:
+    def start(
+        worker_class: str, app: str = "examples.flask_app:create_app()", **env: str
+    ) -> Server:
         threads = ["--threads", "4"] if worker_class == "gthread" else []
         server = Server(
             tmp_path,
@@ -33,11 +36,12 @@ def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callab
                 "127.0.0.1:{port}",
                 "--graceful-timeout",
                 "5",
-                "examples.flask_app:create_app()",
+                app,
             ],
             {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": http_receiver.endpoint,
                 "OTEL_BSP_SCHEDULE_DELAY": "200",
+                **env,
             },
         )
         started.append(server)
@@ -51,7 +55,7 @@ def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callab
 @pytest.mark.slow
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_spans_and_log_lines_of_each_request_share_its_trace_id(
-    worker_class: str, gunicorn: Callable[[str], Server], http_receiver: OtlpHttpReceiver
+    worker_class: str, gunicorn: Callable[..., Server], http_receiver: OtlpHttpReceiver
 ) -> None:
     """Real requests: server spans with their @traced children reach the OTLP receiver,
     and every stdout line of a request carries that request's trace id."""
@@ -87,7 +91,7 @@ def test_spans_and_log_lines_of_each_request_share_its_trace_id(
 
 @pytest.mark.slow
 def test_concurrent_requests_never_leak_ids_between_requests(
-    gunicorn: Callable[[str], Server],
+    gunicorn: Callable[..., Server],
 ) -> None:
     """500 requests over 8 client threads to gthread workers: each request's lines carry
     only its own request_id and trace id."""

@@ -11,4 +11,7 @@ urlpatterns = [
     path("unavailable", views.unavailable, name="unavailable"),
     path("stream", views.stream, name="stream"),
     path("astream", views.astream, name="astream"),
+    path("login", views.login, name="login"),
+    path("context", views.context, name="context"),
+    path("item/<int:pk>", views.item, name="item"),
 ]

@@ -14,6 +14,7 @@ from django.views.generic import DetailView
 
 import obskit
 from tests.djangoproj.catalog.models import Author, Book
+from tests.reliability.canaries import SESSION_CANARY
 
 log = obskit.get_logger(__name__)
 
@@ -86,3 +87,27 @@ async def astream(request: HttpRequest) -> StreamingHttpResponse:
             yield f"chunk {n}\n"
 
     return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("logged in")
+    response.set_cookie("session", SESSION_CANARY)
+    return response
+
+
+def context(request: HttpRequest) -> JsonResponse:
+    """The trace context and baggage the request's server span continues (for the tests)."""
+    from opentelemetry import baggage, trace
+
+    span_context = trace.get_current_span().get_span_context()
+    return JsonResponse(
+        {
+            "tracestate": span_context.trace_state.to_header(),
+            "baggage": {k: str(v) for k, v in baggage.get_all().items()},
+        }
+    )
+
+
+def item(request: HttpRequest, pk: int) -> JsonResponse:
+    """A matched route with an id and no database query (the cardinality tests)."""
+    return JsonResponse({"id": pk})

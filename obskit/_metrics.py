@@ -273,6 +273,24 @@ class _SelfCollector(Collector):
             yield family
 
 
+def _file_backed_counts() -> Callable[[str, float, dict[str, str]], None]:
+    """A ``_selfstats`` mirror adding each count to a multiprocess-file-backed counter.
+
+    The counters are in no registry: the multiprocess exposition reads their files.
+    """
+    counters = {
+        name: Counter(name, _selfstats.HELP[name], labelnames=labels, registry=None)
+        for name, labels in _selfstats.LABELS.items()
+    }
+
+    def add(counter: str, amount: float, labels: dict[str, str]) -> None:
+        metric = counters[counter]
+        names = _selfstats.LABELS[counter]
+        (metric.labels(*[labels.get(name, "") for name in names]) if names else metric).inc(amount)
+
+    return add
+
+
 class MetricStore:
     """The process's registry and the metrics defined in it, by name."""
 
@@ -289,6 +307,8 @@ class MetricStore:
         #: The multiprocess directory when running under gunicorn's hooks, else None.
         self.multiprocess = _multiprocess_dir = _detect_multiprocess()
         self._exposition: CollectorRegistry | None = None
+        # A scrape merges every worker's files: obskit's own counts must be in them too.
+        _selfstats.mirror = _file_backed_counts() if self.multiprocess is not None else None
 
     def exposition(self) -> CollectorRegistry:
         """The registry a scrape reads: this one, or all workers merged in multiprocess mode."""
@@ -297,7 +317,7 @@ class MetricStore:
         if self._exposition is None:
             from obskit._multiprocess import exposition_registry
 
-            self._exposition = exposition_registry(self.multiprocess, [self._self_collector])
+            self._exposition = exposition_registry(self.multiprocess)
         return self._exposition
 
     def define(

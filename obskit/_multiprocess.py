@@ -164,12 +164,11 @@ class MergedCollector(Collector):
             yield metric
 
 
-def exposition_registry(path: str, extra: Iterable[Collector] = ()) -> CollectorRegistry:
-    """A registry for scrapes in multiprocess mode: all workers merged, with exemplars."""
+def exposition_registry(path: str) -> CollectorRegistry:
+    """A registry for scrapes in multiprocess mode: all workers merged, with exemplars
+    (obskit's own counters included: ``_metrics`` mirrors them into the workers' files)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MergedCollector(path))
-    for collector in extra:
-        registry.register(collector)
     return registry
 
 

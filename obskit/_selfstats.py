@@ -1,9 +1,16 @@
 """obskit's own counters (exported spans, errors, drops, overflows), kept without
-prometheus-client so any module can count; ``_metrics`` exposes them as ``obskit_*``."""
+prometheus-client so any module can count; ``_metrics`` exposes them as ``obskit_*``.
+
+In multiprocess mode (gunicorn) a scrape is answered by one worker, so ``_metrics``
+installs a *mirror* that also adds every amount to a prometheus-client counter backed
+by the worker's multiprocess file: the scrape then sums every worker's counts.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 
 #: The self-telemetry counters and their help texts; labels are given at ``add()``.
 HELP = {
@@ -14,6 +21,18 @@ HELP = {
     "obskit_metric_overflow": "Observations sent to a metric's __overflow__ series.",
 }
 
+#: The label names of each counter, in exposition order.
+LABELS: dict[str, tuple[str, ...]] = {
+    "obskit_spans_exported": (),
+    "obskit_export_errors": ("signal", "reason"),
+    "obskit_dropped": ("signal", "reason"),
+    "obskit_internal_errors": ("component",),
+    "obskit_metric_overflow": ("metric",),
+}
+
+#: Called with (counter, amount, labels) after each ``add()``; set in multiprocess mode.
+mirror: Callable[[str, float, dict[str, str]], None] | None = None
+
 _lock = threading.Lock()
 _values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
@@ -23,6 +42,10 @@ def add(counter: str, /, amount: float = 1, **labels: str) -> None:
     key = (counter, tuple(sorted(labels.items())))
     with _lock:
         _values[key] = _values.get(key, 0) + amount
+    forward = mirror
+    if forward is not None:
+        with contextlib.suppress(Exception):  # counting never fails; the local value is kept
+            forward(counter, amount, labels)
 
 
 def snapshot() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

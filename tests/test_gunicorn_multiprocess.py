@@ -94,7 +94,8 @@ def test_one_metrics_endpoint_counts_every_workers_requests_with_exemplars(
 ) -> None:
     """4 sync workers, --preload, 2,000 requests: /metrics (any worker) counts 2,000;
     its exemplars are trace ids the receiver got; each worker exports with its own
-    process.pid; a real Prometheus stores those exemplars."""
+    process.pid; obskit_spans_exported_total sums every worker's exports; a real
+    Prometheus stores those exemplars."""
     server = gunicorn("--workers", "4", "--preload")
     _hammer(server, 2000)
     families, _ = _scrape(server)
@@ -111,6 +112,17 @@ def test_one_metrics_endpoint_counts_every_workers_requests_with_exemplars(
     pids = {span.resource["process.pid"] for span in spans}
     assert len(pids) == 4
     assert server.process.pid not in pids
+    # obskit's own counters are summed over the workers, not the answering worker's.
+    exported = 0.0
+    deadline = time.monotonic() + 20
+    while exported != len(http_receiver.spans) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        exported = sum(
+            sample.value
+            for sample in _scrape(server)[0]["obskit_spans_exported"].samples
+            if sample.name == "obskit_spans_exported_total"
+        )
+    assert exported == len(http_receiver.spans)
     # A real Prometheus scraping the same endpoint keeps the cross-worker exemplars.
     prometheus_binary()
     prometheus = Prometheus(tmp_path, [f"127.0.0.1:{server.port}"])

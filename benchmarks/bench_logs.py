@@ -2,6 +2,9 @@
 
 Cases, interleaved round by round in one process so drift hits each alike:
 
+- stdlib plain line: ``logging.Logger.info("msg %s", x)`` through a StreamHandler
+  to /dev/null with ``Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")``
+  -- the floor the #10 targets are stated against (obskit <= 1.2x, bridge <= 2.0x);
 - floor: a hand-written structlog pipeline with the same fields (timestamp, level,
   logger, trace/span ids from ``get_current_span()``, service name, JSONRenderer,
   WriteLogger to /dev/null, filtering bound logger);
@@ -31,6 +34,7 @@ from opentelemetry import trace
 import obskit
 
 Case = Callable[[int], float]
+PLAIN = "stdlib plain line (logging.Formatter)"
 
 
 def floor_logger(devnull: Any) -> Any:
@@ -58,6 +62,16 @@ def floor_logger(devnull: Any) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         context_class=dict,
     ).bind(logger="bench.floor")
+
+
+def stdlib_plain_logger(devnull: Any) -> logging.Logger:
+    handler = logging.StreamHandler(devnull)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("bench.plain")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
 
 
 def stdlib_json_logger(devnull: Any) -> logging.Logger | None:
@@ -100,8 +114,10 @@ def main() -> None:
     floor = floor_logger(devnull)
     ours = obskit.get_logger("bench.obskit")
     bridged = logging.getLogger("bench.bridged")
+    plain = stdlib_plain_logger(devnull)
     stdlib = stdlib_json_logger(devnull)
     cases: dict[str, Case] = {
+        PLAIN: timed(lambda: plain.info("order placed %s", 3)),
         "floor: hand-written structlog": timed(lambda: floor.info("order placed", items=3)),
         "obskit.get_logger().info": timed(lambda: ours.info("order placed", items=3)),
         "logging via obskit bridge": timed(
@@ -125,12 +141,17 @@ def main() -> None:
     finally:
         sys.stdout = real_stdout
     floor_median = statistics.median(samples["floor: hand-written structlog"])
+    plain_median = statistics.median(samples[PLAIN])
     print(f"per log line inside a span, {rounds} rounds x {calls} calls, JSON to /dev/null")
-    print(f"{'case':<40} {'median us':>10} {'min-max us':>14} {'x floor':>8}")
+    print(f"{'case':<40} {'median us':>10} {'min-max us':>14} {'x floor':>8} {'x plain':>8}")
     for name, values in samples.items():
         median = statistics.median(values)
         spread = f"{min(values) * 1e6:.2f}-{max(values) * 1e6:.2f}"
-        print(f"{name:<40} {median * 1e6:>10.2f} {spread:>14} {median / floor_median:>8.2f}")
+        print(
+            f"{name:<40} {median * 1e6:>10.2f} {spread:>14} {median / floor_median:>8.2f}"
+            f" {median / plain_median:>8.2f}"
+        )
+    print("targets (#10): obskit.get_logger().info <= 1.2x plain; bridge <= 2.0x plain")
     if stdlib is None:
         print("note: python-json-logger / opentelemetry-instrumentation-logging not installed;")
         print("      pip install -e '.[bench]' to include the stdlib case")
@@ -141,6 +162,7 @@ def main() -> None:
             "min_us": round(min(values) * 1e6, 3),
             "max_us": round(max(values) * 1e6, 3),
             "x_floor": round(statistics.median(values) / floor_median, 3),
+            "x_stdlib_plain": round(statistics.median(values) / plain_median, 3),
         }
         for name, values in samples.items()
     ]

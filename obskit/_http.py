@@ -87,6 +87,30 @@ class HttpMetrics:
             None,
             multiprocess_mode="livesum",
         )
+        #: Children already looked up, by label values: a request reuses its series
+        #: without prometheus-client's per-call label validation. Only real series
+        #: are kept (the overflow series is looked up each time, so it stays counted).
+        self._durations: dict[tuple[str, str, str], Any] = {}
+        self._actives: dict[str, Any] = {}
+
+    def duration_child(self, method: str, route: str, status: str) -> Any:
+        """The duration histogram's child for these label values."""
+        key = (method, route, status)
+        child = self._durations.get(key)
+        if child is None:
+            child = self.duration.labels(method, route, status)
+            if child._labelvalues == key:
+                self._durations[key] = child
+        return child
+
+    def active_child(self, method: str) -> Any:
+        """The active-requests gauge's child for ``method``."""
+        child = self._actives.get(method)
+        if child is None:
+            child = self.active.labels(method)
+            if child._labelvalues == (method,):
+                self._actives[method] = child
+        return child
 
 
 _cached: tuple[Any, HttpMetrics] | None = None
@@ -204,7 +228,7 @@ class ServerRequest:
             self.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         self.context = trace.set_span_in_context(self.span, parent)
-        self._active = metrics.active.labels(self.method)
+        self._active = metrics.active_child(self.method)
         self._active.inc()
 
     def _header_value(self, name: str, value: str) -> str:
@@ -272,14 +296,15 @@ class ServerRequest:
         elif status is not None and status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         exemplar = exemplar_of(span)
-        child = self._metrics.duration.labels(
-            self.method, self.route or UNMATCHED, str(status) if status is not None else "0"
+        route = self.route or UNMATCHED
+        child = self._metrics.duration_child(
+            self.method, route, str(status) if status is not None else "0"
         )
         observe_trusted(child, elapsed, exemplar)
         if self._settings.http_access_log:
             fields: dict[str, Any] = {
                 "http.request.method": self.method,
-                "http.route": self.route or UNMATCHED,
+                "http.route": route,
                 "url.path": self.path,
                 "http.response.status_code": status,
                 "duration_ms": round(elapsed * 1000, 3),

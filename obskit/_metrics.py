@@ -140,9 +140,9 @@ def _detect_multiprocess() -> str | None:
     """The multiprocess directory if prometheus-client was imported in multiprocess mode."""
     from prometheus_client import values
 
-    from obskit._multiprocess import directory
-
     if getattr(values.ValueClass, "_multiprocess", False):
+        from obskit._multiprocess import directory  # only in multiprocess mode
+
         return directory()
     return None
 

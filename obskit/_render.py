@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import datetime
-import decimal
 import enum
 import json
 import math
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,7 +50,9 @@ def _default(value: object) -> Any:
     """Fallback for ``json.dumps``: readable strings for common non-JSON types."""
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+    # A Decimal can only exist once ``decimal`` is imported: don't import it for the check.
+    decimal = sys.modules.get("decimal")
+    if isinstance(value, uuid.UUID) or (decimal is not None and isinstance(value, decimal.Decimal)):
         return str(value)
     if isinstance(value, enum.Enum):
         return _default(value.value) if not isinstance(value.value, (str, int)) else value.value

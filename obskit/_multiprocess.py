@@ -5,7 +5,7 @@ worker's values in mmap files and merges them at scrape time, but has no exempla
 obskit adds:
 
 - **an exemplar store per worker**: ``exemplars_<pid>.obskit`` in the same directory,
-  a small mmap file of fixed 256-byte records, one per histogram bucket series, each
+  a small mmap file of fixed 512-byte records, one per histogram bucket series, each
   holding the latest exemplar (trace id, span id, value, timestamp). A worker
   overwrites its records in place; a scrape reads every worker's file and, per
   bucket, keeps the newest exemplar. (The extension is not ``.db`` so that
@@ -45,8 +45,12 @@ floatToGoString: Any = _utils.floatToGoString
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXEMPLAR_SUFFIX = ".obskit"
-_RECORD = 256
-_KEY_MAX = 160
+_RECORD = 512
+#: The longest record key (JSON of sample name + labels): all the room a record has.
+#: (It was 160 in 256-byte records, which dropped every exemplar of
+#: ``http_server_request_duration_seconds``: its name and four labels alone take about
+#: 170 bytes before the route template.)
+_KEY_MAX = _RECORD - 2 - 32 - 16 - 8 - 8
 # key length (H), key, trace id, span id, value (d), timestamp (d)
 _LAYOUT = struct.Struct(f"<H{_KEY_MAX}s32s16sdd")
 #: The part of a record after its key: rewritten alone once the key is in place.

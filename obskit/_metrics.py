@@ -15,6 +15,7 @@ series, and a histogram's ``observe()`` attaches the current sampled span's
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -101,10 +102,15 @@ def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, s
     In multiprocess mode prometheus-client drops exemplars, so the worker's exemplar
     store keeps it instead.
     """
-    _histogram_observe(child, amount, exemplar)
-    if exemplar is not None and _multiprocess_dir is not None:
+    if _multiprocess_dir is None:
+        _histogram_observe(child, amount, exemplar)
+        return
+    # prometheus-client's multiprocess values drop exemplars: don't hand it one to
+    # validate and discard; the worker's exemplar store keeps it.
+    _histogram_observe(child, amount)
+    if exemplar is not None:
         try:
-            exemplar_store().record(child, amount, exemplar)
+            (_store_here or exemplar_store()).record(child, amount, exemplar)
         except Exception as error:
             from obskit import _safety
 
@@ -149,12 +155,13 @@ def _detect_multiprocess() -> str | None:
 
 _multiprocess_dir: str | None = None
 _exemplar_stores: dict[int, Any] = {}
+#: This process's store once looked up; forgotten in a forked child.
+_store_here: Any = None
 
 
 def exemplar_store() -> Any:
     """This process's exemplar store (a new one after a fork)."""
-    import os
-
+    global _store_here
     pid = os.getpid()
     store_ = _exemplar_stores.get(pid)
     if store_ is None:
@@ -163,7 +170,17 @@ def exemplar_store() -> Any:
         assert _multiprocess_dir is not None
         path = os.path.join(_multiprocess_dir, f"exemplars_{pid}{EXEMPLAR_SUFFIX}")
         store_ = _exemplar_stores[pid] = ExemplarStore(path)
+    _store_here = store_
     return store_
+
+
+def _forget_store_in_child() -> None:
+    global _store_here
+    _store_here = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_store_in_child)
 
 
 class _SelfCollector(Collector):

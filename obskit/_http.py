@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from structlog.contextvars import clear_contextvars
 
 from obskit import _runtime, _safety
+from obskit._ids import hex_ids
 from obskit._logs import get_logger
 from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
 
@@ -258,7 +259,8 @@ class ServerRequest:
             return []
         context = self.span.get_span_context()
         flags = "01" if context.trace_flags.sampled else "00"
-        value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+        _, trace_id, span_id = hex_ids(context)
+        value = f"00-{trace_id}-{span_id}-{flags}"
         return [("traceresponse", value)]
 
     def record_exception(self, error: BaseException) -> None:

@@ -30,6 +30,7 @@ import structlog
 from opentelemetry.trace import get_current_span
 
 from obskit import _safety, _selfstats
+from obskit._ids import hex_ids
 from obskit._render import render_json, safe_repr
 
 EventDict = MutableMapping[str, Any]
@@ -57,29 +58,12 @@ _RECORD_ATTRS = frozenset(
 
 # --- processors -----------------------------------------------------------------
 
-#: The hex ids of the span context seen last: (context, trace_id, span_id). Lines in
-#: the same span reuse them (the SDK hands out one SpanContext object per span).
-_last_ids: tuple[Any, str, str] = (None, "", "")
-
-
-def _hex_ids(context: Any) -> tuple[Any, str, str]:
-    global _last_ids
-    cached = _last_ids
-    if cached[0] is context:
-        return cached
-    cached = _last_ids = (
-        context,
-        format(context.trace_id, "032x"),
-        format(context.span_id, "016x"),
-    )
-    return cached
-
 
 def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
     """Add ``trace_id``/``span_id`` of the current span when it is valid (sampled or not)."""
     context = get_current_span().get_span_context()
     if context.is_valid:
-        _, event["trace_id"], event["span_id"] = _hex_ids(context)
+        _, event["trace_id"], event["span_id"] = hex_ids(context)
     return event
 
 
@@ -292,7 +276,7 @@ class Pipeline:
         event["timestamp"] = _utc_now_iso()
         span_context = get_current_span().get_span_context()
         if span_context.is_valid:
-            _, event["trace_id"], event["span_id"] = _hex_ids(span_context)
+            _, event["trace_id"], event["span_id"] = hex_ids(span_context)
         for key, value in self._fields.items():
             event.setdefault(key, value)
         if "stack_info" in event:
@@ -312,7 +296,7 @@ class Pipeline:
         _merge(None, "", event)
         span_context = get_current_span().get_span_context()
         if span_context.is_valid:
-            _, event["trace_id"], event["span_id"] = _hex_ids(span_context)
+            _, event["trace_id"], event["span_id"] = hex_ids(span_context)
         for key, value in self._fields.items():
             event.setdefault(key, value)
         if "exc_info" in event:

@@ -27,6 +27,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from obskit import _selfstats
+from obskit._ids import hex_ids
 from obskit.exceptions import ConfigError
 
 OVERFLOW = "__overflow__"
@@ -123,10 +124,9 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
         return None
     context = span.get_span_context()
     if context.trace_flags.sampled and context.is_valid:
-        return {
-            "trace_id": format(context.trace_id, "032x"),
-            "span_id": format(context.span_id, "016x"),
-        }
+        # The hex text is cached per span context: the span's log lines reuse it.
+        _, trace_id, span_id = hex_ids(context)
+        return {"trace_id": trace_id, "span_id": span_id}
     return None
 
 

@@ -239,6 +239,11 @@ class ServerRequest:
         """Make the request's span current (returns the token for :meth:`detach`)."""
         return otel_context.attach(self.context)
 
+    @property
+    def captures_response_headers(self) -> bool:
+        """Whether any response header is to be recorded (else skip collecting them)."""
+        return bool(self._settings.http_capture_response_headers)
+
     @staticmethod
     def detach(token: object) -> None:
         """Undo :meth:`attach`."""

@@ -163,7 +163,11 @@ def _finish_or_stream(state: ServerRequest, request: HttpRequest, response: Any)
             log_response(
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
             )
-        headers = {name.lower(): value for name, value in response.items()}
+        headers = (
+            {name.lower(): value for name, value in response.items()}
+            if state.captures_response_headers
+            else None  # nothing to capture: don't build the mapping
+        )
         for name, value in state.response_headers(response.status_code, headers):
             response[name] = value
         if isinstance(response, StreamingHttpResponse):

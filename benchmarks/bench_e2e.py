@@ -113,20 +113,47 @@ def serve(
     raise RuntimeError("gunicorn did not start")
 
 
-def load(url: str, seconds: int) -> dict[str, float]:
+def worker_cpu_seconds(master: int) -> float:
+    """User + system CPU seconds used so far by the gunicorn workers of ``master``."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return 0.0
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def load(url: str, seconds: int, master: int) -> dict[str, float]:
+    cpu_before = worker_cpu_seconds(master)
     output = subprocess.run(
         ["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    cpu = worker_cpu_seconds(master) - cpu_before
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
 
     def percentile(label: str) -> float:
         value, unit = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    return {"rps": rps, "p50_ms": percentile("50"), "p99_ms": percentile("99")}
+    return {
+        "rps": rps,
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        # Worker CPU per request: what the app costs, much less sensitive to other load
+        # on the machine than req/s (1 / this is the capacity of a dedicated core).
+        "cpu_us_per_request": cpu * 1e6 / max(requests, 1),
+    }
 
 
 def main() -> None:
@@ -150,11 +177,11 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     servers = {name: serve(**options) for name, options in variants.items()}  # type: ignore[arg-type]
     try:
-        for _process, url in servers.values():
-            load(url, 2)  # warm-up
+        for process, url in servers.values():
+            load(url, 2, process.pid)  # warm-up
         for _ in range(rounds):
-            for name, (_, url) in servers.items():
-                runs[name].append(load(url, seconds))
+            for name, (process, url) in servers.items():
+                runs[name].append(load(url, seconds, process.pid))
     finally:
         for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
@@ -166,18 +193,26 @@ def main() -> None:
     }
     bare = summary["bare"]
     by_case = {
-        name: {"rps": row["rps"] / bare["rps"], "p99": row["p99_ms"] / bare["p99_ms"]}
+        name: {
+            "rps": row["rps"] / bare["rps"],
+            "p99": row["p99_ms"] / bare["p99_ms"],
+            "cpu_per_request": row["cpu_us_per_request"] / bare["cpu_us_per_request"],
+        }
         for name, row in summary.items()
         if name != "bare"
     }
     ratios = by_case["obskit"]
     print(f"gunicorn 4 sync workers, wrk 2 threads x 16 connections, {rounds} x {seconds} s each")
-    print(f"{'case':<28} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'x req/s':>8} {'x p99':>7}")
+    print(
+        f"{'case':<28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10}"
+        f" {'x req/s':>8} {'x p99':>6} {'x cpu':>6}"
+    )
     for name, row in summary.items():
-        ratio = by_case.get(name, {"rps": 1.0, "p99": 1.0})
+        ratio = by_case.get(name, {"rps": 1.0, "p99": 1.0, "cpu_per_request": 1.0})
         print(
-            f"{name:<28} {row['rps']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
-            f" {ratio['rps']:>8.2f} {ratio['p99']:>7.2f}"
+            f"{name:<28} {row['rps']:>8.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}"
+            f" {row['cpu_us_per_request']:>10.0f} {ratio['rps']:>8.2f} {ratio['p99']:>6.2f}"
+            f" {ratio['cpu_per_request']:>6.2f}"
         )
     print("targets (#10): req/s >= 0.85x bare, p99 <= 1.2x bare")
     RESULTS.mkdir(exist_ok=True)

@@ -60,6 +60,9 @@ class _Sink(BaseHTTPRequestHandler):
         pass
 
 
+_made: list[Path] = []  # temporary config directories, removed at the end
+
+
 def otlp_sink() -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -77,6 +80,7 @@ def serve(
     config: list[str] = []
     if multiprocess:
         conf = Path(tempfile.mkdtemp(prefix="obskit-e2e-")) / "gunicorn.conf.py"
+        _made.append(conf.parent)
         conf.write_text("from obskit.integrations.gunicorn import *  # noqa: F403\n")
         config = ["--config", str(conf)]
     if endpoint is not None:
@@ -187,6 +191,8 @@ def main() -> None:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
         sink.shutdown()
+        for made in _made:
+            shutil.rmtree(made, ignore_errors=True)
     summary = {
         name: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for name, results in runs.items()

@@ -93,9 +93,17 @@ def measure_and_report(
     for row in rows:
         spread = f"{row['min_us']:.0f}-{row['max_us']:.0f}"
         print(f"{row['case']:<46} {row['median_us']:>10.1f} {row['added_us']:>9.1f} {spread:>16}")
+    # obskit's added cost against the hand-wired peer pair's, when both ran.
+    added = {row["case"]: row["added_us"] for row in rows}
+    peer = next((name for name in added if name.startswith("hand-wired")), None)
+    ours = next((name for name in added if name.startswith("obskit")), None)
+    ratio = None
+    if peer is not None and ours is not None and added[peer] > 0:
+        ratio = round(added[ours] / added[peer], 3)
+        print(f"{ours} added cost / {peer} added cost: {ratio:.2f}x (target #10: <= 0.5x)")
     for note in notes:
         print(f"note: {note}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{result_name}.json").write_text(
-        json.dumps({"rows": rows, "notes": notes}, indent=2)
+        json.dumps({"rows": rows, "notes": notes, "added_ratio_vs_peers": ratio}, indent=2)
     )

@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from structlog.contextvars import clear_contextvars
 
 from obskit import _runtime, _safety
+from obskit._ids import hex_ids
 from obskit._logs import get_logger
 from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
 
@@ -87,6 +88,30 @@ class HttpMetrics:
             None,
             multiprocess_mode="livesum",
         )
+        #: Children already looked up, by label values: a request reuses its series
+        #: without prometheus-client's per-call label validation. Only real series
+        #: are kept (the overflow series is looked up each time, so it stays counted).
+        self._durations: dict[tuple[str, str, str], Any] = {}
+        self._actives: dict[str, Any] = {}
+
+    def duration_child(self, method: str, route: str, status: str) -> Any:
+        """The duration histogram's child for these label values."""
+        key = (method, route, status)
+        child = self._durations.get(key)
+        if child is None:
+            child = self.duration.labels(method, route, status)
+            if child._labelvalues == key:
+                self._durations[key] = child
+        return child
+
+    def active_child(self, method: str) -> Any:
+        """The active-requests gauge's child for ``method``."""
+        child = self._actives.get(method)
+        if child is None:
+            child = self.active.labels(method)
+            if child._labelvalues == (method,):
+                self._actives[method] = child
+        return child
 
 
 _cached: tuple[Any, HttpMetrics] | None = None
@@ -204,7 +229,7 @@ class ServerRequest:
             self.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         self.context = trace.set_span_in_context(self.span, parent)
-        self._active = metrics.active.labels(self.method)
+        self._active = metrics.active_child(self.method)
         self._active.inc()
 
     def _header_value(self, name: str, value: str) -> str:
@@ -213,6 +238,11 @@ class ServerRequest:
     def attach(self) -> object:
         """Make the request's span current (returns the token for :meth:`detach`)."""
         return otel_context.attach(self.context)
+
+    @property
+    def captures_response_headers(self) -> bool:
+        """Whether any response header is to be recorded (else skip collecting them)."""
+        return bool(self._settings.http_capture_response_headers)
 
     @staticmethod
     def detach(token: object) -> None:
@@ -234,7 +264,8 @@ class ServerRequest:
             return []
         context = self.span.get_span_context()
         flags = "01" if context.trace_flags.sampled else "00"
-        value = f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags}"
+        _, trace_id, span_id = hex_ids(context)
+        value = f"00-{trace_id}-{span_id}-{flags}"
         return [("traceresponse", value)]
 
     def record_exception(self, error: BaseException) -> None:
@@ -272,14 +303,15 @@ class ServerRequest:
         elif status is not None and status >= 500:
             span.set_status(Status(StatusCode.ERROR))
         exemplar = exemplar_of(span)
-        child = self._metrics.duration.labels(
-            self.method, self.route or UNMATCHED, str(status) if status is not None else "0"
+        route = self.route or UNMATCHED
+        child = self._metrics.duration_child(
+            self.method, route, str(status) if status is not None else "0"
         )
         observe_trusted(child, elapsed, exemplar)
         if self._settings.http_access_log:
             fields: dict[str, Any] = {
                 "http.request.method": self.method,
-                "http.route": self.route or UNMATCHED,
+                "http.route": route,
                 "url.path": self.path,
                 "http.response.status_code": status,
                 "duration_ms": round(elapsed * 1000, 3),

@@ -32,6 +32,7 @@ import structlog
 from opentelemetry.trace import get_current_span
 
 from obskit import _safety, _selfstats
+from obskit._ids import hex_ids
 from obskit._render import render_json, safe_repr
 
 EventDict = MutableMapping[str, Any]
@@ -39,6 +40,7 @@ Processor = Callable[[Any, str, EventDict], Any]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 #: structlog method names and the level each logs at.
+_merge = structlog.contextvars.merge_contextvars
 _METHODS = {
     "debug": "debug",
     "info": "info",
@@ -63,9 +65,28 @@ def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
     """Add ``trace_id``/``span_id`` of the current span when it is valid (sampled or not)."""
     context = get_current_span().get_span_context()
     if context.is_valid:
-        event["trace_id"] = format(context.trace_id, "032x")
-        event["span_id"] = format(context.span_id, "016x")
+        _, event["trace_id"], event["span_id"] = hex_ids(context)
     return event
+
+
+#: (whole second, its "YYYY-MM-DDTHH:MM:SS" text): the date part of the last timestamp.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _second_text(second: int) -> str:
+    global _last_second
+    cached = _last_second
+    if cached[0] != second:
+        moment = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+        cached = _last_second = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    return cached[1]
+
+
+def _utc_now_iso() -> str:
+    """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it (no datetime per line)."""
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    text = _second_text(second)
+    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
 
 
 def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -230,6 +251,15 @@ class Pipeline:
         self.clock: Callable[[], str] | None = None
         self.structlog_chain: list[Processor] = []
         self.record_chain: list[Processor] = []
+        #: What configure() put in the chains when it renders JSON (None for console).
+        #: While a chain still equals its snapshot, lines are rendered by the inlined
+        #: equivalent (:meth:`render_event`, :meth:`render_record`) instead of calling
+        #: each processor; any change (a test's clock, an injected fault) falls back.
+        self.structlog_snapshot: list[Processor] | None = None
+        self.record_snapshot: list[Processor] | None = None
+        self._fields: dict[str, str] = {}
+        self._max_bytes = 16384
+        self._stack: Processor = structlog.processors.StackInfoRenderer()
         self.configure(fields={}, renderer="json", max_bytes=16384)
 
     def configure(
@@ -273,9 +303,71 @@ class Pipeline:
         ]
         # Records arrive with level, logger and time already set by the bridge.
         self.record_chain[:] = [merge, add_trace_context, add_fields, *tail]
+        json_output = renderer != "console"
+        self.structlog_snapshot = list(self.structlog_chain) if json_output else None
+        self.record_snapshot = list(self.record_chain) if json_output else None
+        self._fields = dict(fields)
+        self._max_bytes = max_bytes
+        self._stack = stack
         self.level = LEVELS[level]
         self.writer.stream = stream
         self.clock = None
+
+    def fast_structlog(self, processors: Any) -> bool:
+        """Whether a logger with ``processors`` may use :meth:`render_event`."""
+        snapshot = self.structlog_snapshot
+        return (
+            snapshot is not None
+            and processors is self.structlog_chain
+            and self.structlog_chain == snapshot
+        )
+
+    def render_event(
+        self, logger: Any, method: str, context: dict[str, Any], text: str | None, kw: Any
+    ) -> str:
+        """The JSON line the structlog chain renders, with its processors inlined.
+
+        Same fields, same order, same values as running ``structlog_chain``; only
+        valid while :meth:`fast_structlog` holds.
+        """
+        event: EventDict = context.copy()
+        event.update(kw)
+        if text is not None:
+            event["event"] = text
+        _merge(None, method, event)
+        event["level"] = _METHODS.get(method, method)
+        name = getattr(logger, "name", None)
+        if name is not None and "logger" not in event:
+            event["logger"] = name
+        event["timestamp"] = _utc_now_iso()
+        span_context = get_current_span().get_span_context()
+        if span_context.is_valid:
+            _, event["trace_id"], event["span_id"] = hex_ids(span_context)
+        for key, value in self._fields.items():
+            event.setdefault(key, value)
+        if "stack_info" in event:
+            event = self._stack(logger, method, event)
+        if "exc_info" in event:
+            event = add_exception_fields(logger, method, event)
+        return render_json(event, self._max_bytes)
+
+    def render_record(self, event: dict[str, Any]) -> str | None:
+        """The JSON line ``record_chain`` renders for a bridged record's fields, inlined.
+
+        None when the chain was changed since configure() (the caller runs it instead).
+        """
+        snapshot = self.record_snapshot
+        if snapshot is None or self.record_chain != snapshot:
+            return None
+        _merge(None, "", event)
+        span_context = get_current_span().get_span_context()
+        if span_context.is_valid:
+            _, event["trace_id"], event["span_id"] = hex_ids(span_context)
+        for key, value in self._fields.items():
+            event.setdefault(key, value)
+        if "exc_info" in event:
+            add_exception_fields(None, "", event)
+        return render_json(event, self._max_bytes)
 
     def use_clock(self, clock: Callable[[], str]) -> None:
         """Stamp every line with ``clock()`` instead of the time (deterministic tests)."""
@@ -312,10 +404,14 @@ class Logger(structlog.BoundLoggerBase):
     """obskit's structlog bound logger: level-filtered, and never raises into the app."""
 
     def _log(self, method: str, level: int, event: object, args: tuple[Any, ...], kw: Any) -> Any:
-        if level < pipeline().level:
+        shared = _pipeline or pipeline()
+        if level < shared.level:
             return None
         try:
             text = None if event is None else str(event) % args if args else str(event)
+            if shared.fast_structlog(self._processors):
+                line = shared.render_event(self._logger, method, self._context, text, kw)
+                return getattr(self._logger, method)(line)
             return self._proxy_to_logger(method, text, **kw)
         except Exception as error:
             _safety.report("logs", error)
@@ -436,24 +532,36 @@ class BridgeHandler(logging.Handler):
                 if (clock := self._pipeline.clock)
                 else _rfc3339(record.created),
             }
-            for key, value in record.__dict__.items():
-                if key not in _RECORD_ATTRS and not key.startswith("_"):
-                    event[key] = value  # fields passed with extra={...}
+            attributes = record.__dict__
+            if not attributes.keys() <= _RECORD_ATTRS:
+                for key, value in attributes.items():
+                    if key not in _RECORD_ATTRS and not key.startswith("_"):
+                        event[key] = value  # fields passed with extra={...}
             if record.exc_info:
                 event["exc_info"] = record.exc_info
             if record.stack_info:
                 event["stack"] = record.stack_info
-            result: Any = event
-            for processor in self._pipeline.record_chain:
-                result = processor(None, event["level"], result)
+            result: Any = self._pipeline.render_record(event)
+            if result is None:
+                result = event
+                for processor in self._pipeline.record_chain:
+                    result = processor(None, event["level"], result)
             self._pipeline.writer.msg(result)
         except Exception:
             _safety.count("logs")
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter, then emit -- without the handler lock: the writer serialises lines."""
+        passed: Any = self.filter(record)
+        if passed:
+            self.emit(passed if isinstance(passed, logging.LogRecord) else record)
+        return passed
 
     def handleError(self, record: logging.LogRecord) -> None:  # never print to stderr
         _safety.count("logs")
 
 
 def _rfc3339(created: float) -> str:
-    moment = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """``created`` (a LogRecord's epoch seconds) as RFC 3339 UTC with microseconds."""
+    second, micro = divmod(round(created * 1_000_000), 1_000_000)
+    return f"{_second_text(second)}.{micro:06d}Z"

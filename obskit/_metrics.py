@@ -15,6 +15,7 @@ series, and a histogram's ``observe()`` attaches the current sampled span's
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +30,7 @@ from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
 from obskit import _selfstats
+from obskit._ids import hex_ids
 from obskit.exceptions import ConfigError
 
 OVERFLOW = "__overflow__"
@@ -185,8 +187,13 @@ def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, s
     ``child`` must be observable (a labelled child). In multiprocess mode
     prometheus-client drops exemplars, so the worker's exemplar store keeps it instead.
     """
-    _histogram_observe(child, amount, exemplar)
-    if exemplar is not None and _multiprocess_dir is not None:
+    if _multiprocess_dir is None:
+        _histogram_observe(child, amount, exemplar)
+        return
+    # prometheus-client's multiprocess values drop exemplars: don't hand it one to
+    # validate and discard; the worker's exemplar store keeps it.
+    _histogram_observe(child, amount, None)
+    if exemplar is not None:
         _keep_exemplar(child, amount, exemplar)
 
 
@@ -195,7 +202,7 @@ def _keep_exemplar(child: Any, amount: float, exemplar: dict[str, str]) -> None:
     if _multiprocess_dir is None:
         return
     try:
-        exemplar_store().record(child, amount, exemplar)
+        (_store_here or exemplar_store()).record(child, amount, exemplar)
     except Exception as error:
         from obskit import _safety
 
@@ -208,9 +215,9 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
         return None
     context = span.get_span_context()
     if context.trace_flags & 1 and context.is_valid:  # 1: TraceFlags.SAMPLED
-        # printf-style formatting: about twice as fast as format() on this hot path.
-        trace_id = "%032x" % context.trace_id  # noqa: UP031
-        return {"trace_id": trace_id, "span_id": "%016x" % context.span_id}  # noqa: UP031
+        # The hex text is cached per span context: the span's log lines reuse it.
+        _, trace_id, span_id = hex_ids(context)
+        return {"trace_id": trace_id, "span_id": span_id}
     return None
 
 
@@ -230,21 +237,22 @@ def _detect_multiprocess() -> str | None:
     """The multiprocess directory if prometheus-client was imported in multiprocess mode."""
     from prometheus_client import values
 
-    from obskit._multiprocess import directory
-
     if getattr(values.ValueClass, "_multiprocess", False):
+        from obskit._multiprocess import directory  # only in multiprocess mode
+
         return directory()
     return None
 
 
 _multiprocess_dir: str | None = None
 _exemplar_stores: dict[int, Any] = {}
+#: This process's store once looked up; forgotten in a forked child.
+_store_here: Any = None
 
 
 def exemplar_store() -> Any:
     """This process's exemplar store (a new one after a fork)."""
-    import os
-
+    global _store_here
     pid = os.getpid()
     store_ = _exemplar_stores.get(pid)
     if store_ is None:
@@ -253,7 +261,17 @@ def exemplar_store() -> Any:
         assert _multiprocess_dir is not None
         path = os.path.join(_multiprocess_dir, f"exemplars_{pid}{EXEMPLAR_SUFFIX}")
         store_ = _exemplar_stores[pid] = ExemplarStore(path)
+    _store_here = store_
     return store_
+
+
+def _forget_store_in_child() -> None:
+    global _store_here
+    _store_here = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_store_in_child)
 
 
 class _SelfCollector(Collector):

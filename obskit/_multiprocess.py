@@ -5,7 +5,7 @@ worker's values in mmap files and merges them at scrape time, but has no exempla
 obskit adds:
 
 - **an exemplar store per worker**: ``exemplars_<pid>.obskit`` in the same directory,
-  a small mmap file of fixed 256-byte records, one per histogram bucket series, each
+  a small mmap file of fixed 512-byte records, one per histogram bucket series, each
   holding the latest exemplar (trace id, span id, value, timestamp). A worker
   overwrites its records in place; a scrape reads every worker's file and, per
   bucket, keeps the newest exemplar. (The extension is not ``.db`` so that
@@ -18,6 +18,7 @@ obskit adds:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import glob
 import json
@@ -44,10 +45,17 @@ floatToGoString: Any = _utils.floatToGoString
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXEMPLAR_SUFFIX = ".obskit"
-_RECORD = 256
-_KEY_MAX = 160
+_RECORD = 512
+#: The longest record key (JSON of sample name + labels): all the room a record has.
+#: (It was 160 in 256-byte records, which dropped every exemplar of
+#: ``http_server_request_duration_seconds``: its name and four labels alone take about
+#: 170 bytes before the route template.)
+_KEY_MAX = _RECORD - 2 - 32 - 16 - 8 - 8
 # key length (H), key, trace id, span id, value (d), timestamp (d)
 _LAYOUT = struct.Struct(f"<H{_KEY_MAX}s32s16sdd")
+#: The part of a record after its key: rewritten alone once the key is in place.
+_TAIL = struct.Struct("<32s16sdd")
+_TAIL_OFFSET = _LAYOUT.size - _TAIL.size
 _HEADER = struct.Struct("<I")
 _INITIAL_RECORDS = 255
 
@@ -73,10 +81,17 @@ class ExemplarStore:
 
     def record(self, histogram: Any, amount: float, exemplar: dict[str, str]) -> None:
         """Remember ``exemplar`` for the bucket of ``histogram`` that ``amount`` falls in."""
-        bound = next(b for b in histogram._upper_bounds if amount <= b)
-        labels = dict(zip(histogram._labelnames, histogram._labelvalues, strict=False))
-        labels["le"] = floatToGoString(bound)
-        key = json.dumps([f"{histogram._name}_bucket", sorted(labels.items())]).encode()
+        bounds = histogram._upper_bounds
+        index = bisect.bisect_left(bounds, amount)  # the first bound >= amount
+        if index >= len(bounds) or not amount <= bounds[index]:
+            raise ValueError(f"no bucket for {amount!r}")  # NaN: reported, not recorded
+        keys: list[bytes | None] | None = getattr(histogram, "_obskit_exemplar_keys", None)
+        if keys is None:
+            # One record key per bucket of this child, built on its first exemplar.
+            keys = histogram._obskit_exemplar_keys = [None] * len(bounds)
+        key = keys[index]
+        if key is None:
+            key = keys[index] = _record_key(histogram, bounds[index])
         if len(key) > _KEY_MAX:
             _selfstats.add("obskit_dropped", signal="exemplars", reason="key_too_long")
             return
@@ -84,19 +99,26 @@ class ExemplarStore:
         span_id = exemplar.get("span_id", "").encode()[:16]
         with self._lock:
             slot = self._slots.get(key)
-            new = slot is None
-            if slot is None:
-                slot = len(self._slots)
-                if slot >= self._capacity:
-                    self._grow()
+            if slot is not None:  # the key is already written: only the exemplar changes
+                _TAIL.pack_into(
+                    self._map,
+                    _HEADER.size + slot * _RECORD + _TAIL_OFFSET,
+                    trace_id,
+                    span_id,
+                    amount,
+                    time.time(),
+                )
+                return
+            slot = len(self._slots)
+            if slot >= self._capacity:
+                self._grow()
             offset = _HEADER.size + slot * _RECORD
             _LAYOUT.pack_into(
                 self._map, offset, len(key), key, trace_id, span_id, amount, time.time()
             )
-            if new:
-                self._slots[key] = slot
-                # Publish the record only once it is written.
-                _HEADER.pack_into(self._map, 0, len(self._slots))
+            self._slots[key] = slot
+            # Publish the record only once it is written.
+            _HEADER.pack_into(self._map, 0, len(self._slots))
 
     def _grow(self) -> None:
         self._map.close()
@@ -107,6 +129,13 @@ class ExemplarStore:
     def close(self) -> None:
         self._map.close()
         self._file.close()
+
+
+def _record_key(histogram: Any, bound: float) -> bytes:
+    """The record key of one bucket series: JSON [sample name, sorted labels with le]."""
+    labels = dict(zip(histogram._labelnames, histogram._labelvalues, strict=False))
+    labels["le"] = floatToGoString(bound)
+    return json.dumps([f"{histogram._name}_bucket", sorted(labels.items())]).encode()
 
 
 def read_exemplars(path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar]:

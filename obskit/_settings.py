@@ -407,9 +407,15 @@ def _pick(
     return None, "default"
 
 
+def _entry_points(**selection: str) -> Any:
+    """``importlib.metadata.entry_points(...)``, imported only when asked (~15 ms)."""
+    import importlib.metadata
+
+    return importlib.metadata.entry_points(**selection)
+
+
 def _check(settings: Settings) -> None:
     """Checks that span several settings or the installed packages."""
-    import importlib.metadata
     import importlib.util
 
     if settings.disabled:
@@ -430,9 +436,7 @@ def _check(settings: Settings) -> None:
             )
     for name in settings.propagators:
         package = _PLUGIN_PROPAGATORS.get(name)
-        if package and not importlib.metadata.entry_points(
-            group="opentelemetry_propagator", name=name
-        ):
+        if package and not _entry_points(group="opentelemetry_propagator", name=name):
             raise ConfigError(
                 "propagators",
                 ",".join(settings.propagators),

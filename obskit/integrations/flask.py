@@ -83,6 +83,7 @@ class _Middleware:
         if excluded(path, settings.http_excluded_paths):
             return self.wsgi_app(environ, start_response)
         try:
+            address, port = _server(environ)
             state = ServerRequest(
                 telemetry,
                 environ.get("REQUEST_METHOD", "GET"),
@@ -90,8 +91,8 @@ class _Middleware:
                 _headers(environ),
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 query=environ.get("QUERY_STRING", ""),
-                server_address=server_address(environ),
-                server_port=server_port(environ),
+                server_address=address,
+                server_port=port,
                 client_address=environ.get("REMOTE_ADDR"),
                 protocol=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,
             )
@@ -106,7 +107,12 @@ class _Middleware:
             try:
                 state.route = _route() if request else state.route
                 code = int(status.split(" ", 1)[0])
-                extra = state.response_headers(code, {k.lower(): v for k, v in headers})
+                captured = (
+                    {k.lower(): v for k, v in headers}
+                    if state.captures_response_headers
+                    else None  # nothing to capture: don't build the mapping
+                )
+                extra = state.response_headers(code, captured)
                 headers = [*headers, *extra]
             except Exception as error:
                 from obskit import _safety
@@ -164,6 +170,22 @@ class _StreamedBody:
         finally:
             self._state.finish()
             self._state.detach(token)
+
+
+#: (HTTP_HOST, SERVER_NAME, SERVER_PORT) -> (server.address, server.port), for the few
+#: distinct values a server sees; bounded, as Host is whatever the client sent.
+_servers: dict[tuple[Any, Any, Any], tuple[str | None, int | None]] = {}
+_SERVERS_MAX = 64
+
+
+def _server(environ: dict[str, Any]) -> tuple[str | None, int | None]:
+    key = (environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
+    found = _servers.get(key)
+    if found is None:
+        found = (server_address(environ), server_port(environ))
+        if len(_servers) < _SERVERS_MAX:
+            _servers[key] = found
+    return found
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -163,11 +163,13 @@ def _finish_or_stream(state: ServerRequest, request: HttpRequest, response: Any)
             log_response(
                 "%s: %s", response.reason_phrase, request.path, response=response, request=request
             )
-        headers = {name.lower(): value for name, value in response.items()}
-        if response.cookies:  # Django adds its Set-Cookie headers after the middleware
-            headers["set-cookie"] = ", ".join(
-                cookie.output(header="").strip() for cookie in response.cookies.values()
-            )
+        headers = None  # nothing to capture: don't build the mapping
+        if state.captures_response_headers:
+            headers = {name.lower(): value for name, value in response.items()}
+            if response.cookies:  # Django adds its Set-Cookie headers after the middleware
+                headers["set-cookie"] = ", ".join(
+                    cookie.output(header="").strip() for cookie in response.cookies.values()
+                )
         for name, value in state.response_headers(response.status_code, headers):
             response[name] = value
         if isinstance(response, StreamingHttpResponse):

@@ -1,0 +1,24 @@
+"""The hex text of span ids, cached for the span context seen last.
+
+A request formats its span's ids several times (the exemplar, each log line, the
+``traceresponse`` header); the SDK hands out one ``SpanContext`` object per span, so
+a one-entry cache keyed by that object's identity turns the repeats into a lookup.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: (span context, 32-hex trace id, 16-hex span id) of the context seen last.
+_last: tuple[Any, str, str] = (None, "", "")
+
+
+def hex_ids(context: Any) -> tuple[Any, str, str]:
+    """``(context, trace_id, span_id)`` with the ids as lowercase hex (32 and 16 digits)."""
+    global _last
+    cached = _last
+    if cached[0] is context:
+        return cached
+    # printf-style formatting: about twice as fast as format() on this hot path.
+    cached = _last = (context, "%032x" % context.trace_id, "%016x" % context.span_id)  # noqa: UP031
+    return cached

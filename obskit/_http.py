@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from structlog.contextvars import clear_contextvars
 
 from obskit import _runtime, _safety
+from obskit._fastspan import end_span, start_span
 from obskit._ids import hex_ids
 from obskit._logs import get_logger
 from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
@@ -224,9 +225,12 @@ class ServerRequest:
         except Exception as error:  # a propagator must not break the request
             _safety.report("http.extract", error)
             parent = otel_context.Context()
-        tracer = telemetry.tracer
-        self.span: Span = tracer.start_span(
-            self.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        self.span: Span = start_span(
+            telemetry.tracer,
+            self.method,
+            kind=SpanKind.SERVER,
+            context=parent,
+            attributes=attributes,
         )
         self.context = trace.set_span_in_context(self.span, parent)
         self._active = metrics.active_child(self.method)
@@ -287,7 +291,7 @@ class ServerRequest:
             _safety.report("http", internal)
         finally:
             self._active.dec()
-            self.span.end()
+            end_span(self.span)
 
     def _finish(self, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - self._started

@@ -11,7 +11,7 @@ import pytest
 
 import obskit
 from examples.flask_app import create_app
-from obskit import _http, _logs, _metrics, _safety
+from obskit import _fastspan, _http, _logs, _metrics, _safety
 
 PATHS = ["/", "/post/3", "/missing", "/unavailable", "/stream?chunks=2&pause=0", "/fail"]
 
@@ -22,6 +22,9 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 def _inject_span_start(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
     monkeypatch.setattr(handle.tracer, "start_span", _boom)
+    # obskit's own spans start on the fast path when the SDK configuration allows it.
+    monkeypatch.setattr(_fastspan.FastTracer, "start", _boom)
+    monkeypatch.setattr(_fastspan.FastTracer, "start_current", _boom)
 
 
 def _inject_observe(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:

@@ -275,7 +275,7 @@ def test_fuzzed_header_triples_through_flask(target: Callable[..., Target]) -> N
     with coverage_paused():
         check()
     assert sum(seen.values()) >= FUZZ_EXAMPLES
-    assert min(seen.values()) > FUZZ_EXAMPLES // 20  # both branches were exercised
+    assert min(seen.values()) > FUZZ_EXAMPLES // 50  # both branches were exercised
 
 
 @pytest.mark.slow

@@ -294,16 +294,22 @@ class _SelfCollector(Collector):
 def _file_backed_counts() -> Callable[[str, float, dict[str, str]], None]:
     """A ``_selfstats`` mirror adding each count to a multiprocess-file-backed counter.
 
-    The counters are in no registry: the multiprocess exposition reads their files.
+    The counters are in no registry (the multiprocess exposition reads their files) and
+    are made on first count, so a process that counts nothing writes no file.
     """
-    counters = {
-        name: Counter(name, _selfstats.HELP[name], labelnames=labels, registry=None)
-        for name, labels in _selfstats.LABELS.items()
-    }
+    counters: dict[str, Counter] = {}
 
     def add(counter: str, amount: float, labels: dict[str, str]) -> None:
-        metric = counters[counter]
         names = _selfstats.LABELS[counter]
+        metric = counters.get(counter)
+        if metric is None:
+            # One counter object per name (two would overwrite each other's file value);
+            # _selfstats' lock is renewed after a fork.
+            with _selfstats._lock:
+                metric = counters.get(counter) or Counter(
+                    counter, _selfstats.HELP[counter], labelnames=names, registry=None
+                )
+                counters[counter] = metric
         (metric.labels(*[labels.get(name, "") for name in names]) if names else metric).inc(amount)
 
     return add

@@ -31,10 +31,12 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.openmetrics import exposition as _om
 
 UNDERSCORES = "underscores"
-#: Escapings under which a legacy-valid name is written unchanged (not ``dots``).
-_PLAIN_ESCAPINGS = frozenset({"underscores", "values", "allow-utf-8"})
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+#: Escapings under which a name of :data:`_NAME` characters is written unchanged: not
+#: ``dots``, and in OpenMetrics not ``values`` (which prefixes each sample name).
+_PLAIN_ESCAPINGS = {False: frozenset({"underscores", "values", "allow-utf-8"})}
+_PLAIN_ESCAPINGS[True] = frozenset({"underscores", "allow-utf-8"})
+#: Names the fast path writes (no ``:``, which OpenMetrics' sample escaping replaces).
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: Attribute on a child holding its rendered sample prefixes.
 _CACHE = "_obskit_exposition"
 
@@ -171,9 +173,7 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
     """Append ``metric``'s family to ``out`` as prometheus-client would; False if it cannot."""
     family = metric._get_metric()
     name = family.name
-    if not _METRIC_NAME.fullmatch(name) or not all(
-        _LABEL_NAME.fullmatch(label) for label in metric._labelnames
-    ):
+    if not _NAME.fullmatch(name) or not all(_NAME.fullmatch(label) for label in metric._labelnames):
         return False
     children = _children(metric)
     if children is None:
@@ -260,7 +260,11 @@ def render(
     registry: Any, openmetrics: bool, escaping: str = UNDERSCORES, version: str = "1.0.0"
 ) -> bytes:
     """``registry`` in the text format (or OpenMetrics), as prometheus-client renders it."""
-    if not _FAST or type(registry) is not CollectorRegistry or escaping not in _PLAIN_ESCAPINGS:
+    if (
+        not _FAST
+        or type(registry) is not CollectorRegistry
+        or escaping not in _PLAIN_ESCAPINGS[openmetrics]
+    ):
         return _upstream(registry, openmetrics, escaping, version).encode("utf-8")
     with registry._lock:
         collectors = list(registry._collector_to_names)

@@ -6,9 +6,11 @@ import asyncio
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -384,3 +386,29 @@ def test_multiprocess_mode_falls_back_to_prometheus_client(tmp_path: Path) -> No
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"multiprocess": True, "text": True, "om": True, "exemplar": True}
+
+
+def test_standalone_metrics_server_serves_the_fast_rendering() -> None:
+    """``init(metrics_port=...)`` serves the same bytes as prometheus-client renders, with
+    its content types, over real HTTP (OpenMetrics when asked, gzip when accepted)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handle = obskit.init(metrics_port=port, metrics_process_collectors=False)
+    assert handle.metrics_server is not None
+    with obskit.span("work"):
+        obskit.histogram("served_seconds", "Served.", ["kind"]).labels('a"b').observe(0.2)
+    registry = _metrics.store().registry
+    for accept, openmetrics in (("application/openmetrics-text", True), ("", False)):
+        for encoding in ("", "gzip"):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/metrics",
+                headers={"Accept": accept, "Accept-Encoding": encoding},
+            )
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                body, headers = reply.read(), reply.headers
+            assert headers["Content-Type"] == text_exposition.choose_encoder(accept)[1]
+            if encoding:
+                assert headers["Content-Encoding"] == "gzip"
+                body = gzip.decompress(body)
+            assert body == upstream(registry, openmetrics)

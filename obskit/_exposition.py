@@ -237,6 +237,15 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
     return True
 
 
+def _fast_or_false(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> bool:
+    """:func:`_render_fast`, False on any surprise (``out`` is only extended on success):
+    prometheus-client's encoder then renders the family, or raises as it would."""
+    try:
+        return _render_fast(metric, kind, openmetrics, out)
+    except Exception:
+        return False
+
+
 class _Families:
     """A collector yielding given families: prometheus-client's encoder for a part."""
 
@@ -274,7 +283,7 @@ def render(
         out.append(_upstream(_Families([target_info]), openmetrics, escaping, version, True))
     for collector in collectors:
         kind = _kind(collector)
-        if kind is None or not _render_fast(collector, kind, openmetrics, out):
+        if kind is None or not _fast_or_false(collector, kind, openmetrics, out):
             families = list(collector.collect())
             if families:
                 out.append(_upstream(_Families(families), openmetrics, escaping, version, True))

@@ -412,3 +412,17 @@ def test_standalone_metrics_server_serves_the_fast_rendering() -> None:
                 assert headers["Content-Encoding"] == "gzip"
                 body = gzip.decompress(body)
             assert body == upstream(registry, openmetrics)
+
+
+def test_a_surprise_in_the_fast_path_falls_back_to_prometheus_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the fast path fails on a family (a mock failure: nothing real makes it fail),
+    prometheus-client renders that family and the scrape is still byte-identical."""
+    registry = _registry()
+
+    def broken(*args: object) -> bool:
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr(_exposition, "_render_fast", broken)
+    assert_identical(registry)

@@ -20,6 +20,8 @@ import functools
 import gzip
 import re
 from collections.abc import Callable, Iterable
+from itertools import accumulate, compress
+from operator import add, attrgetter, methodcaller
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,6 +31,7 @@ from prometheus_client import metrics as _client_metrics
 from prometheus_client import utils as _utils
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.openmetrics import exposition as _om
+from prometheus_client.values import MutexValue
 
 UNDERSCORES = "underscores"
 #: Escapings under which a name of :data:`_NAME` characters is written unchanged: not
@@ -74,11 +77,34 @@ def _kind(collector: object) -> str | None:
     return None
 
 
+class _Texts(dict[Any, str]):
+    """``floatToGoString`` by value, memoised (bounded). Only for values that are never
+    ``-0.0`` (which equals ``0.0`` as a key): bucket counts, sums and counter totals,
+    built by adding to ``0.0``."""
+
+    def __missing__(self, value: Any) -> str:
+        text: str = floatToGoString(value)
+        if len(self) < 4096 and value == value:  # NaN never matches itself: not kept
+            self[value] = text
+        return text
+
+
+_texts = _Texts()
+#: ``MutexValue`` (single-process values) keeps its value and exemplar in these
+#: attributes (read under its lock by ``get()``; one attribute read is atomic here).
+_DIRECT = MutexValue.get.__code__.co_names == (
+    "_lock",
+    "_value",
+) and MutexValue.get_exemplar.__code__.co_names == ("_lock", "_exemplar")
+_read = attrgetter("_value")
+_read_exemplar = attrgetter("_exemplar")
+_get = methodcaller("get")
+_get_exemplar = methodcaller("get_exemplar")
 _formatted: dict[float, str] = {}
 
 
 def _go(value: Any) -> str:
-    """``floatToGoString(value)``, memoised for positive floats (counts, sums)."""
+    """``floatToGoString(value)``, memoised for positive floats (gauge values)."""
     text = _formatted.get(value) if type(value) is float and value > 0 else None
     if text is None:
         text = floatToGoString(value)
@@ -130,10 +156,11 @@ def _prefixes(child: Any, name: str, kind: str, pairs: list[tuple[str, str]]) ->
         head = "".join(part + "," for key, part in parts if key < "le")
         tail = "".join("," + part for key, part in parts if key > "le")
         start, end = f'{name}_bucket{{{head}le="', f'"{tail}}} '
+        # Each bucket's prefix, after the previous bucket's newline: one join per child.
         buckets = tuple(start + le + end for le in _les(child._upper_bounds))
         made = (
-            buckets,
-            f"{name}_count{braced}",
+            (buckets[0], *("\n" + bucket for bucket in buckets[1:])),
+            f"\n{name}_count{braced}",
             f"{name}_sum{braced}",
             f"{name}_created{braced}",
             [None] * len(buckets),  # per bucket: (exemplar, its text), the last one rendered
@@ -187,39 +214,43 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
         for pairs, child in children:
             total, created_prefix = _prefixes(child, name, kind, pairs)
             value = child._value
-            line = total + go(value.get())
+            line = total + _texts[value.get()]
             if openmetrics:
                 exemplar = value.get_exemplar()
                 lines.append(f"{line}{_exemplar(exemplar)}\n" if exemplar else line + "\n")
                 if use_created:
-                    lines.append(created_prefix + go(child._created) + "\n")
+                    lines.append(created_prefix + floatToGoString(child._created) + "\n")
             else:
                 lines.append(line + "\n")
                 if use_created:
-                    created.append(created_prefix + go(child._created) + "\n")
+                    created.append(created_prefix + floatToGoString(child._created) + "\n")
         text_name = name + "_total"
     elif kind == "gauge":
         for pairs, child in children:
             lines.append(_prefixes(child, name, kind, pairs) + go(child._value.get()) + "\n")
         text_name = name
     else:
+        texts = _texts
         for pairs, child in children:
-            buckets, count, total, created_prefix, seen = _prefixes(child, name, kind, pairs)
-            acc = 0.0
-            for index, (prefix, bucket) in enumerate(zip(buckets, child._buckets, strict=True)):
-                acc += bucket.get()
-                if openmetrics:
-                    exemplar = bucket.get_exemplar()
-                    if exemplar:
-                        text = _exemplar_text(seen, index, exemplar)
-                        lines.append(f"{prefix}{go(acc)}{text}\n")
-                        continue
-                lines.append(prefix + go(acc) + "\n")
-            lines.append(count + go(acc) + "\n")
+            segments, count, total, created_prefix, seen = _prefixes(child, name, kind, pairs)
+            buckets = child._buckets
+            direct = type(child._sum) is MutexValue and _DIRECT
+            # Cumulative counts as prometheus-client adds them (0.0 + b0, + b1, ...), read
+            # and formatted by C-level iteration: no Python call per bucket.
+            counts = list(accumulate(map(_read if direct else _get, buckets), initial=0.0))
+            del counts[0]
+            values = list(map(texts.__getitem__, counts))
+            if openmetrics:
+                exemplars = list(map(_read_exemplar if direct else _get_exemplar, buckets))
+                if any(exemplars):
+                    for index in compress(range(len(exemplars)), exemplars):
+                        values[index] += _exemplar_text(seen, index, exemplars[index])
+            lines.append("".join(map(add, segments, values)))
+            lines.append(count + texts[counts[-1]] + "\n")
             if child._upper_bounds[0] >= 0:
-                lines.append(total + go(child._sum.get()) + "\n")
+                lines.append(total + texts[child._sum.get()] + "\n")
             if use_created:
-                line = created_prefix + go(child._created) + "\n"
+                line = created_prefix + floatToGoString(child._created) + "\n"
                 (lines if openmetrics else created).append(line)
         text_name = name
     if openmetrics:

@@ -144,7 +144,8 @@ def _prefixes(child: Any, name: str, kind: str, pairs: list[tuple[str, str]]) ->
     cached = getattr(child, _CACHE, None)
     if cached is not None and cached[0] == name:
         return cached[1]
-    parts = [(key, f'{key}="{_label_value(value)}"') for key, value in sorted(pairs)]
+    items = sorted(dict(pairs).items())  # as prometheus-client: a dict, sorted by name
+    parts = [(key, f'{key}="{_label_value(value)}"') for key, value in items]
     labels = ",".join(part for _, part in parts)
     braced = f"{{{labels}}} " if labels else " "
     if kind == "counter":

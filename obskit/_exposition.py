@@ -20,8 +20,8 @@ import functools
 import gzip
 import re
 from collections.abc import Callable, Iterable
-from itertools import accumulate, compress
-from operator import add, attrgetter, methodcaller
+from itertools import accumulate, chain, compress, repeat
+from operator import attrgetter, methodcaller
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -129,21 +129,18 @@ _bounds: dict[tuple[float, ...], tuple[str, ...]] = {}
 
 
 def _les(bounds: list[float]) -> tuple[str, ...]:
-    """The ``le`` label values of ``bounds`` (shared by every child with those buckets)."""
+    """The ``le="..."`` labels of ``bounds`` (shared by every child with those buckets)."""
     key = tuple(bounds)
     les = _bounds.get(key)
     if les is None:
-        les = tuple(floatToGoString(bound) for bound in bounds)
+        les = tuple(f'le="{floatToGoString(bound)}"' for bound in bounds)
         if len(_bounds) < 256:
             _bounds[key] = les
     return les
 
 
 def _prefixes(child: Any, name: str, kind: str, pairs: list[tuple[str, str]]) -> Any:
-    """The text before each of a child's values (``name{labels} ``), cached on the child."""
-    cached = getattr(child, _CACHE, None)
-    if cached is not None and cached[0] == name:
-        return cached[1]
+    """The text around each of a child's values (``name{labels} ``)."""
     items = sorted(dict(pairs).items())  # as prometheus-client: a dict, sorted by name
     parts = [(key, f'{key}="{_label_value(value)}"') for key, value in items]
     labels = ",".join(part for _, part in parts)
@@ -154,19 +151,17 @@ def _prefixes(child: Any, name: str, kind: str, pairs: list[tuple[str, str]]) ->
         made = f"{name}{braced}"
     else:
         # "le" joins the child's labels in sorted position, as prometheus-client sorts them.
+        # Kept per child: the text before and after ``le="..."`` (the ``le`` texts are shared).
         head = "".join(part + "," for key, part in parts if key < "le")
         tail = "".join("," + part for key, part in parts if key > "le")
-        start, end = f'{name}_bucket{{{head}le="', f'"{tail}}} '
-        # Each bucket's prefix, after the previous bucket's newline: one join per child.
-        buckets = tuple(start + le + end for le in _les(child._upper_bounds))
         made = (
-            (buckets[0], *("\n" + bucket for bucket in buckets[1:])),
-            f"\n{name}_count{braced}",
+            f"{name}_bucket{{{head}",
+            f"{tail}}} ",
+            f"{name}_count{braced}",
             f"{name}_sum{braced}",
             f"{name}_created{braced}",
-            [None] * len(buckets),  # per bucket: (exemplar, its text), the last one rendered
+            [None] * len(child._upper_bounds),  # per bucket: (exemplar, its text), the last one
         )
-    setattr(child, _CACHE, (name, made))
     return made
 
 
@@ -180,20 +175,35 @@ def _exemplar_text(seen: list[Any], index: int, exemplar: Any) -> str:
     return text
 
 
-def _children(metric: Any) -> list[tuple[list[tuple[str, str]], Any]] | None:
-    """(label pairs, child) of each series, or None if one has its own ``_child_samples``."""
+def _children(metric: Any, name: str, kind: str) -> list[tuple[Any, Any]] | None:
+    """(child, its texts) for each series, or None if one has its own ``_child_samples``.
+
+    The texts are cached on the metric by label values (a child's never change); an entry
+    is remade when its child was replaced, and entries of removed children are dropped.
+    """
     if metric._is_parent():
         with metric._lock:
             children = metric._metrics.copy()
-        names = metric._labelnames
-        found = [
-            (list(zip(names, values, strict=False)), child) for values, child in children.items()
-        ]
     else:
-        found = [([], metric)]
-    for _, child in found:
-        if "_child_samples" in child.__dict__:  # Gauge.set_function
+        children = {(): metric}
+    cached = metric.__dict__.get(_CACHE)
+    if cached is None or cached[0] != name:
+        cached = (name, {})
+        setattr(metric, _CACHE, cached)
+    texts: dict[tuple[str, ...], tuple[Any, Any]] = cached[1]
+    found = []
+    names = metric._labelnames
+    gauge = kind == "gauge"
+    for values, child in children.items():
+        if gauge and "_child_samples" in child.__dict__:  # Gauge.set_function
             return None
+        entry = texts.get(values)
+        if entry is None or entry[0] is not child:
+            pairs = list(zip(names, values, strict=False))
+            entry = texts[values] = (child, _prefixes(child, name, kind, pairs))
+        found.append(entry)
+    if len(texts) > len(children):
+        setattr(metric, _CACHE, (name, {values: texts[values] for values in children}))
     return found
 
 
@@ -203,7 +213,7 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
     name = family.name
     if not _NAME.fullmatch(name) or not all(_NAME.fullmatch(label) for label in metric._labelnames):
         return False
-    children = _children(metric)
+    children = _children(metric, name, kind)
     if children is None:
         return False
     use_created = _client_metrics._use_created
@@ -212,8 +222,7 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
     created: list[str] = []
     go = _go
     if kind == "counter":
-        for pairs, child in children:
-            total, created_prefix = _prefixes(child, name, kind, pairs)
+        for child, (total, created_prefix) in children:
             value = child._value
             line = total + _texts[value.get()]
             if openmetrics:
@@ -227,13 +236,13 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
                     created.append(created_prefix + floatToGoString(child._created) + "\n")
         text_name = name + "_total"
     elif kind == "gauge":
-        for pairs, child in children:
-            lines.append(_prefixes(child, name, kind, pairs) + go(child._value.get()) + "\n")
+        for child, prefix in children:
+            lines.append(prefix + go(child._value.get()) + "\n")
         text_name = name
     else:
         texts = _texts
-        for pairs, child in children:
-            segments, count, total, created_prefix, seen = _prefixes(child, name, kind, pairs)
+        newlines = repeat("\n")
+        for child, (start, end, count, total, created_prefix, seen) in children:
             buckets = child._buckets
             direct = type(child._sum) is MutexValue and _DIRECT
             # Cumulative counts as prometheus-client adds them (0.0 + b0, + b1, ...), read
@@ -246,7 +255,9 @@ def _render_fast(metric: Any, kind: str, openmetrics: bool, out: list[str]) -> b
                 if any(exemplars):
                     for index in compress(range(len(exemplars)), exemplars):
                         values[index] += _exemplar_text(seen, index, exemplars[index])
-            lines.append("".join(map(add, segments, values)))
+            # start le="..." end value\n, per bucket: joined by C-level iteration.
+            parts = zip(repeat(start), _les(child._upper_bounds), repeat(end), values, newlines)
+            lines.append("".join(chain.from_iterable(parts)))
             lines.append(count + texts[counts[-1]] + "\n")
             if child._upper_bounds[0] >= 0:
                 lines.append(total + texts[child._sum.get()] + "\n")

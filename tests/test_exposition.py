@@ -100,7 +100,8 @@ def test_counters_gauges_histograms_with_nasty_labels_match() -> None:
     hits.labels("e", "x", "POST").inc(2, exemplar(7))  # a counter exemplar (OpenMetrics only)
     assert_identical(registry)
     for metric in (hits, depth, latency, plain):  # rendered by the fast path, not upstream's
-        assert all(hasattr(child, "_obskit_exposition") for child in metric._metrics.values())
+        cached = metric.__dict__["_obskit_exposition"][1]
+        assert cached.keys() == metric._metrics.keys()
 
 
 def test_special_values_and_labelless_and_empty_metrics_match() -> None:
@@ -151,6 +152,8 @@ def test_other_families_fall_back_to_prometheus_client() -> None:
     Gauge("fn", "Fn.", registry=registry).set_function(lambda: 42)
     labelled = ObskitGauge("fnl", "Fn labelled.", ["k"], registry=registry)
     labelled.labels("a").set(1)
+    labelled.labels("b").set(7)
+    assert_identical(registry)  # fast, then a series gets its own function:
     labelled.labels("b").set_function(lambda: 7)
     ObskitCounter("sized_bytes", "Sized.", ["k"], unit="bytes", registry=registry).labels("a").inc()
     histogram = HistogramMetricFamily("ch", "Custom.", labels=["k"])
@@ -207,6 +210,7 @@ def test_cache_follows_removed_cleared_and_new_children() -> None:
     latency.labels("a").observe(0.1, exemplar(2))  # same bucket, a newer exemplar
     latency.labels("d").observe(7)
     ours = _exposition.render(registry, True)
+    assert latency.__dict__["_obskit_exposition"][1].keys() == {("a",), ("c",), ("d",)}
     assert b'k="b"' not in ours
     assert exemplar(2)["trace_id"].encode() in ours
     assert_identical(registry)

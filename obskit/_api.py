@@ -142,8 +142,7 @@ def gauge(
 
 def metrics_wsgi_app() -> Callable[..., Any]:
     """A WSGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
-    from prometheus_client import make_wsgi_app
-
+    from obskit._exposition import make_wsgi_app
     from obskit._metrics import store
 
     return make_wsgi_app(store().exposition())
@@ -151,8 +150,7 @@ def metrics_wsgi_app() -> Callable[..., Any]:
 
 def metrics_asgi_app() -> Callable[..., Any]:
     """An ASGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
-    from prometheus_client import make_asgi_app
-
+    from obskit._exposition import make_asgi_app
     from obskit._metrics import store
 
     return make_asgi_app(store().exposition())

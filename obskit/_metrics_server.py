@@ -3,13 +3,44 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
 _log = logging.getLogger("obskit")
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """A thread per request, daemon threads (as prometheus-client's server)."""
+
+    daemon_threads = True
+
+
+class _SilentHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing (as prometheus-client's server)."""
+
+
+def start_http_server(port: int, addr: str, registry: CollectorRegistry) -> tuple[Any, Any]:
+    """prometheus-client's ``start_http_server`` (no TLS), serving obskit's fast exposition."""
+    from obskit._exposition import make_wsgi_app
+
+    infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = next(iter(infos))
+
+    class Server(_ThreadingServer):
+        address_family = family
+
+    httpd = make_server(
+        str(sockaddr[0]), port, make_wsgi_app(registry), Server, handler_class=_SilentHandler
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 class MetricsServer:

@@ -29,8 +29,7 @@ _STATE = "_obskit_request"
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """A view serving obskit's metrics (OpenMetrics with exemplars when asked, gzip)."""
-    from prometheus_client.exposition import choose_encoder, gzip_accepted
-
+    from obskit._exposition import choose_encoder, gzip_accepted
     from obskit._metrics import store
 
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

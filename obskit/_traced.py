@@ -253,18 +253,7 @@ def _async_wrapper(site: _Site) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return await wrapped(*args, **kwargs)
-        span, token = site.open() if site.tracer is not None else _NOTHING
-        started = _perf_counter()
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as error:
-            site.finish(span, started, error)
-            raise
-        finally:
-            if token is not None:
-                _fast_detach(token)
-        site.finish(span, started, None)
-        return result
+        return await _traced_coroutine(site, wrapped, args, kwargs)
 
     return wrapper
 
@@ -456,7 +445,8 @@ class _AsyncFunctionWrapper(_FunctionWrapper):
 async def _traced_coroutine(
     site: _Site, wrapped: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
-    """The traced await of ``wrapped(*args, **kwargs)`` (as :func:`_async_wrapper`'s)."""
+    """The traced await of ``wrapped(*args, **kwargs)``: for plain coroutine functions
+    (returned by the proxy's ``__call__``) and, from :func:`_async_wrapper`, methods."""
     span, token = site.open() if site.tracer is not None else _NOTHING
     started = _perf_counter()
     try:

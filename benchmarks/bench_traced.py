@@ -160,9 +160,8 @@ def peers(cases: dict[str, Callable[[int], float]], notes: list[str]) -> None:
         notes.append("ddtrace not installed: peer skipped")
 
 
-def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    calls = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+def set_up() -> tuple[Any, Histogram]:
+    """Initialise obskit as every case needs it; return the floor's tracer and histogram."""
     handle = obskit.init(
         service_name="bench", traces_exporter="none", log_format="json", log_level="warning"
     )
@@ -175,6 +174,13 @@ def main() -> None:
         registry=CollectorRegistry(),
         buckets=handle.settings.histogram_buckets,
     )
+    return tracer, histogram
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    calls = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    tracer, histogram = set_up()
     floor, afloor = make_floor(tracer, histogram)
     # The same floor also setting the three semantic-convention code attributes that
     # @obskit.traced puts on every span (informational: it shows what they cost).

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context
-from prometheus_client import CollectorRegistry, Histogram
 
 import obskit
 
@@ -30,18 +29,7 @@ import bench_traced
 
 def main() -> None:
     case, seconds = sys.argv[1], float(sys.argv[2])
-    handle = obskit.init(
-        service_name="bench", traces_exporter="none", log_format="json", log_level="warning"
-    )
-    assert handle.tracer_provider is not None
-    tracer = handle.tracer_provider.get_tracer("floor")
-    histogram = Histogram(
-        "floor_duration_seconds",
-        "Floor.",
-        ["function", "outcome"],
-        registry=CollectorRegistry(),
-        buckets=handle.settings.histogram_buckets,
-    )
+    tracer, histogram = bench_traced.set_up()
     floor, _ = bench_traced.make_floor(tracer, histogram)
     cases: dict[str, Callable[[int], Any]] = {
         "floor": floor,

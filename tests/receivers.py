@@ -145,6 +145,15 @@ class OtlpHttpReceiver(_Store):
         self._server.server_close()
 
 
+def serve_grpc(service: Any) -> tuple[Any, int]:
+    """A started grpcio server on 127.0.0.1 for an OTLP trace ``service``; (server, port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
 class OtlpGrpcReceiver(_Store):
     """An OTLP/gRPC trace receiver on 127.0.0.1 (a real grpcio server)."""
 
@@ -157,11 +166,8 @@ class OtlpGrpcReceiver(_Store):
                 store.add(request, dict(context.invocation_metadata()))
                 return trace_service_pb2.ExportTraceServiceResponse()
 
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server, self.port = serve_grpc(Service())
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server.start()
 
     def close(self) -> None:
         self._server.stop(grace=None).wait()

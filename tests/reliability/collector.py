@@ -8,11 +8,10 @@ import socket
 import struct
 import threading
 import time
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.receivers import _Store, accept_export
+from tests.receivers import _Store, accept_export, serve_grpc
 
 
 class FaultyCollector(_Store):
@@ -109,7 +108,6 @@ class FaultyGrpcCollector:
     the status ``code`` (``grpc.StatusCode``)."""
 
     def __init__(self, code: Any) -> None:
-        import grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
         self.code = code
@@ -121,11 +119,8 @@ class FaultyGrpcCollector:
                 collector.attempts += 1
                 context.abort(collector.code, "injected by the test collector")
 
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server, self.port = serve_grpc(Service())
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server.start()
 
     def close(self) -> None:
         self._server.stop(grace=None).wait()

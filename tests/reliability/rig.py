@@ -48,10 +48,16 @@ def flask_gunicorn(
 
 
 def paced_load(
-    url: str, rate: float, seconds: float, threads: int = 4, path: str = "/post/{n}"
+    url: str,
+    rate: float,
+    seconds: float,
+    threads: int = 4,
+    path: str = "/post/{n}",
+    latencies: list[float] | None = None,
 ) -> collections.Counter[int]:
     """~``rate`` req/s for ``seconds`` from ``threads`` client threads; status counts
-    (0 = the request failed at the HTTP level)."""
+    (0 = the request failed at the HTTP level). Each request's seconds are appended to
+    ``latencies`` when given."""
     statuses: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -65,14 +71,18 @@ def paced_load(
             if pause > 0:
                 time.sleep(pause)
             next_at += gap
+            started = time.perf_counter()
             try:
                 with urllib.request.urlopen(url + path.format(n=n), timeout=10) as reply:
                     reply.read()
                     status = reply.status
             except Exception:
                 status = 0
+            elapsed = time.perf_counter() - started
             with lock:
                 statuses[status] += 1
+                if latencies is not None:
+                    latencies.append(elapsed)
             n += threads
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]

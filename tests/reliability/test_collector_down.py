@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import json
 import statistics
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.collector import FaultyCollector
+from tests.reliability.rig import paced_load, process_figures, worker_pids
 from tests.servers import Server
 
 RATE = 200  # requests per second, all client threads together
@@ -57,37 +57,7 @@ def _gunicorn(tmp_path: Path, name: str, env: dict[str, str]) -> Server:
 def _load(server: Server, seconds: float) -> tuple[list[float], collections.Counter[int]]:
     """~RATE req/s for ``seconds`` from THREADS threads; latencies and status counts."""
     latencies: list[float] = []
-    statuses: collections.Counter[int] = collections.Counter()
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-    gap = THREADS / RATE
-
-    def worker(index: int) -> None:
-        next_at = time.monotonic() + index * gap / THREADS
-        n = index
-        while time.monotonic() < deadline:
-            pause = next_at - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            next_at += gap
-            started = time.perf_counter()
-            try:
-                with urllib.request.urlopen(f"{server.url}/post/{n}", timeout=10) as reply:
-                    reply.read()
-                    status = reply.status
-            except Exception:
-                status = 0
-            elapsed = time.perf_counter() - started
-            with lock:
-                latencies.append(elapsed)
-                statuses[status] += 1
-            n += THREADS
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = paced_load(server.url, RATE, seconds, THREADS, latencies=latencies)
     return latencies, statuses
 
 
@@ -97,17 +67,7 @@ def _p99(latencies: list[float]) -> float:
 
 def _worker_rss(server: Server) -> dict[int, int]:
     """RSS in kB of each gunicorn worker (the master's children)."""
-    master = server.process.pid
-    rss = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == str(master) and "VmRSS" in fields:
-            rss[int(status.parent.name)] = int(fields["VmRSS"].split()[0])
-    return rss
+    return {pid: process_figures(pid)["rss_kb"] for pid in worker_pids(server)}
 
 
 def _self_counters(server: Server) -> dict[str, float]:

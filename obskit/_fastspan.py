@@ -86,6 +86,8 @@ __all__ = [
     "detach",
     "end_span",
     "fast_tracer",
+    "plain_fit",
+    "rename_and_set",
     "start_span",
     "trusted_attributes",
 ]
@@ -180,6 +182,78 @@ def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, 
         if not ok:
             return None
     return cleaned
+
+
+def plain_fit(tracer: Any, attributes: Mapping[str, Any]) -> bool:
+    """Whether the SDK would store ``attributes`` (non-empty string keys, ``str``/``int``
+    values) exactly as given on ``tracer``'s spans: within the count and length limits.
+
+    The cheap per-call form of :func:`trusted_attributes` for attributes obskit builds
+    from plain values (an HTTP request's): True means they may be passed as trusted.
+    """
+    limits = tracer._span_limits
+    maxlen = limits.max_span_attributes
+    if maxlen is not None and len(attributes) > maxlen:
+        return False
+    limit = limits.max_span_attribute_length
+    for key, value in attributes.items():
+        if type(key) is not str or not key:
+            return False
+        kind = type(value)
+        if kind is str:
+            if limit is not None and len(value) > limit:
+                return False
+        elif kind is not int:
+            return False
+    return True
+
+
+#: Whether BoundedAttributes stores an item as ``_setitem_locked`` (under its lock)
+#: after cleaning it: then a clean value can be stored by that step alone.
+_SETITEM_LOCKED = _AVAILABLE and hasattr(BoundedAttributes, "_setitem_locked")
+#: The SDK span methods :func:`rename_and_set` stands for; if something wraps them
+#: later (another instrumentation, a test's fault), the calls go to the wrapper.
+_SDK_METHODS = (_Span.update_name, _Span.set_attribute) if _AVAILABLE else ()
+
+
+def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -> bool:
+    """``span.update_name(name)`` (unless None), then ``span.set_attribute(key, value)``
+    for each plain attribute, without the SDK's per-call cleaning of values that need none.
+
+    Returns False, having done nothing, unless ``span`` is a live SDK span and every
+    value is a ``str`` within the length limit or an ``int``: the caller then makes the
+    SDK calls (which also warn about an ended span, as before).
+    """
+    if (
+        not _SETITEM_LOCKED
+        or type(span) is not _Span
+        or (_Span.update_name, _Span.set_attribute) != _SDK_METHODS
+    ):
+        return False
+    bounded = span._attributes
+    if type(bounded) is not BoundedAttributes or getattr(bounded, "_immutable", False):
+        return False
+    if bounded.maxlen == 0:
+        return False
+    limit = bounded.max_value_len
+    for key, value in attributes.items():
+        kind = type(value)
+        if type(key) is not str or not key:
+            return False
+        if kind is str:
+            if limit is not None and len(value) > limit:
+                return False
+        elif kind is not int:
+            return False
+    with span._lock:
+        if span._end_time is not None:
+            return False
+        if name is not None:
+            span._name = name
+        with bounded._lock:
+            for key, value in attributes.items():
+                bounded._setitem_locked(key, value)
+    return True
 
 
 def _detach_var(token: Any) -> None:

@@ -16,13 +16,19 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from structlog.contextvars import clear_contextvars
 
-from obskit import _runtime, _safety
-from obskit._fastspan import end_span, start_span
+from obskit import _access_line, _runtime, _safety
+from obskit._fastspan import end_span, fast_tracer, plain_fit, rename_and_set, start_span
 from obskit._ids import hex_ids
-from obskit._logs import get_logger
-from obskit._metrics import ObskitGauge, ObskitHistogram, exemplar_of, observe_trusted, store
+from obskit._logs import clear_bound
+from obskit._metrics import (
+    ObskitGauge,
+    ObskitHistogram,
+    add_trusted,
+    exemplar_of,
+    observe_trusted,
+    store,
+)
 
 UNMATCHED = "<unmatched>"
 REDACTED = "[REDACTED]"
@@ -60,10 +66,6 @@ SENSITIVE_PARTS = (
 )
 #: ...or is exactly one of these.
 SENSITIVE_NAMES = frozenset({"sig", "pwd", "key", "pass", "code"})
-
-#: One logger for every access line: the shared pipeline it writes through is
-#: reconfigured in place by init(), so it never goes stale.
-_access_log = get_logger("obskit.access")
 
 
 class HttpMetrics:
@@ -194,7 +196,7 @@ class ServerRequest:
         self._started = time.perf_counter()
         self._finished = False
         self._client_address = client_address if settings.capture_pii else None
-        clear_contextvars()  # bound fields never leak from the previous request on this thread
+        clear_bound()  # bound fields never leak from the previous request on this thread
         attributes: dict[str, Any] = {
             "http.request.method": self.method,
             "url.path": path,
@@ -215,26 +217,36 @@ class ServerRequest:
             attributes["network.protocol.version"] = protocol
         if self._client_address:
             attributes["client.address"] = self._client_address
+        captured = False
         for name in settings.http_capture_request_headers:
             if name in headers:
+                captured = True
                 attributes[f"http.request.header.{name}"] = [
                     self._header_value(name, headers[name])
                 ]
-        try:
-            parent = propagate.extract(headers)
-        except Exception as error:  # a propagator must not break the request
-            _safety.report("http.extract", error)
-            parent = otel_context.Context()
-        self.span: Span = start_span(
-            telemetry.tracer,
-            self.method,
-            kind=SpanKind.SERVER,
-            context=parent,
-            attributes=attributes,
-        )
-        self.context = trace.set_span_in_context(self.span, parent)
+        if "traceparent" not in headers and "baggage" not in headers and _w3c_only():
+            parent = otel_context.Context()  # what extract() returns: nothing to continue
+        else:
+            try:
+                parent = propagate.extract(headers)
+            except Exception as error:  # a propagator must not break the request
+                _safety.report("http.extract", error)
+                parent = otel_context.Context()
+        tracer = telemetry.tracer
+        span: Span | None = None
+        fast = fast_tracer(tracer)
+        if fast is not None and not captured and plain_fit(tracer, attributes):
+            span = fast.start(
+                self.method, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
+            )
+        if span is None:
+            span = start_span(
+                tracer, self.method, kind=SpanKind.SERVER, context=parent, attributes=attributes
+            )
+        self.span = span
+        self.context = trace.set_span_in_context(span, parent)
         self._active = metrics.active_child(self.method)
-        self._active.inc()
+        add_trusted(self._active, 1)
 
     def _header_value(self, name: str, value: str) -> str:
         return REDACTED if is_sensitive(name, self._settings.http_redact) else value
@@ -290,18 +302,24 @@ class ServerRequest:
         except Exception as internal:
             _safety.report("http", internal)
         finally:
-            self._active.dec()
+            add_trusted(self._active, -1)
             end_span(self.span)
 
     def _finish(self, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - self._started
         span = self.span
         status = self.status if self.status is not None else (500 if error else None)
+        name = f"{self.method} {self.route}" if self.route else None
+        attributes: dict[str, Any] = {}
         if self.route:
-            span.update_name(f"{self.method} {self.route}")
-            span.set_attribute("http.route", self.route)
+            attributes["http.route"] = self.route
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
+            attributes["http.response.status_code"] = status
+        if not rename_and_set(span, name, attributes):
+            if name is not None:
+                span.update_name(name)
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
         if error is not None:
             self.record_exception(error)
         elif status is not None and status >= 500:
@@ -313,16 +331,36 @@ class ServerRequest:
         )
         observe_trusted(child, elapsed, exemplar)
         if self._settings.http_access_log:
-            fields: dict[str, Any] = {
-                "http.request.method": self.method,
-                "http.route": route,
-                "url.path": self.path,
-                "http.response.status_code": status,
-                "duration_ms": round(elapsed * 1000, 3),
-            }
-            if self._client_address:
-                fields["client.address"] = self._client_address
-            _access_log.info(f"{self.method} {self.path} {status}", **fields)
+            _access_line.write(
+                self.method,
+                route,
+                self.path,
+                status,
+                round(elapsed * 1000, 3),
+                self._client_address,
+            )
+
+
+#: (the global text-map propagator seen last, whether it is W3C trace context and/or
+#: baggage only: then a request without those headers continues nothing).
+_w3c: tuple[Any, bool] = (None, False)
+
+
+def _w3c_only() -> bool:
+    global _w3c
+    textmap = propagate.get_global_textmap()
+    cached = _w3c
+    if cached[0] is not textmap:
+        from opentelemetry.baggage.propagation import W3CBaggagePropagator
+        from opentelemetry.propagators.composite import CompositePropagator
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        known = (TraceContextTextMapPropagator, W3CBaggagePropagator)
+        only = type(textmap) is CompositePropagator and all(
+            type(member) in known for member in getattr(textmap, "_propagators", [None])
+        )
+        cached = _w3c = (textmap, only)
+    return cached[1]
 
 
 def current_telemetry() -> Any:

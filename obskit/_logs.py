@@ -69,6 +69,32 @@ def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
     return event
 
 
+#: structlog's registry of the context variables ``bind_contextvars`` created (None
+#: in a structlog without it: then the helpers below defer to structlog's functions).
+_BOUND: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+
+
+def nothing_bound() -> bool:
+    """Whether no structlog context variable has a value in the current context."""
+    if not _BOUND:
+        return _BOUND is not None  # none was ever bound (or an unknown structlog)
+    return all(variable.get() is Ellipsis for variable in tuple(_BOUND.values()))
+
+
+def clear_bound() -> None:
+    """``structlog.contextvars.clear_contextvars()``, without copying the context.
+
+    Equivalent: a variable that is not set reads as unset (``...``) either way.
+    """
+    if not _BOUND:
+        if _BOUND is None:
+            structlog.contextvars.clear_contextvars()
+        return
+    for variable in tuple(_BOUND.values()):
+        if variable.get() is not Ellipsis:
+            variable.set(Ellipsis)
+
+
 #: (whole second, its "YYYY-MM-DDTHH:MM:SS" text): the date part of the last timestamp.
 _last_second: tuple[int, str] = (-1, "")
 
@@ -85,8 +111,9 @@ def _second_text(second: int) -> str:
 def _utc_now_iso() -> str:
     """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it (no datetime per line)."""
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-    text = _second_text(second)
-    return f"{text}.{micro:06d}Z" if micro else f"{text}Z"
+    cached = _last_second
+    text = cached[1] if cached[0] == second else _second_text(second)
+    return "%s.%06dZ" % (text, micro) if micro else text + "Z"  # noqa: UP031 - the fastest
 
 
 def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:

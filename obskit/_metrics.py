@@ -174,6 +174,16 @@ def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | Non
             break
 
 
+def add_trusted(child: Any, amount: float) -> None:
+    """``Gauge.inc(amount)`` on an observable child of a gauge not in ``mostrecent`` mode."""
+    value = child._value
+    if _INLINE_MUTEX and type(value) is MutexValue:
+        with value._lock:
+            value._value += amount
+        return
+    value.inc(amount)
+
+
 _histogram_observe: Callable[[Any, float, dict[str, str] | None], None] = (
     _observe_unchecked
     if set(Histogram.observe.__code__.co_names) == _OBSERVE_NAMES

@@ -357,3 +357,69 @@ def test_start_span_helper_validates_attributes_like_the_sdk(
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
     assert first.dropped_attributes == 1
+
+
+def test_plain_fit_accepts_only_what_the_sdk_stores_unchanged(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """HTTP server attributes (str/int within the limits) are passed as trusted; others not."""
+    tracer, _ = setup
+    assert _fastspan.plain_fit(tracer, {"url.path": "/a", "server.port": 80})
+    assert not _fastspan.plain_fit(tracer, {"flag": True, "x": 1.5} | {"seq": ["a"]})
+    assert not _fastspan.plain_fit(tracer, {"value": None})
+    limit = tracer._span_limits.max_span_attribute_length
+    if limit is not None:
+        assert not _fastspan.plain_fit(tracer, {"url.path": "x" * (limit + 1)})
+    maxlen = tracer._span_limits.max_span_attributes
+    assert not _fastspan.plain_fit(tracer, {f"k{n}": n for n in range(maxlen + 1)})
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_rename_and_set_equals_update_name_and_set_attribute(
+    setup: tuple[Any, InMemorySpanExporter], sampled: bool
+) -> None:
+    """The server span's end-of-request name and attributes: fast and SDK spans export the same."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, _parent(sampled=sampled))
+    # An attribute already present moves to the end, as BoundedAttributes does.
+    attributes = {
+        "http.route": "/orders/<id>",
+        "tier": "platinum",
+        "http.response.status_code": 503,
+    }
+    done = _fastspan.rename_and_set(quick, "GET /o/<id>", attributes)
+    assert done is (type(quick) is not NonRecordingSpan)
+    slow.update_name("GET /o/<id>")
+    for key, value in attributes.items():
+        slow.set_attribute(key, value)
+    quick.end()
+    slow.end()
+    if sampled:
+        first, second = exporter.get_finished_spans()
+        _assert_same_content(first, second)
+        assert first.name == "GET /o/<id>"
+
+
+def test_rename_and_set_leaves_unusual_cases_to_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ended spans, values needing cleaning and wrapped SDK methods: nothing done, False."""
+    tracer, _ = setup
+    quick, slow = _both(tracer, None)
+    assert not _fastspan.rename_and_set(quick, "n", {"value": 1.5})
+    assert not _fastspan.rename_and_set(quick, "n", {"": "empty key"})
+    limit = tracer._span_limits.max_span_attribute_length
+    if limit is not None:
+        assert not _fastspan.rename_and_set(quick, "n", {"long": "x" * (limit + 1)})
+    from opentelemetry.sdk.trace import Span as SdkSpan
+
+    original = SdkSpan.set_attribute
+    monkeypatch.setattr(SdkSpan, "set_attribute", lambda *a: original(*a))
+    assert not _fastspan.rename_and_set(quick, "n", {"ok": 1})
+    monkeypatch.undo()
+    assert _fastspan.rename_and_set(quick, "renamed", {"ok": 1})
+    quick.end()
+    assert not _fastspan.rename_and_set(quick, "late", {"ok": 2})
+    assert quick.name == "renamed"
+    assert quick.attributes["ok"] == 1
+    slow.end()

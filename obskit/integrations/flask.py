@@ -11,7 +11,7 @@ exception its error handling saw. Flask's behaviour and responses are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, got_request_exception, request, request_finished
@@ -23,6 +23,12 @@ from obskit._http import (
     server_address,
     server_port,
 )
+
+_request_context: Any
+try:  # the context variable behind flask.request: reading it skips two proxy lookups
+    from flask.globals import _cv_request as _request_context
+except ImportError:  # pragma: no cover - a Flask without it: the proxy is used
+    _request_context = None
 
 _ENVIRON_KEY = "obskit.request"
 StartResponse = Callable[..., Any]
@@ -45,21 +51,30 @@ def instrument_flask(app: Flask) -> Flask:
     return app
 
 
+def _current_request() -> Any:
+    """Flask's current request object, or None outside a request context."""
+    if _request_context is not None:
+        return getattr(_request_context.get(None), "request", None)
+    return request._get_current_object() if request else None  # type: ignore[attr-defined]
+
+
 def _on_response(sender: Flask, response: Response, **extra: Any) -> None:
-    state = request.environ.get(_ENVIRON_KEY)
+    current = _current_request()
+    state = current.environ.get(_ENVIRON_KEY) if current is not None else None
     if state is not None:
         state.streamed = response.is_streamed
 
 
 def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
-    state = request.environ.get(_ENVIRON_KEY)
+    current = _current_request()
+    state = current.environ.get(_ENVIRON_KEY) if current is not None else None
     if state is not None:
-        state.route = _route()
+        state.route = _route(current)
         state.record_exception(exception)
 
 
-def _route() -> str | None:
-    rule = request.url_rule
+def _route(current: Any) -> str | None:
+    rule = current.url_rule
     return rule.rule if rule is not None else None
 
 
@@ -88,7 +103,7 @@ class _Middleware:
                 telemetry,
                 environ.get("REQUEST_METHOD", "GET"),
                 path,
-                _headers(environ),
+                _EnvironHeaders(environ),
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 query=environ.get("QUERY_STRING", ""),
                 server_address=address,
@@ -105,7 +120,9 @@ class _Middleware:
 
         def observing_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             try:
-                state.route = _route() if request else state.route
+                current = _current_request()
+                if current is not None:
+                    state.route = _route(current)
                 code = int(status.split(" ", 1)[0])
                 captured = (
                     {k.lower(): v for k, v in headers}
@@ -188,12 +205,49 @@ def _server(environ: dict[str, Any]) -> tuple[str | None, int | None]:
     return found
 
 
-def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    if environ.get("CONTENT_TYPE"):
-        headers["content-type"] = environ["CONTENT_TYPE"]
-    return headers
+class _EnvironHeaders(Mapping[str, str]):
+    """The request headers of a WSGI environ by lower-case name, read in place
+    (``user-agent`` is ``HTTP_USER_AGENT``; ``content-type`` is ``CONTENT_TYPE``)."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: object) -> str | None:
+        if not isinstance(name, str) or "_" in name or name.lower() != name:
+            return None  # names are lower-case; "x_a" is not one the environ can hold
+        if name == "content-type":
+            return "CONTENT_TYPE"
+        return "HTTP_" + name.upper().replace("-", "_")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = self._key(name)
+        if key is None:
+            return default
+        value = self._environ.get(key)
+        return default if value is None or (key == "CONTENT_TYPE" and not value) else value
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, name: object) -> bool:
+        return self.get(name) is not None  # type: ignore[arg-type]
+
+    def _names(self) -> list[str]:
+        names = [
+            key[5:].replace("_", "-").lower() for key in self._environ if key.startswith("HTTP_")
+        ]
+        if self._environ.get("CONTENT_TYPE"):
+            names.append("content-type")
+        return names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())

@@ -1,0 +1,139 @@
+"""The ``obskit.access`` line of an HTTP request, formatted directly.
+
+Every request writes one access line, so it is the hottest log call obskit makes.
+Its fields are fixed (method, route, path, status, duration, optionally the client
+address) and plain (strings and numbers), so the JSON line the log pipeline would
+render can be written with one format string: the same fields, in the same order,
+with the same values and the same escaping as ``get_logger("obskit.access").info(...)``
+through the JSON chain.
+
+The direct path is taken only when that equivalence is certain: the JSON chain is
+unchanged since ``init()`` (no console renderer, no test clock, no injected fault),
+no structlog context variable is bound (``obskit.bind()`` fields go through the
+chain, which merges them), no configured field has an access-line name, and the
+line fits the size cap (otherwise the chain truncates it). Anything else takes the
+ordinary logger call. ``tests/test_access_line.py`` compares both byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from opentelemetry.trace import get_current_span
+
+from obskit import _logs
+from obskit._ids import hex_ids
+from obskit._logs import _utc_now_iso, get_logger, nothing_bound
+from obskit._render import render_json
+
+#: One logger for every access line: the shared pipeline it writes through is
+#: reconfigured in place by init(), so it never goes stale.
+access_log = get_logger("obskit.access")
+
+_escape = json.encoder.encode_basestring_ascii
+#: Whether a method needs no JSON escaping (the normalised methods all match).
+_PLAIN_METHOD = re.compile(r"[A-Z_]{1,16}").fullmatch
+#: Keys of the access line: configured fields with one of these names change it.
+_KEYS = frozenset(
+    {
+        "logger",
+        "http.request.method",
+        "http.route",
+        "url.path",
+        "http.response.status_code",
+        "duration_ms",
+        "client.address",
+        "event",
+        "level",
+        "timestamp",
+        "trace_id",
+        "span_id",
+    }
+)
+#: (the pipeline's fields dict, its JSON members after the ids, or None if it collides).
+_tail: tuple[Any, str | None] = (None, None)
+
+
+def _fields_tail(fields: dict[str, str]) -> str | None:
+    global _tail
+    cached = _tail
+    if cached[0] is not fields:
+        if not fields:
+            text: str | None = ""
+        elif fields.keys() & _KEYS:
+            text = None
+        else:
+            text = ", " + render_json(fields, 1 << 30)[1:-1]
+        cached = _tail = (fields, text)
+    return cached[1]
+
+
+def write(
+    method: str,
+    route: str,
+    path: str,
+    status: int | None,
+    duration_ms: float,
+    client_address: str | None,
+) -> None:
+    """Write the access line of a finished request (in its context, for its ids)."""
+    shared = _logs._pipeline or _logs.pipeline()
+    if shared.level > 20:
+        return
+    line = None
+    if shared.fast_structlog(access_log._processors) and nothing_bound():
+        line = _format(shared, method, route, path, status, duration_ms, client_address)
+    if line is not None:
+        shared.writer.msg(line)
+        return
+    fields: dict[str, Any] = {
+        "http.request.method": method,
+        "http.route": route,
+        "url.path": path,
+        "http.response.status_code": status,
+        "duration_ms": duration_ms,
+    }
+    if client_address:
+        fields["client.address"] = client_address
+    access_log.info(f"{method} {path} {status}", **fields)
+
+
+def _format(
+    shared: Any,
+    method: str,
+    route: str,
+    path: str,
+    status: int | None,
+    duration_ms: float,
+    client_address: str | None,
+) -> str | None:
+    tail = _fields_tail(shared._fields)
+    if tail is None or type(status) not in (int, type(None)) or type(duration_ms) is not float:
+        return None
+    if not -1e300 < duration_ms < 1e300:  # not finite: the chain quotes it
+        return None
+    escape = _escape
+    client = f', "client.address": {escape(client_address)}' if client_address else ""
+    context = get_current_span().get_span_context()
+    if context.is_valid:
+        _, trace_id, span_id = hex_ids(context)
+        ids = f', "trace_id": "{trace_id}", "span_id": "{span_id}"'
+    else:
+        ids = ""
+    code = "null" if status is None else int.__repr__(status)
+    quoted_path = escape(path)
+    # The method is one of KNOWN_METHODS or "_OTHER" (nothing to escape, checked), so
+    # the event text "<method> <path> <status>" escapes to the escaped path in between.
+    if not _PLAIN_METHOD(method):
+        return None
+    event = f'"{method} {quoted_path[1:-1]} {"None" if status is None else code}"'
+    line = (
+        f'{{"logger": "obskit.access", "http.request.method": "{method}", '
+        f'"http.route": {escape(route)}, "url.path": {quoted_path}, '
+        f'"http.response.status_code": {code}, "duration_ms": {float.__repr__(duration_ms)}'
+        f'{client}, "event": {event}, "level": "info", '
+        f'"timestamp": "{_utc_now_iso()}"{ids}{tail}}}'
+    )
+    return line if len(line) <= shared._max_bytes else None

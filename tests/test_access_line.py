@@ -1,0 +1,163 @@
+"""The access line written directly is byte for byte the line the log chain renders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry import trace
+
+from obskit import _access_line, _logs
+
+TIMESTAMP = "2026-11-28T12:00:00.123456Z"
+
+#: (method, route, path, status, duration ms, client address): plain and hostile values.
+CASES: list[tuple[str, str, str, int | None, float, str | None]] = [
+    ("GET", "/hello/<name>", "/hello/world", 200, 1.234, None),
+    ("POST", "/items", "/items", 201, 0.0, "10.0.0.7"),
+    ("_OTHER", "<unmatched>", "/nowhere", 404, 12345.678, ""),
+    ("GET", "/q", '/q"uote\\back\nslash\ttab\x00nul\x1f', 500, 3.5e-05, None),
+    ("GET", "/é", "/caf\xe9/\u2603/\U0001f600/\ud800", 200, 7.0, "::1"),
+    ("HEAD", "/r", "/" + "x" * 300, None, 0.001, "2001:db8::1"),
+    ("GET", "/big", "/" + "y" * 10_000, 200, 1.0, None),  # over the cap: truncated by the chain
+    ("DELETE", "/a/<int:id>", "/a/1", 599, 99999999.999, '"quoted"'),
+    ('get"\\', "/m", "/m", 200, 2.5, None),  # not a normalised method: the chain renders it
+]
+
+
+@pytest.fixture
+def lines(spans: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """obskit initialised (service fields, 4 KiB lines), a fixed clock, lines captured."""
+    spans(service_name="shop", service_version="2.1", environment="prod", log_max_line_bytes=4096)
+    monkeypatch.setattr(_access_line, "_utc_now_iso", lambda: TIMESTAMP)
+    monkeypatch.setattr(_logs, "_utc_now_iso", lambda: TIMESTAMP)  # lines over the cap
+    shared = _logs.pipeline()
+    captured: list[str] = []
+    shared.writer.capture = captured
+    yield captured
+    shared.writer.capture = None
+
+
+def _chain_line(case: tuple[str, str, str, int | None, float, str | None]) -> str:
+    """The line ``get_logger("obskit.access").info(...)`` renders through the chain."""
+    method, route, path, status, duration, client = case
+    fields: dict[str, Any] = {
+        "http.request.method": method,
+        "http.route": route,
+        "url.path": path,
+        "http.response.status_code": status,
+        "duration_ms": duration,
+    }
+    if client:
+        fields["client.address"] = client
+    shared = _logs.pipeline()
+    captured: list[str] = []
+    saved, shared.writer.capture = shared.writer.capture, captured
+    snapshot, shared.structlog_snapshot = shared.structlog_snapshot, None  # the chain itself
+    chain = list(shared.structlog_chain)
+
+    def stamp(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["timestamp"] = TIMESTAMP
+        return event
+
+    shared.structlog_chain[:] = [
+        stamp if isinstance(p, structlog.processors.TimeStamper) else p for p in chain
+    ]
+    try:
+        _access_line.access_log.info(f"{method} {path} {status}", **fields)
+    finally:
+        shared.writer.capture, shared.structlog_snapshot = saved, snapshot
+        shared.structlog_chain[:] = chain
+    (line,) = captured
+    return line
+
+
+def _spans() -> list[trace.Span]:
+    sampled = trace.NonRecordingSpan(
+        trace.SpanContext(0xABC, 0x12, False, trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    )
+    unsampled = trace.NonRecordingSpan(trace.SpanContext(0xDEF, 0x34, False))
+    return [trace.INVALID_SPAN, sampled, unsampled]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{n}" for n in range(len(CASES))])
+def test_direct_line_equals_the_chain_line(lines: list[str], case: Any) -> None:
+    """Same fields, order, escaping, numbers and ids, with and without a current span."""
+    for span in _spans():
+        with trace.use_span(span):
+            lines.clear()
+            _access_line.write(*case)
+            (direct,) = lines
+            assert direct == _chain_line(case)
+            event = json.loads(direct)
+            if len(case[2]) < 4000:
+                assert event["url.path"] == case[2]
+                assert event["service.name"] == "shop"
+                assert ("trace_id" in event) is span.get_span_context().is_valid
+
+
+def test_the_direct_path_is_taken_for_plain_requests(
+    lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without bound fields the logger is not called at all (the measured fast path)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the chain was used")
+
+    monkeypatch.setattr(_access_line.access_log, "info", refuse)
+    _access_line.write(*CASES[0])
+    assert json.loads(lines[0])["http.route"] == "/hello/<name>"
+
+
+def test_bound_fields_go_through_the_chain(lines: list[str]) -> None:
+    """obskit.bind()/structlog contextvars are merged by the chain: still on the line."""
+    structlog.contextvars.bind_contextvars(request_id="r-7")
+    try:
+        _access_line.write(*CASES[1])
+        assert lines == [_chain_line(CASES[1])]
+        assert json.loads(lines[0])["request_id"] == "r-7"
+    finally:
+        structlog.contextvars.clear_contextvars()
+    lines.clear()
+    _access_line.write(*CASES[1])  # unbound again: the direct path, without the field
+    assert "request_id" not in json.loads(lines[0])
+
+
+def test_clear_bound_equals_clear_contextvars(lines: list[str]) -> None:
+    """What the request start uses to drop the previous request's bound fields."""
+    structlog.contextvars.bind_contextvars(a=1, b=2)
+    assert not _logs.nothing_bound()
+    _logs.clear_bound()
+    assert _logs.nothing_bound()
+    assert structlog.contextvars.get_contextvars() == {}
+
+
+def test_a_configured_field_named_like_an_access_field_uses_the_chain() -> None:
+    """Service fields never override the access fields: such a config is not formatted here."""
+    shared = _logs.Pipeline()
+    shared.configure(fields={"http.route": "x"}, renderer="json", max_bytes=4096)
+    assert _access_line._fields_tail(shared._fields) is None
+    shared.configure(fields={"service.name": 'a"b'}, renderer="json", max_bytes=4096)
+    assert _access_line._fields_tail(shared._fields) == ', "service.name": "a\\"b"'
+
+
+def test_console_output_and_levels_are_honoured(
+    spans: Callable[..., Any],
+) -> None:
+    """Console format renders through the chain; a level above info writes nothing."""
+    spans(log_format="console")
+    shared = _logs.pipeline()
+    captured: list[str] = []
+    shared.writer.capture = captured
+    try:
+        _access_line.write(*CASES[0])
+        assert len(captured) == 1
+        assert not captured[0].startswith("{")
+        shared.level = _logs.LEVELS["warning"]
+        _access_line.write(*CASES[0])
+        assert len(captured) == 1
+    finally:
+        shared.writer.capture = None

@@ -1,0 +1,118 @@
+"""The Flask middleware reads request headers in place and skips context extraction only
+when there is nothing to extract; both are equivalent to the dict + extract() they replace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from opentelemetry import baggage, propagate
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import obskit
+from obskit import _http
+from obskit.integrations.flask import _EnvironHeaders
+
+ENVIRON: dict[str, Any] = {
+    "REQUEST_METHOD": "GET",
+    "PATH_INFO": "/",
+    "CONTENT_TYPE": "application/json",
+    "CONTENT_LENGTH": "12",
+    "HTTP_HOST": "shop.example:8080",
+    "HTTP_USER_AGENT": "curl/8",
+    "HTTP_X_REQUEST_ID": "abc",
+    "HTTP_TRACEPARENT": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "wsgi.url_scheme": "http",
+}
+
+
+def _as_dict(environ: dict[str, Any]) -> dict[str, str]:
+    """The mapping the middleware built before: HTTP_* by lower-case name + content-type."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    return headers
+
+
+@pytest.mark.parametrize("environ", [ENVIRON, {**ENVIRON, "CONTENT_TYPE": ""}, {}])
+def test_environ_headers_read_like_the_dict(environ: dict[str, Any]) -> None:
+    """Lookups, membership, iteration and length agree with the dict built from the environ."""
+    view, expected = _EnvironHeaders(environ), _as_dict(environ)
+    names = ["host", "user-agent", "x-request-id", "traceparent", "content-type", "baggage"]
+    for name in [*names, "content-length", "x_request_id", "HOST", ""]:
+        assert view.get(name) == expected.get(name), name
+        assert (name in view) is (name in expected), name
+        if name in expected:
+            assert view[name] == expected[name]
+        else:
+            with pytest.raises(KeyError):
+                view[name]
+    assert dict(view) == expected
+    assert len(view) == len(expected)
+    assert 3 not in view
+
+
+def _app() -> Flask:
+    app = Flask("paths")
+
+    @app.get("/bag")
+    def bag() -> dict[str, Any]:
+        return {"baggage": dict(baggage.get_all())}
+
+    return obskit.instrument_flask(app)
+
+
+def test_baggage_alone_is_still_extracted(spans: Callable[..., InMemorySpanExporter]) -> None:
+    """No traceparent but a baggage header: extraction runs (a new root, with the baggage)."""
+    exporter = spans(service_name="paths")
+    client = _app().test_client()
+    answer = client.get("/bag", headers={"baggage": "tenant=acme"}, buffered=True)
+    assert answer.json == {"baggage": {"tenant": "acme"}}
+    assert client.get("/bag", buffered=True).json == {"baggage": {}}
+    server = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert len(server) == 2
+    assert all(s.parent is None for s in server)
+
+
+class _Recording(TextMapPropagator):
+    """A non-W3C propagator (like b3): it must see every request, headers or not."""
+
+    def __init__(self) -> None:
+        self.carriers: list[Any] = []
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        self.carriers.append(dict(carrier))
+        return Context() if context is None else context
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        pass
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-b3-traceid"}
+
+
+def test_other_propagators_always_extract(spans: Callable[..., InMemorySpanExporter]) -> None:
+    """With a propagator other than tracecontext/baggage, extract() runs for every request."""
+    spans(service_name="paths")
+    recording = _Recording()
+    saved = propagate.get_global_textmap()
+    propagate.set_global_textmap(recording)
+    try:
+        client = _app().test_client()
+        client.get("/bag", headers={"X-B3-TraceId": "80f198ee56343ba864fe8b2a57d3eff7"})
+        client.get("/bag")
+    finally:
+        propagate.set_global_textmap(saved)
+    assert len(recording.carriers) == 2
+    assert recording.carriers[0]["x-b3-traceid"] == "80f198ee56343ba864fe8b2a57d3eff7"
+    assert _http._w3c_only()  # obskit's own composite again

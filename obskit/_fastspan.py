@@ -96,6 +96,7 @@ _new = object.__new__
 _time_ns = time.time_ns
 _Lock = threading.Lock
 _tuple_new = tuple.__new__
+_dict_set = dict.__setitem__
 _current_span = get_current_span
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 _context_log = logging.getLogger("opentelemetry.context")
@@ -456,7 +457,9 @@ class FastTracer:
         span = self._start(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
         if span is None:
             return None
-        return span, _VAR.set(Context({**current, _SPAN_KEY: span}))
+        context = Context(current)  # a copy; Context refuses item assignment itself
+        _dict_set(context, _SPAN_KEY, span)
+        return span, _VAR.set(context)
 
     def _start(
         self,

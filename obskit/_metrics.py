@@ -14,6 +14,7 @@ series, and a histogram's ``observe()`` attaches the current sampled span's
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -123,6 +124,7 @@ class ObskitHistogram(_Guarded, Histogram):
 
 
 _now = time.time
+_bisect = bisect.bisect_left
 #: The names prometheus-client's ``Histogram.observe`` uses in the versions that
 #: :func:`_observe_unchecked` mirrors; any other set turns the mirror off.
 _OBSERVE_NAMES = {
@@ -154,16 +156,17 @@ def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | Non
     if _INLINE_MUTEX and type(total) is MutexValue:  # single-process values: no calls
         with total._lock:
             total._value += amount
-        for i, bound in enumerate(child._upper_bounds):
-            if amount <= bound:
-                bucket = buckets[i]
+        bounds = child._upper_bounds
+        # The first bucket with amount <= bound (the last bound is +Inf); NaN fits none.
+        i = _bisect(bounds, amount)
+        if i < len(bounds) and amount <= bounds[i]:
+            bucket = buckets[i]
+            with bucket._lock:
+                bucket._value += 1
+            if exemplar:
+                recorded = Exemplar(exemplar, amount, _now())
                 with bucket._lock:
-                    bucket._value += 1
-                if exemplar:
-                    recorded = Exemplar(exemplar, amount, _now())
-                    with bucket._lock:
-                        bucket._exemplar = recorded
-                break
+                    bucket._exemplar = recorded
         return
     total.inc(amount)
     for i, bound in enumerate(child._upper_bounds):

@@ -211,7 +211,10 @@ class _Site:
             child = self.error_child if failed else self.ok_child
             if child is not None:
                 # The exemplar is built here and always fits: skip ObskitHistogram's check.
-                exemplar = exemplar_of(span) if span is not None else None
+                # A non-recording span is never sampled: no exemplar to look for.
+                exemplar = (
+                    None if span is None or type(span) is NonRecordingSpan else exemplar_of(span)
+                )
                 if exemplar is None:  # observe_trusted's own first step, one call less
                     _metrics._histogram_observe(child, elapsed, None)
                 else:

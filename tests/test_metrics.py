@@ -262,3 +262,24 @@ def test_self_telemetry_counts_exported_spans_and_export_failures(
     handle.force_flush(timeout=10)
     assert exposed("obskit_export_errors")[("connection_refused", "traces")] == errors_before + 1
     assert exposed("obskit_dropped")[("export_failed", "traces")] >= 1
+
+
+def test_unchecked_observe_fills_the_buckets_prometheus_client_fills() -> None:
+    """obskit's hot-path observe picks the same bucket as Histogram.observe, edges and NaN too."""
+    import math
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from obskit import _metrics
+
+    values = [0.0, -0.0, -1.0, 0.005, 0.0050001, 0.3, 1.0, 9.99, 10.0, 11.0, math.inf]
+    values += [-math.inf, math.nan, 1e-300, 123456.0]
+    registry = CollectorRegistry()
+    theirs = Histogram("theirs", "t", ["k"], registry=registry).labels("x")
+    ours = Histogram("ours", "o", ["k"], registry=registry).labels("x")
+    for value in values:
+        theirs.observe(value)
+        _metrics._observe_unchecked(ours, value, None)
+    counts = [bucket.get() for bucket in theirs._buckets]
+    assert [bucket.get() for bucket in ours._buckets] == counts
+    assert sum(counts) == len(values) - 1  # NaN fits no bucket

@@ -205,6 +205,15 @@ def _server(environ: dict[str, Any]) -> tuple[str | None, int | None]:
     return found
 
 
+#: The environ keys of the headers every request looks up.
+_NAMES = {
+    "user-agent": "HTTP_USER_AGENT",
+    "traceparent": "HTTP_TRACEPARENT",
+    "tracestate": "HTTP_TRACESTATE",
+    "baggage": "HTTP_BAGGAGE",
+}
+
+
 class _EnvironHeaders(Mapping[str, str]):
     """The request headers of a WSGI environ by lower-case name, read in place
     (``user-agent`` is ``HTTP_USER_AGENT``; ``content-type`` is ``CONTENT_TYPE``)."""
@@ -223,7 +232,9 @@ class _EnvironHeaders(Mapping[str, str]):
         return "HTTP_" + name.upper().replace("-", "_")
 
     def get(self, name: str, default: Any = None) -> Any:
-        key = self._key(name)
+        key = _NAMES.get(name) if type(name) is str else None
+        if key is None:
+            key = self._key(name)
         if key is None:
             return default
         value = self._environ.get(key)

@@ -1,6 +1,7 @@
 """Value kinds of the settings table: how a raw value is checked and converted.
 
-Each kind takes a value from one of two places: an argument to ``init()`` (already
+Kinds are plain classes (not dataclasses: each dataclass costs about a millisecond
+at import). Each kind takes a value from one of two places: an argument to ``init()`` (already
 a Python value, or a string) or an environment variable (always a string). It
 returns the converted value or raises :class:`Invalid` with a description of what
 is allowed; ``_settings`` turns that into a :class:`~obskit.ConfigError` naming the
@@ -13,7 +14,6 @@ import itertools
 import math
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 #: Values accepted as true and false for boolean settings (case-insensitive).
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -38,7 +38,6 @@ def _text(value: object, allowed: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
 class Text:
     """A non-empty string."""
 
@@ -49,11 +48,13 @@ class Text:
         return _text(value, self.describe())
 
 
-@dataclass(frozen=True)
 class Choice:
     """One of a fixed set of lowercase words."""
 
-    options: tuple[str, ...]
+    __slots__ = ("options",)
+
+    def __init__(self, options: tuple[str, ...]) -> None:
+        self.options = options
 
     def describe(self) -> str:
         return "one of " + ", ".join(self.options)
@@ -68,11 +69,13 @@ class Choice:
         return word
 
 
-@dataclass(frozen=True)
 class ChoiceList:
     """A comma-separated list (or a Python sequence) of words from a fixed set."""
 
-    options: tuple[str, ...]
+    __slots__ = ("options",)
+
+    def __init__(self, options: tuple[str, ...]) -> None:
+        self.options = options
 
     def describe(self) -> str:
         return "a comma-separated list of " + ", ".join(self.options)
@@ -92,7 +95,6 @@ class ChoiceList:
         return tuple(dict.fromkeys(items))
 
 
-@dataclass(frozen=True)
 class Flag:
     """A boolean: ``True``/``False`` as arguments, true/false/1/0/yes/no/on/off as text."""
 
@@ -110,7 +112,6 @@ class Flag:
         raise Invalid(self.describe())
 
 
-@dataclass(frozen=True)
 class Number:
     """An int or float within ``[low, high]`` (``low`` excluded when ``open_low``).
 
@@ -118,11 +119,21 @@ class Number:
     by: the ``OTEL_*`` timeouts are milliseconds while obskit's are seconds.
     """
 
-    low: float
-    high: float
-    integer: bool = False
-    open_low: bool = False
-    env_scale: Mapping[str, float] = field(default_factory=dict)
+    __slots__ = ("env_scale", "high", "integer", "low", "open_low")
+
+    def __init__(
+        self,
+        low: float,
+        high: float,
+        integer: bool = False,
+        open_low: bool = False,
+        env_scale: Mapping[str, float] | None = None,
+    ) -> None:
+        self.low = low
+        self.high = high
+        self.integer = integer
+        self.open_low = open_low
+        self.env_scale: Mapping[str, float] = env_scale or {}
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
@@ -158,7 +169,6 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-@dataclass(frozen=True)
 class Pairs:
     """``key=value`` pairs: a mapping as argument, ``k1=v1,k2=v2`` (percent-encoded) as text.
 
@@ -193,7 +203,6 @@ class Pairs:
         return pairs
 
 
-@dataclass(frozen=True)
 class Url:
     """An ``http://`` or ``https://`` URL with a host."""
 
@@ -213,7 +222,6 @@ class Url:
         return text
 
 
-@dataclass(frozen=True)
 class Buckets:
     """Strictly increasing positive numbers: histogram bucket bounds (``+Inf`` is implied)."""
 
@@ -244,11 +252,13 @@ class Buckets:
         return tuple(bounds)
 
 
-@dataclass(frozen=True)
 class Names:
     """A comma-separated list (or a Python sequence) of names; may be empty as a sequence."""
 
-    lower: bool = True
+    __slots__ = ("lower",)
+
+    def __init__(self, lower: bool = True) -> None:
+        self.lower = lower
 
     def describe(self) -> str:
         return "a comma-separated list of names (a list as argument)"

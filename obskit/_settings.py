@@ -53,13 +53,15 @@ _PLUGIN_PROPAGATORS = {
 }
 
 
-@dataclass(frozen=True)
 class Spec:
     """How one setting is read: its kind, its environment variables and its doc."""
 
-    kind: Kind
-    env: tuple[str, ...]
-    doc: str
+    __slots__ = ("doc", "env", "kind")
+
+    def __init__(self, kind: Kind, env: tuple[str, ...], doc: str) -> None:
+        self.kind = kind
+        self.env = env
+        self.doc = doc
 
 
 def _setting(default: Any, kind: Kind, doc: str, *env: str) -> Any:

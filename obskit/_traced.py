@@ -201,6 +201,15 @@ class _Site:
     def finish(self, span: Span | None, started: float, error: BaseException | None) -> None:
         """Record the outcome on the span and the histogram, then end the span."""
         elapsed = _perf_counter() - started
+        if error is None and type(span) is NonRecordingSpan:
+            # An unsampled call that returned: no status, no exemplar, no end() to call.
+            child = self.ok_child
+            if child is not None:
+                try:
+                    _metrics._histogram_observe(child, elapsed, None)
+                except Exception as internal:
+                    _safety.report("traced", internal)
+            return
         try:
             failed = error is not None and not isinstance(error, GeneratorExit)
             if span is not None and failed:

@@ -7,14 +7,10 @@ global. ``_runtime`` installs it behind :class:`~obskit._provider.SwitchableTrac
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    SimpleSpanProcessor,
-    SpanExporter,
-)
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -23,11 +19,14 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
-from obskit._console import ConsoleTreeExporter
-from obskit._export import CountingBatchSpanProcessor, GuardedExporter
-from obskit._export_reasons import ReasonRecorder, record_grpc_outcomes, recording_session
 from obskit._settings import Settings
 from obskit.exceptions import ConfigError
+
+if TYPE_CHECKING:  # imported where an exporter is built: not with traces_exporter="none"
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from obskit._export import GuardedExporter
+    from obskit._export_reasons import ReasonRecorder
 
 _DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
@@ -65,9 +64,13 @@ def build_exporter(
     """
     exporter = settings.resolved_traces_exporter
     if exporter == "console":
+        from obskit._console import ConsoleTreeExporter
+
         return ConsoleTreeExporter()
     if exporter == "none":
         return None
+    from obskit._export_reasons import record_grpc_outcomes, recording_session
+
     endpoint = traces_endpoint(settings)
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -115,6 +118,14 @@ def build_pipeline(
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
+    if settings.resolved_traces_exporter == "none":
+        return provider, None
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from obskit._console import ConsoleTreeExporter
+    from obskit._export import CountingBatchSpanProcessor, GuardedExporter
+    from obskit._export_reasons import ReasonRecorder
+
     reasons = ReasonRecorder()
     exporter = build_exporter(settings, reasons)
     if exporter is None:

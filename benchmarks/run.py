@@ -14,11 +14,13 @@ run this script with that interpreter to include them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
 SCRIPTS = {
     "traced": (["15", "2000"], ["5", "1000"]),
@@ -34,6 +36,11 @@ def main() -> None:
     quick = "--quick" in sys.argv
     sections = []
     summary = {}
+    # Measure this checkout's obskit, whatever an editable install points at.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     for name, (full, fast) in SCRIPTS.items():
         args = fast if quick else full
         print(f"--- bench_{name}.py {' '.join(args)}", flush=True)
@@ -42,6 +49,7 @@ def main() -> None:
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
         print(result.stdout, end="")
         if result.returncode != 0:

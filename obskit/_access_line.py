@@ -114,6 +114,10 @@ def _format(
         return None
     if not -1e300 < duration_ms < 1e300:  # not finite: the chain quotes it
         return None
+    # The method is one of KNOWN_METHODS or "_OTHER" (nothing to escape, checked), so
+    # the event text "<method> <path> <status>" escapes to the escaped path in between.
+    if not _PLAIN_METHOD(method):
+        return None
     escape = _escape
     client = f', "client.address": {escape(client_address)}' if client_address else ""
     context = get_current_span().get_span_context()
@@ -124,10 +128,6 @@ def _format(
         ids = ""
     code = "null" if status is None else int.__repr__(status)
     quoted_path = escape(path)
-    # The method is one of KNOWN_METHODS or "_OTHER" (nothing to escape, checked), so
-    # the event text "<method> <path> <status>" escapes to the escaped path in between.
-    if not _PLAIN_METHOD(method):
-        return None
     event = f'"{method} {quoted_path[1:-1]} {"None" if status is None else code}"'
     line = (
         f'{{"logger": "obskit.access", "http.request.method": "{method}", '

@@ -196,7 +196,11 @@ def plain_fit(tracer: Any, attributes: Mapping[str, Any]) -> bool:
     maxlen = limits.max_span_attributes
     if maxlen is not None and len(attributes) > maxlen:
         return False
-    limit = limits.max_span_attribute_length
+    return _plain(attributes, limits.max_span_attribute_length)
+
+
+def _plain(attributes: Mapping[str, Any], limit: int | None) -> bool:
+    """Non-empty string keys; ``str`` values of at most ``limit`` characters or ``int``s."""
     for key, value in attributes.items():
         if type(key) is not str or not key:
             return False
@@ -234,18 +238,8 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
     bounded = span._attributes
     if type(bounded) is not BoundedAttributes or getattr(bounded, "_immutable", False):
         return False
-    if bounded.maxlen == 0:
+    if bounded.maxlen == 0 or not _plain(attributes, bounded.max_value_len):
         return False
-    limit = bounded.max_value_len
-    for key, value in attributes.items():
-        kind = type(value)
-        if type(key) is not str or not key:
-            return False
-        if kind is str:
-            if limit is not None and len(value) > limit:
-                return False
-        elif kind is not int:
-            return False
     with span._lock:
         if span._end_time is not None:
             return False

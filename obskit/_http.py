@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -339,6 +339,67 @@ class ServerRequest:
                 round(elapsed * 1000, 3),
                 self._client_address,
             )
+
+
+#: The environ keys of the headers every request looks up.
+_NAMES = {
+    "user-agent": "HTTP_USER_AGENT",
+    "traceparent": "HTTP_TRACEPARENT",
+    "tracestate": "HTTP_TRACESTATE",
+    "baggage": "HTTP_BAGGAGE",
+}
+#: Headers a WSGI environ holds without the ``HTTP_`` prefix.
+_UNPREFIXED = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_UNPREFIXED_KEYS = frozenset(_UNPREFIXED.values())
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """The request headers of a WSGI environ (or Django's ``request.META``) by
+    lower-case name, read in place: ``user-agent`` is ``HTTP_USER_AGENT``,
+    ``content-type``/``content-length`` are ``CONTENT_TYPE``/``CONTENT_LENGTH``
+    (absent when empty)."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: object) -> str | None:
+        if not isinstance(name, str) or "_" in name or name.lower() != name:
+            return None  # names are lower-case; "x_a" is not one the environ can hold
+        return _UNPREFIXED.get(name) or "HTTP_" + name.upper().replace("-", "_")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = _NAMES.get(name) if type(name) is str else None
+        if key is None:
+            key = self._key(name)
+        if key is None:
+            return default
+        value = self._environ.get(key)
+        return default if value is None or (not value and key in _UNPREFIXED_KEYS) else value
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, name: object) -> bool:
+        return self.get(name) is not None  # type: ignore[arg-type]
+
+    def _names(self) -> list[str]:
+        names = [
+            key[5:].replace("_", "-").lower() for key in self._environ if key.startswith("HTTP_")
+        ]
+        names += [name for name, key in _UNPREFIXED.items() if self._environ.get(key)]
+        return names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 #: (the global text-map propagator seen last, whether it is W3C trace context and/or

@@ -361,7 +361,8 @@ class Pipeline:
         event.update(kw)
         if text is not None:
             event["event"] = text
-        _merge(None, method, event)
+        if not nothing_bound():  # merging copies the whole context: only when needed
+            _merge(None, method, event)
         event["level"] = _METHODS.get(method, method)
         name = getattr(logger, "name", None)
         if name is not None and "logger" not in event:
@@ -386,7 +387,8 @@ class Pipeline:
         snapshot = self.record_snapshot
         if snapshot is None or self.record_chain != snapshot:
             return None
-        _merge(None, "", event)
+        if not nothing_bound():
+            _merge(None, "", event)
         span_context = get_current_span().get_span_context()
         if span_context.is_valid:
             _, event["trace_id"], event["span_id"] = hex_ids(span_context)

@@ -423,3 +423,28 @@ def test_rename_and_set_leaves_unusual_cases_to_the_sdk(
     assert quick.name == "renamed"
     assert quick.attributes["ok"] == 1
     slow.end()
+
+
+def test_rename_and_set_on_a_full_span_evicts_like_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the attribute count limit the oldest attribute goes, counted and warned, as in the SDK."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, _parent(sampled=True))
+    maxlen = tracer._span_limits.max_span_attributes
+    for span in (quick, slow):
+        for n in range(maxlen - len(ATTRIBUTES)):
+            span.set_attribute(f"filler.{n}", n)
+    attributes = {"http.route": "/o/<id>", "http.response.status_code": 200}
+    with caplog.at_level(logging.WARNING):
+        assert _fastspan.rename_and_set(quick, "GET /o/<id>", attributes)
+        fast_warnings = len(caplog.records)
+        slow.update_name("GET /o/<id>")
+        for key, value in attributes.items():
+            slow.set_attribute(key, value)
+    assert fast_warnings == len(caplog.records) - fast_warnings == 2
+    quick.end()
+    slow.end()
+    first, second = exporter.get_finished_spans()
+    _assert_same_content(first, second)
+    assert first.dropped_attributes == 2

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, Response, stream_with_context
 from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -16,7 +16,8 @@ from opentelemetry.trace import SpanKind
 
 import obskit
 from obskit import _http
-from obskit.integrations.flask import _EnvironHeaders
+from obskit._http import EnvironHeaders
+from tests.conftest import openmetrics, wsgi_request
 
 ENVIRON: dict[str, Any] = {
     "REQUEST_METHOD": "GET",
@@ -32,21 +33,23 @@ ENVIRON: dict[str, Any] = {
 
 
 def _as_dict(environ: dict[str, Any]) -> dict[str, str]:
-    """The mapping the middleware built before: HTTP_* by lower-case name + content-type."""
+    """The mapping the integrations built before: HTTP_* by lower-case name, plus
+    content-type and content-length (as Django's request.headers has them)."""
     headers = {
         key[5:].replace("_", "-").lower(): value
         for key, value in environ.items()
         if key.startswith("HTTP_")
     }
-    if environ.get("CONTENT_TYPE"):
-        headers["content-type"] = environ["CONTENT_TYPE"]
+    for name, key in (("content-type", "CONTENT_TYPE"), ("content-length", "CONTENT_LENGTH")):
+        if environ.get(key):
+            headers[name] = environ[key]
     return headers
 
 
 @pytest.mark.parametrize("environ", [ENVIRON, {**ENVIRON, "CONTENT_TYPE": ""}, {}])
 def test_environ_headers_read_like_the_dict(environ: dict[str, Any]) -> None:
     """Lookups, membership, iteration and length agree with the dict built from the environ."""
-    view, expected = _EnvironHeaders(environ), _as_dict(environ)
+    view, expected = EnvironHeaders(environ), _as_dict(environ)
     names = ["host", "user-agent", "x-request-id", "traceparent", "content-type", "baggage"]
     for name in [*names, "content-length", "x_request_id", "HOST", ""]:
         assert view.get(name) == expected.get(name), name
@@ -116,3 +119,39 @@ def test_other_propagators_always_extract(spans: Callable[..., InMemorySpanExpor
     assert len(recording.carriers) == 2
     assert recording.carriers[0]["x-b3-traceid"] == "80f198ee56343ba864fe8b2a57d3eff7"
     assert _http._w3c_only()  # obskit's own composite again
+
+
+def _active(method: str = "GET") -> float:
+    """http_server_active_requests{http_request_method=method} as /metrics shows it."""
+    family = openmetrics()["http_server_active_requests"]
+    values = [s.value for s in family.samples if s.labels["http_request_method"] == method]
+    return values[0] if values else 0.0
+
+
+def test_active_requests_count_requests_in_flight(
+    spans: Callable[..., InMemorySpanExporter],
+) -> None:
+    """The gauge is 1 while a request (and a streamed body) is in flight, 0 after each."""
+    spans(service_name="paths")
+    app = Flask("active")
+
+    @app.get("/now")
+    def now() -> str:
+        return str(_active())
+
+    @app.get("/stream")
+    def stream() -> Response:
+        return Response(stream_with_context(f"{_active()}\n" for _ in range(2)))
+
+    @app.post("/fail")
+    def fail() -> str:
+        raise RuntimeError("boom")
+
+    obskit.instrument_flask(app)
+    assert wsgi_request(app, "/now")[2] == b"1.0"
+    assert _active() == 0.0
+    assert wsgi_request(app, "/stream")[2] == b"1.0\n1.0\n"
+    assert _active() == 0.0
+    client = app.test_client()
+    assert client.post("/fail", buffered=True).status_code == 500
+    assert _active("POST") == 0.0

@@ -271,6 +271,34 @@ def test_import_does_no_work() -> None:
     assert facts == {"reads": [], "threads": 1, "loaded": []}
 
 
+def test_init_without_exporter_loads_no_export_machinery() -> None:
+    """init(traces_exporter="none") imports no exporter code; OTLP init does (import cost)."""
+    modules = (
+        "obskit._export",
+        "obskit._export_reasons",
+        "obskit._console",
+        "opentelemetry.sdk.trace.export",
+    )
+    code = f"""
+        import json, sys
+        import obskit
+        obskit.init(traces_exporter={{exporter!r}}, log_level="error")
+        print(json.dumps([m for m in {modules!r} if m in sys.modules]))
+        obskit.shutdown()
+        """
+    quiet = _run(code.format(exporter="none"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert json.loads(quiet.stdout.splitlines()[-1]) == []
+    otlp = _run(code.format(exporter="otlp"), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    assert otlp.returncode == 0, otlp.stderr
+    assert json.loads(otlp.stdout.splitlines()[-1]) == [
+        "obskit._export",
+        "obskit._export_reasons",
+        "obskit._console",
+        "opentelemetry.sdk.trace.export",
+    ]
+
+
 def test_interpreter_exit_flushes_spans(http_receiver: OtlpHttpReceiver) -> None:
     """A script that never calls shutdown() still delivers its spans at exit."""
     result = _run(

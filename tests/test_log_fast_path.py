@@ -137,3 +137,28 @@ def test_a_changed_chain_is_honoured(initialised: None) -> None:
         shared.record_chain.remove(tag)
         shared.writer.capture = None
     assert [json.loads(line).get("tagged") for line in lines] == [True, True]
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [
+        1_764_331_200_000_000_000,  # a whole second: no fraction, as isoformat() writes it
+        1_764_331_200_000_001_000,
+        1_764_331_200_123_456_789,  # nanoseconds are cut to microseconds, not rounded
+        1_764_331_200_999_999_999,
+        1_764_331_201_500_000_000,  # the next second after a cached one
+        0,
+    ],
+)
+def test_timestamps_are_structlogs_iso_utc_format(
+    nanoseconds: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inlined timestamp is what TimeStamper(fmt="iso", utc=True) writes for that instant."""
+    import datetime
+
+    second, micro = divmod(nanoseconds // 1000, 1_000_000)
+    moment = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+    expected = moment.replace(microsecond=micro).isoformat().replace("+00:00", "Z")
+    monkeypatch.setattr(_logs.time, "time_ns", lambda: nanoseconds)
+    assert _logs._utc_now_iso() == expected
+    assert _logs._utc_now_iso() == expected  # again, from the per-second cache

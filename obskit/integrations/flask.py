@@ -11,12 +11,13 @@ exception its error handling saw. Flask's behaviour and responses are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask, Response, got_request_exception, request, request_finished
 
 from obskit._http import (
+    EnvironHeaders,
     ServerRequest,
     current_telemetry,
     excluded,
@@ -103,7 +104,7 @@ class _Middleware:
                 telemetry,
                 environ.get("REQUEST_METHOD", "GET"),
                 path,
-                _EnvironHeaders(environ),
+                EnvironHeaders(environ),
                 scheme=environ.get("wsgi.url_scheme", "http"),
                 query=environ.get("QUERY_STRING", ""),
                 server_address=address,
@@ -203,62 +204,3 @@ def _server(environ: dict[str, Any]) -> tuple[str | None, int | None]:
         if len(_servers) < _SERVERS_MAX:
             _servers[key] = found
     return found
-
-
-#: The environ keys of the headers every request looks up.
-_NAMES = {
-    "user-agent": "HTTP_USER_AGENT",
-    "traceparent": "HTTP_TRACEPARENT",
-    "tracestate": "HTTP_TRACESTATE",
-    "baggage": "HTTP_BAGGAGE",
-}
-
-
-class _EnvironHeaders(Mapping[str, str]):
-    """The request headers of a WSGI environ by lower-case name, read in place
-    (``user-agent`` is ``HTTP_USER_AGENT``; ``content-type`` is ``CONTENT_TYPE``)."""
-
-    __slots__ = ("_environ",)
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        self._environ = environ
-
-    @staticmethod
-    def _key(name: object) -> str | None:
-        if not isinstance(name, str) or "_" in name or name.lower() != name:
-            return None  # names are lower-case; "x_a" is not one the environ can hold
-        if name == "content-type":
-            return "CONTENT_TYPE"
-        return "HTTP_" + name.upper().replace("-", "_")
-
-    def get(self, name: str, default: Any = None) -> Any:
-        key = _NAMES.get(name) if type(name) is str else None
-        if key is None:
-            key = self._key(name)
-        if key is None:
-            return default
-        value = self._environ.get(key)
-        return default if value is None or (key == "CONTENT_TYPE" and not value) else value
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value  # type: ignore[no-any-return]
-
-    def __contains__(self, name: object) -> bool:
-        return self.get(name) is not None  # type: ignore[arg-type]
-
-    def _names(self) -> list[str]:
-        names = [
-            key[5:].replace("_", "-").lower() for key in self._environ if key.startswith("HTTP_")
-        ]
-        if self._environ.get("CONTENT_TYPE"):
-            names.append("content-type")
-        return names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
-
-    def __len__(self) -> int:
-        return len(self._names())

@@ -17,6 +17,7 @@ from django.utils.log import log_response
 
 from obskit import _safety
 from obskit._http import (
+    EnvironHeaders,
     ServerRequest,
     current_telemetry,
     excluded,
@@ -131,7 +132,7 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
             telemetry,
             request.method or "GET",
             request.path,
-            {name.lower(): value for name, value in request.headers.items()},
+            EnvironHeaders(meta),
             scheme=request.scheme or "http",
             query=meta.get("QUERY_STRING", ""),
             server_address=server_address(meta),

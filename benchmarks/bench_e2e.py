@@ -4,6 +4,12 @@ loaded by ``wrk`` (Debian package ``wrk``), with and without obskit, interleaved
 Cases (all the same app, access log lines to /dev/null):
 
 - ``bare``: no obskit;
+- ``bare + gunicorn access log``: no obskit, gunicorn's own access log on
+  (``--access-logfile -``): what a service without obskit usually runs, for reference
+  (obskit's access line replaces it; the target compares with ``bare``);
+- ``hand-wired``: the same per-request work written by hand with OpenTelemetry's SDK,
+  prometheus-client and structlog through Flask's request hooks (``e2e_app.hand_wired``):
+  the floor obskit is compared with elsewhere;
 - ``obskit``: ``init()`` + ``instrument_flask`` in each worker, spans not exported,
   each worker with its own metrics (the ``ratios`` in the JSON, as before);
 - ``obskit multiprocess``: as documented for gunicorn (``from
@@ -14,7 +20,10 @@ Cases (all the same app, access log lines to /dev/null):
   the workers' batching, serialising and sending is) -- what a real deployment runs.
 
 Reports requests/s and p50/p99 latency (medians over rounds) and each case's ratios
-to bare. Load is bounded: ``rounds`` x cases runs of ``seconds`` each, 16 connections.
+to bare: of the medians, and *paired* (the median over rounds of the ratio to bare in
+the same round, which cancels the machine's slower and faster stretches: this VM's
+speed drifts by tens of percent over a minute). Each round runs the cases in a new
+order. Load is bounded: ``rounds`` x cases runs of ``seconds`` each, 16 connections.
 Run: ``python benchmarks/bench_e2e.py [rounds] [seconds]``.
 """
 
@@ -70,12 +79,15 @@ def otlp_sink() -> ThreadingHTTPServer:
 
 
 def serve(
-    instrument: bool, multiprocess: bool = False, endpoint: str | None = None
+    instrument: str,
+    multiprocess: bool = False,
+    endpoint: str | None = None,
+    access_log: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["OBSKIT_BENCH_INSTRUMENT"] = "1" if instrument else "0"
+    env["OBSKIT_BENCH_INSTRUMENT"] = instrument
     env["PYTHONPATH"] = str(ROOT)
     config: list[str] = []
     if multiprocess:
@@ -83,6 +95,8 @@ def serve(
         _made.append(conf.parent)
         conf.write_text("from obskit.integrations.gunicorn import *  # noqa: F403\n")
         config = ["--config", str(conf)]
+    if access_log:
+        config += ["--access-logfile", "-"]
     if endpoint is not None:
         env["OBSKIT_BENCH_EXPORT"] = "1"
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
@@ -164,16 +178,18 @@ def main() -> None:
     if shutil.which("wrk") is None:
         print("note: wrk is not installed (apt-get install wrk): end-to-end benchmark skipped")
         return
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     sink = otlp_sink()
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
     variants = {
-        "bare": {"instrument": False},
-        "obskit": {"instrument": True},
-        "obskit multiprocess": {"instrument": True, "multiprocess": True},
+        "bare": {"instrument": "0"},
+        "bare + gunicorn access log": {"instrument": "0", "access_log": True},
+        "hand-wired": {"instrument": "floor"},
+        "obskit": {"instrument": "1"},
+        "obskit multiprocess": {"instrument": "1", "multiprocess": True},
         "obskit multiprocess + OTLP": {
-            "instrument": True,
+            "instrument": "1",
             "multiprocess": True,
             "endpoint": endpoint,
         },
@@ -183,8 +199,11 @@ def main() -> None:
     try:
         for process, url in servers.values():
             load(url, 2, process.pid)  # warm-up
-        for _ in range(rounds):
-            for name, (process, url) in servers.items():
+        names = list(servers)
+        for round_number in range(rounds):
+            shift = round_number % len(names)  # each round starts with another case
+            for name in names[shift:] + names[:shift]:
+                process, url = servers[name]
                 runs[name].append(load(url, seconds, process.pid))
     finally:
         for process, _ in servers.values():
@@ -198,11 +217,20 @@ def main() -> None:
         for name, results in runs.items()
     }
     bare = summary["bare"]
+
+    def paired(name: str, key: str) -> float:
+        return statistics.median(
+            own[key] / base[key] for own, base in zip(runs[name], runs["bare"], strict=True)
+        )
+
     by_case = {
         name: {
             "rps": row["rps"] / bare["rps"],
             "p99": row["p99_ms"] / bare["p99_ms"],
             "cpu_per_request": row["cpu_us_per_request"] / bare["cpu_us_per_request"],
+            "rps_paired": paired(name, "rps"),
+            "p99_paired": paired(name, "p99_ms"),
+            "cpu_per_request_paired": paired(name, "cpu_us_per_request"),
         }
         for name, row in summary.items()
         if name != "bare"
@@ -211,19 +239,30 @@ def main() -> None:
     print(f"gunicorn 4 sync workers, wrk 2 threads x 16 connections, {rounds} x {seconds} s each")
     print(
         f"{'case':<28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10}"
-        f" {'x req/s':>8} {'x p99':>6} {'x cpu':>6}"
+        f" {'x req/s':>8} {'x p99':>6} {'x cpu':>6} {'paired: x req/s':>16} {'x p99':>6}"
     )
+    one = dict.fromkeys(("rps", "p99", "cpu_per_request", "rps_paired", "p99_paired"), 1.0)
     for name, row in summary.items():
-        ratio = by_case.get(name, {"rps": 1.0, "p99": 1.0, "cpu_per_request": 1.0})
+        ratio = by_case.get(name, one)
         print(
             f"{name:<28} {row['rps']:>8.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f}"
             f" {row['cpu_us_per_request']:>10.0f} {ratio['rps']:>8.2f} {ratio['p99']:>6.2f}"
-            f" {ratio['cpu_per_request']:>6.2f}"
+            f" {ratio['cpu_per_request']:>6.2f} {ratio['rps_paired']:>16.2f}"
+            f" {ratio['p99_paired']:>6.2f}"
         )
+    floor = summary["hand-wired"]
+    print(
+        f"obskit vs hand-wired: {summary['obskit']['rps'] / floor['rps']:.2f}x req/s,"
+        f" {summary['obskit']['cpu_us_per_request'] / floor['cpu_us_per_request']:.2f}x CPU"
+        " per request"
+    )
     print("targets (#10): req/s >= 0.85x bare, p99 <= 1.2x bare")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "e2e.json").write_text(
-        json.dumps({"summary": summary, "ratios": ratios, "ratios_by_case": by_case}, indent=2)
+        json.dumps(
+            {"summary": summary, "ratios": ratios, "ratios_by_case": by_case, "runs": runs},
+            indent=2,
+        )
     )
 
 

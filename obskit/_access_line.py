@@ -100,6 +100,33 @@ def write(
     access_log.info(f"{method} {path} {status}", **fields)
 
 
+#: (pipeline fields dict the templates were made with, {(method, route, status): template}),
+#: the template "" when the line cannot be made from one (the chain renders it).
+_templates: tuple[Any, dict[tuple[str, str, int | None], str]] = (None, {})
+#: Distinct (method, route, status) templates kept (routes are bounded; more are rebuilt).
+_TEMPLATES_MAX = 1024
+
+
+def _template(method: str, route: str, status: int | None, tail: str) -> str:
+    """The line for (method, route, status) with ``%s`` for the per-request values:
+    escaped path, duration, client member, path for the event text, timestamp, ids.
+    "" when the method needs escaping (then the chain renders the line)."""
+    if not _PLAIN_METHOD(method):
+        return ""
+    code = "null" if status is None else int.__repr__(status)
+    return (
+        (
+            f'{{"logger": "obskit.access", "http.request.method": "{method}", '
+            f'"http.route": {_escape(route)}, "url.path": \x00, '
+            f'"http.response.status_code": {code}, "duration_ms": \x00\x00, '
+            f'"event": "{method} \x00 {"None" if status is None else code}", "level": "info", '
+            f'"timestamp": "\x00"\x00{tail}}}'
+        )
+        .replace("%", "%%")
+        .replace("\x00", "%s")
+    )
+
+
 def _format(
     shared: Any,
     method: str,
@@ -109,31 +136,45 @@ def _format(
     duration_ms: float,
     client_address: str | None,
 ) -> str | None:
-    tail = _fields_tail(shared._fields)
-    if tail is None or type(status) not in (int, type(None)) or type(duration_ms) is not float:
+    fields = shared._fields
+    cached = _templates
+    if cached[0] is not fields:
+        tail = _fields_tail(fields)
+        if tail is None:
+            return None
+        cached = _new_templates(fields)
+    if type(duration_ms) is not float or not -1e300 < duration_ms < 1e300:
+        return None  # not finite: the chain quotes it
+    if status is not None and type(status) is not int:
         return None
-    if not -1e300 < duration_ms < 1e300:  # not finite: the chain quotes it
+    key = (method, route, status)
+    templates = cached[1]
+    template = templates.get(key)
+    if template is None:
+        template = _template(method, route, status, _fields_tail(fields) or "")
+        if len(templates) < _TEMPLATES_MAX:
+            templates[key] = template
+    if not template:
         return None
-    # The method is one of KNOWN_METHODS or "_OTHER" (nothing to escape, checked), so
-    # the event text "<method> <path> <status>" escapes to the escaped path in between.
-    if not _PLAIN_METHOD(method):
-        return None
-    escape = _escape
-    client = f', "client.address": {escape(client_address)}' if client_address else ""
     context = get_current_span().get_span_context()
     if context.is_valid:
         _, trace_id, span_id = hex_ids(context)
         ids = f', "trace_id": "{trace_id}", "span_id": "{span_id}"'
     else:
         ids = ""
-    code = "null" if status is None else int.__repr__(status)
-    quoted_path = escape(path)
-    event = f'"{method} {quoted_path[1:-1]} {"None" if status is None else code}"'
-    line = (
-        f'{{"logger": "obskit.access", "http.request.method": "{method}", '
-        f'"http.route": {escape(route)}, "url.path": {quoted_path}, '
-        f'"http.response.status_code": {code}, "duration_ms": {float.__repr__(duration_ms)}'
-        f'{client}, "event": {event}, "level": "info", '
-        f'"timestamp": "{_utc_now_iso()}"{ids}{tail}}}'
+    quoted_path = _escape(path)
+    line: str = template % (
+        quoted_path,
+        float.__repr__(duration_ms),
+        f', "client.address": {_escape(client_address)}' if client_address else "",
+        quoted_path[1:-1],
+        _utc_now_iso(),
+        ids,
     )
     return line if len(line) <= shared._max_bytes else None
+
+
+def _new_templates(fields: dict[str, str]) -> tuple[Any, dict[Any, str]]:
+    global _templates
+    _templates = (fields, {})
+    return _templates

@@ -83,6 +83,7 @@ from obskit import _safety
 
 __all__ = [
     "FastTracer",
+    "attach",
     "detach",
     "end_span",
     "fast_tracer",
@@ -90,6 +91,7 @@ __all__ = [
     "rename_and_set",
     "start_span",
     "trusted_attributes",
+    "with_span",
 ]
 
 _new = object.__new__
@@ -259,8 +261,24 @@ def _detach_var(token: Any) -> None:
         _context_log.exception("Failed to detach context")
 
 
-#: Restores the context a :meth:`FastTracer.start_current` token replaced.
+#: Restores the context a :meth:`FastTracer.start_current` or :func:`attach` token replaced.
 detach: Any = _detach_var if _VAR is not None else otel_context.detach
+
+
+def attach(context: Context) -> Any:
+    """``opentelemetry.context.attach(context)``; the token is for :func:`detach`."""
+    if _VAR is not None and otel_context._RUNTIME_CONTEXT is _RUNTIME:
+        return _VAR.set(context)
+    return otel_context.attach(context)
+
+
+def with_span(span: Span, parent: Context) -> Context:
+    """``trace.set_span_in_context(span, parent)``: a copy of ``parent`` holding ``span``."""
+    if _VAR is None:
+        return set_span_in_context(span, parent)
+    context = Context(parent)  # a copy; Context refuses item assignment itself
+    _dict_set(context, _SPAN_KEY, span)
+    return context
 
 
 #: (span processors tuple, all their on_start no-op, all their _on_ending no-op),
@@ -426,7 +444,7 @@ class FastTracer:
         tracer (stored without re-validation). Returns None when a per-call
         precondition fails: the caller then uses ``tracer.start_span``.
         """
-        return self._start(name, attributes, trusted, kind, context, _current_span(context))
+        return self.start_under(name, attributes, trusted, kind, context, _current_span(context))
 
     def start_current(
         self, name: str, attributes: Mapping[str, Any] | None, trusted: bool
@@ -448,14 +466,14 @@ class FastTracer:
             type(parent_span) not in _SPAN_TYPES and not isinstance(parent_span, Span)
         ):
             parent_span = INVALID_SPAN
-        span = self._start(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
+        span = self.start_under(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
         if span is None:
             return None
         context = Context(current)  # a copy; Context refuses item assignment itself
         _dict_set(context, _SPAN_KEY, span)
         return span, _VAR.set(context)
 
-    def _start(
+    def start_under(
         self,
         name: str,
         attributes: Mapping[str, Any] | None,
@@ -464,6 +482,8 @@ class FastTracer:
         context: otel_context.Context | None,
         parent_span: Any,
     ) -> Span | None:
+        """:meth:`start` with the parent span of ``context`` already known (``INVALID_SPAN``
+        for a context without one: a new trace)."""
         tracer = self.tracer
         if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
             return None

@@ -18,7 +18,16 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from obskit import _access_line, _runtime, _safety
-from obskit._fastspan import end_span, fast_tracer, plain_fit, rename_and_set, start_span
+from obskit._fastspan import (
+    attach,
+    detach,
+    end_span,
+    fast_tracer,
+    plain_fit,
+    rename_and_set,
+    start_span,
+    with_span,
+)
 from obskit._ids import hex_ids
 from obskit._logs import clear_bound
 from obskit._metrics import (
@@ -210,7 +219,16 @@ class ServerRequest:
             attributes["server.address"] = server_address
         if server_port:
             attributes["server.port"] = server_port
-        agent = headers.get("user-agent")
+        if type(headers) is EnvironHeaders:  # the environ itself: no per-name lookups
+            environ = headers._environ
+            agent = environ.get("HTTP_USER_AGENT")
+            continued = (
+                environ.get("HTTP_TRACEPARENT") is not None
+                or environ.get("HTTP_BAGGAGE") is not None
+            )
+        else:
+            agent = headers.get("user-agent")
+            continued = "traceparent" in headers or "baggage" in headers
         if agent:
             attributes["user_agent.original"] = agent
         if protocol:
@@ -224,8 +242,10 @@ class ServerRequest:
                 attributes[f"http.request.header.{name}"] = [
                     self._header_value(name, headers[name])
                 ]
-        if "traceparent" not in headers and "baggage" not in headers and _w3c_only():
+        parent_span: Any = None
+        if not continued and _w3c_only():
             parent = otel_context.Context()  # what extract() returns: nothing to continue
+            parent_span = trace.INVALID_SPAN  # what get_current_span(parent) returns
         else:
             try:
                 parent = propagate.extract(headers)
@@ -236,15 +256,17 @@ class ServerRequest:
         span: Span | None = None
         fast = fast_tracer(tracer)
         if fast is not None and not captured and plain_fit(tracer, attributes):
-            span = fast.start(
-                self.method, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
+            if parent_span is None:
+                parent_span = trace.get_current_span(parent)
+            span = fast.start_under(
+                self.method, attributes, True, SpanKind.SERVER, parent, parent_span
             )
         if span is None:
             span = start_span(
                 tracer, self.method, kind=SpanKind.SERVER, context=parent, attributes=attributes
             )
         self.span = span
-        self.context = trace.set_span_in_context(span, parent)
+        self.context = with_span(span, parent)
         self._active = metrics.active_child(self.method)
         add_trusted(self._active, 1)
 
@@ -253,17 +275,14 @@ class ServerRequest:
 
     def attach(self) -> object:
         """Make the request's span current (returns the token for :meth:`detach`)."""
-        return otel_context.attach(self.context)
+        return attach(self.context)
 
     @property
     def captures_response_headers(self) -> bool:
         """Whether any response header is to be recorded (else skip collecting them)."""
         return bool(self._settings.http_capture_response_headers)
 
-    @staticmethod
-    def detach(token: object) -> None:
-        """Undo :meth:`attach`."""
-        otel_context.detach(token)  # type: ignore[arg-type]
+    detach = staticmethod(detach)  #: Undo :meth:`attach`.
 
     def response_headers(
         self, status: int, headers: Mapping[str, str] | None = None

@@ -99,6 +99,36 @@ def test_direct_line_equals_the_chain_line(lines: list[str], case: Any) -> None:
                 assert ("trace_id" in event) is span.get_span_context().is_valid
 
 
+def test_cached_line_templates_stay_exact(
+    lines: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per (method, route, status) templates: percent signs in routes, paths and fields,
+    more distinct routes than are kept, and new service fields after a reconfigure."""
+    monkeypatch.setattr(_access_line, "_TEMPLATES_MAX", 3)
+    cases: list[tuple[str, str, str, int | None, float, str | None]] = [
+        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1.5, "10.0.0.1%s"),
+        *[("GET", f"/r{n}", f"/r{n}", 200 + n, 0.25, None) for n in range(6)],
+        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1.5, "10.0.0.1%s"),  # cached
+    ]
+    for case in cases:
+        lines.clear()
+        _access_line.write(*case)
+        assert lines == [_chain_line(case)]
+    _logs.pipeline().configure(fields={"service.name": "100%s"}, renderer="json", max_bytes=4096)
+    lines.clear()
+    _access_line.write(*cases[0])
+    assert lines == [_chain_line(cases[0])]
+    assert json.loads(lines[0])["service.name"] == "100%s"
+
+
+def test_a_status_that_is_not_an_int_uses_the_chain(lines: list[str]) -> None:
+    """``True`` equals 1 as a cache key but renders as ``true``: never from a template."""
+    _access_line.write("GET", "/b", "/b", 1, 1.0, None)
+    _access_line.write("GET", "/b", "/b", True, 1.0, None)  # type: ignore[arg-type]
+    assert lines[1] == _chain_line(("GET", "/b", "/b", True, 1.0, None))
+    assert '"http.response.status_code": true' in lines[1]
+
+
 def test_the_direct_path_is_taken_for_plain_requests(
     lines: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

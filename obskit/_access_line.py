@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from opentelemetry.trace import get_current_span
+from opentelemetry.trace import Span, get_current_span
 
 from obskit import _logs
 from obskit._ids import hex_ids
@@ -75,16 +75,23 @@ def write(
     route: str,
     path: str,
     status: int | None,
-    duration_ms: float,
+    duration_us: int,
     client_address: str | None,
+    span: Span | None = None,
 ) -> None:
-    """Write the access line of a finished request (in its context, for its ids)."""
+    """Write the access line of a finished request, in its context.
+
+    ``duration_us``: whole microseconds, written as ``duration_ms`` with three
+    decimals (the float ``duration_us / 1000``). ``span``: the
+    request's span, whose ids the line carries (the current span's when None, as any
+    log line; a request ends with its span current, so both are the same).
+    """
     shared = _logs._pipeline or _logs.pipeline()
     if shared.level > 20:
         return
     line = None
     if shared.fast_structlog(access_log._processors) and nothing_bound():
-        line = _format(shared, method, route, path, status, duration_ms, client_address)
+        line = _format(shared, method, route, path, status, duration_us, client_address, span)
     if line is not None:
         shared.writer.msg(line)
         return
@@ -93,11 +100,22 @@ def write(
         "http.route": route,
         "url.path": path,
         "http.response.status_code": status,
-        "duration_ms": duration_ms,
+        "duration_ms": duration_us / 1000,
     }
     if client_address:
         fields["client.address"] = client_address
     access_log.info(f"{method} {path} {status}", **fields)
+
+
+def milliseconds_text(duration_us: int) -> str:
+    """``repr(duration_us / 1000)`` for ``0 <= duration_us < 10**12``, in integers.
+
+    The quotient is the float nearest the decimal ``<ms>.<3 digits>``, which has at
+    most 12 significant digits: repr() prints exactly that decimal (its shortest text
+    that parses back, without trailing zeros but one, and no exponent in this range).
+    """
+    text = ("%d.%03d" % divmod(duration_us, 1000)).rstrip("0")  # noqa: UP031 - the fastest
+    return text + "0" if text[-1] == "." else text
 
 
 #: (pipeline fields dict the templates were made with, {(method, route, status): template}),
@@ -133,8 +151,9 @@ def _format(
     route: str,
     path: str,
     status: int | None,
-    duration_ms: float,
+    duration_us: int,
     client_address: str | None,
+    span: Span | None = None,
 ) -> str | None:
     fields = shared._fields
     cached = _templates
@@ -143,8 +162,8 @@ def _format(
         if tail is None:
             return None
         cached = _new_templates(fields)
-    if type(duration_ms) is not float or not -1e300 < duration_ms < 1e300:
-        return None  # not finite: the chain quotes it
+    if type(duration_us) is not int or not 0 <= duration_us < 10**12:
+        return None  # negative or huge: the chain renders the float
     if status is not None and type(status) is not int:
         return None
     key = (method, route, status)
@@ -156,7 +175,7 @@ def _format(
             templates[key] = template
     if not template:
         return None
-    context = get_current_span().get_span_context()
+    context = (get_current_span() if span is None else span).get_span_context()
     if context.is_valid:
         _, trace_id, span_id = hex_ids(context)
         ids = f', "trace_id": "{trace_id}", "span_id": "{span_id}"'
@@ -165,7 +184,7 @@ def _format(
     quoted_path = _escape(path)
     line: str = template % (
         quoted_path,
-        float.__repr__(duration_ms),
+        milliseconds_text(duration_us),
         f', "client.address": {_escape(client_address)}' if client_address else "",
         quoted_path[1:-1],
         _utc_now_iso(),

@@ -202,7 +202,7 @@ class ServerRequest:
         self.status: int | None = None
         #: Set by the integration when the response body is produced lazily.
         self.streamed = False
-        self._started = time.perf_counter()
+        self._started = time.perf_counter_ns()
         self._finished = False
         self._client_address = client_address if settings.capture_pii else None
         clear_bound()  # bound fields never leak from the previous request on this thread
@@ -325,7 +325,8 @@ class ServerRequest:
             end_span(self.span)
 
     def _finish(self, error: BaseException | None) -> None:
-        elapsed = time.perf_counter() - self._started
+        elapsed_ns = time.perf_counter_ns() - self._started
+        elapsed = elapsed_ns / 1e9
         span = self.span
         status = self.status if self.status is not None else (500 if error else None)
         name = f"{self.method} {self.route}" if self.route else None
@@ -355,8 +356,9 @@ class ServerRequest:
                 route,
                 self.path,
                 status,
-                round(elapsed * 1000, 3),
+                (elapsed_ns + 500) // 1000,  # whole microseconds
                 self._client_address,
+                span,
             )
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -16,6 +17,34 @@ from typing import Any
 from tests.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(*, coverage: bool = True, **extra: str) -> dict[str, str]:
+    """This environment without ``OTEL_*``/``OBSKIT_*`` variables (and ``COVERAGE_*``
+    ones unless ``coverage``), plus ``extra``: a child configured only as the test says."""
+    skipped = ("OTEL_", "OBSKIT_") + (() if coverage else ("COVERAGE_",))
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(skipped)}, **extra}
+
+
+def run_python(
+    code: str,
+    env: dict[str, str] | None = None,
+    *,
+    coverage: bool = True,
+    timeout: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter from the repository root, with
+    :func:`clean_env` plus ``env``; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=clean_env(coverage=coverage, **(env or {})),
+        cwd=ROOT,
+        timeout=timeout,
+        check=check,
+    )
 
 
 class Server:
@@ -37,9 +66,9 @@ class Server:
         self.stderr_path = workdir / f"stderr-{self.port}.log"
         # Latency-sensitive tests turn coverage off in the server: tracing every line
         # makes timings several times slower and much noisier.
-        skipped = ("OTEL_", "OBSKIT_") + (() if measure_coverage else ("COVERAGE_",))
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
-        clean.update(PYTHONUNBUFFERED="1", OBSKIT_LOG_FORMAT="json", **env)
+        clean = clean_env(
+            coverage=measure_coverage, PYTHONUNBUFFERED="1", OBSKIT_LOG_FORMAT="json", **env
+        )
         self._stdout = self.stdout_path.open("w")
         self._stderr = self.stderr_path.open("w")
         self.process = subprocess.Popen(

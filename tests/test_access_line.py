@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,17 +15,20 @@ from obskit import _access_line, _logs
 
 TIMESTAMP = "2026-11-28T12:00:00.123456Z"
 
-#: (method, route, path, status, duration ms, client address): plain and hostile values.
-CASES: list[tuple[str, str, str, int | None, float, str | None]] = [
-    ("GET", "/hello/<name>", "/hello/world", 200, 1.234, None),
-    ("POST", "/items", "/items", 201, 0.0, "10.0.0.7"),
-    ("_OTHER", "<unmatched>", "/nowhere", 404, 12345.678, ""),
-    ("GET", "/q", '/q"uote\\back\nslash\ttab\x00nul\x1f', 500, 3.5e-05, None),
-    ("GET", "/é", "/caf\xe9/\u2603/\U0001f600/\ud800", 200, 7.0, "::1"),
-    ("HEAD", "/r", "/" + "x" * 300, None, 0.001, "2001:db8::1"),
-    ("GET", "/big", "/" + "y" * 10_000, 200, 1.0, None),  # over the cap: truncated by the chain
-    ("DELETE", "/a/<int:id>", "/a/1", 599, 99999999.999, '"quoted"'),
-    ('get"\\', "/m", "/m", 200, 2.5, None),  # not a normalised method: the chain renders it
+#: (method, route, path, status, duration us, client address): plain and hostile values.
+CASES: list[tuple[str, str, str, int | None, int, str | None]] = [
+    ("GET", "/hello/<name>", "/hello/world", 200, 1234, None),
+    ("POST", "/items", "/items", 201, 0, "10.0.0.7"),
+    ("_OTHER", "<unmatched>", "/nowhere", 404, 12345678, ""),
+    ("GET", "/q", '/q"uote\\back\nslash\ttab\x00nul\x1f', 500, 35, None),
+    ("GET", "/é", "/caf\xe9/\u2603/\U0001f600/\ud800", 200, 7000, "::1"),
+    ("HEAD", "/r", "/" + "x" * 300, None, 1, "2001:db8::1"),
+    ("GET", "/big", "/" + "y" * 10_000, 200, 1000, None),  # over the cap: truncated by the chain
+    ("DELETE", "/a/<int:id>", "/a/1", 599, 99999999999, '"quoted"'),
+    ('get"\\', "/m", "/m", 200, 2500, None),  # not a normalised method: the chain renders it
+    ("GET", "/t", "/t", 200, 62, None),
+    ("GET", "/u", "/u", 200, 187346, None),
+    ("GET", "/v", "/v", 200, 10**15, None),  # over the formatted range: the chain renders it
 ]
 
 
@@ -41,7 +45,7 @@ def lines(spans: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
     shared.writer.capture = None
 
 
-def _chain_line(case: tuple[str, str, str, int | None, float, str | None]) -> str:
+def _chain_line(case: tuple[str, str, str, int | None, int, str | None]) -> str:
     """The line ``get_logger("obskit.access").info(...)`` renders through the chain."""
     method, route, path, status, duration, client = case
     fields: dict[str, Any] = {
@@ -49,7 +53,7 @@ def _chain_line(case: tuple[str, str, str, int | None, float, str | None]) -> st
         "http.route": route,
         "url.path": path,
         "http.response.status_code": status,
-        "duration_ms": duration,
+        "duration_ms": duration / 1000,
     }
     if client:
         fields["client.address"] = client
@@ -105,10 +109,10 @@ def test_cached_line_templates_stay_exact(
     """Per (method, route, status) templates: percent signs in routes, paths and fields,
     more distinct routes than are kept, and new service fields after a reconfigure."""
     monkeypatch.setattr(_access_line, "_TEMPLATES_MAX", 3)
-    cases: list[tuple[str, str, str, int | None, float, str | None]] = [
-        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1.5, "10.0.0.1%s"),
-        *[("GET", f"/r{n}", f"/r{n}", 200 + n, 0.25, None) for n in range(6)],
-        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1.5, "10.0.0.1%s"),  # cached
+    cases: list[tuple[str, str, str, int | None, int, str | None]] = [
+        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1500, "10.0.0.1%s"),
+        *[("GET", f"/r{n}", f"/r{n}", 200 + n, 250, None) for n in range(6)],
+        ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1500, "10.0.0.1%s"),  # cached
     ]
     for case in cases:
         lines.clear()
@@ -123,10 +127,31 @@ def test_cached_line_templates_stay_exact(
 
 def test_a_status_that_is_not_an_int_uses_the_chain(lines: list[str]) -> None:
     """``True`` equals 1 as a cache key but renders as ``true``: never from a template."""
-    _access_line.write("GET", "/b", "/b", 1, 1.0, None)
-    _access_line.write("GET", "/b", "/b", True, 1.0, None)  # type: ignore[arg-type]
-    assert lines[1] == _chain_line(("GET", "/b", "/b", True, 1.0, None))
+    _access_line.write("GET", "/b", "/b", 1, 1000, None)
+    _access_line.write("GET", "/b", "/b", True, 1000, None)
+    assert lines[1] == _chain_line(("GET", "/b", "/b", True, 1000, None))
     assert '"http.response.status_code": true' in lines[1]
+
+
+def test_milliseconds_text_is_the_repr_of_the_quotient() -> None:
+    """Over random microsecond counts of every magnitude below 10**12, and the edges."""
+    rng = random.Random(10)
+    values = [0, 1, 9, 10, 99, 100, 999, 1000, 1001, 1500, 2000, 10**12 - 1]
+    values += [rng.randrange(10 ** rng.randint(1, 12)) for _ in range(200_000)]
+    for value in values:
+        assert _access_line.milliseconds_text(value) == repr(value / 1000), value
+
+
+def test_the_request_span_given_is_the_one_on_the_line(lines: list[str]) -> None:
+    """Requests pass their span: its ids, not those of whatever span is current."""
+    invalid, sampled, unsampled = _spans()
+    with trace.use_span(unsampled):
+        _access_line.write(*CASES[0], span=sampled)
+        _access_line.write(*CASES[0], span=invalid)
+    with trace.use_span(sampled):
+        assert lines[0] == _chain_line(CASES[0])
+    with trace.use_span(invalid):
+        assert lines[1] == _chain_line(CASES[0])
 
 
 def test_the_direct_path_is_taken_for_plain_requests(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,12 +11,7 @@ import pytest
 
 from tests.prometheus_server import free_port
 from tests.receivers import OtlpHttpReceiver
-from tests.servers import ROOT
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    return {**env, **extra}
+from tests.servers import ROOT, clean_env, run_python
 
 
 def _check_demo_output(out: str) -> None:
@@ -41,15 +35,7 @@ def test_demo_shows_one_requests_trace_logs_and_exemplar(flask: bool) -> None:
         code += "sys.modules['flask'] = None  # as if Flask were not installed\n"
     code += "from obskit.cli import main\nsys.exit(main(['demo']))\n"
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 20
     _check_demo_output(result.stdout)
@@ -62,7 +48,7 @@ def test_doctor_passes_against_a_listening_collector(http_receiver: OtlpHttpRece
     result = subprocess.run(
         [sys.executable, "-m", "obskit", "doctor"],
         cwd=ROOT,
-        env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint, OBSKIT_LOG_FORMAT="json"),
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint, OBSKIT_LOG_FORMAT="json"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,7 +68,7 @@ def test_doctor_fails_with_a_hint_when_the_collector_is_down() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "obskit", "doctor"],
         cwd=ROOT,
-        env=_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"),
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -99,7 +85,7 @@ def test_doctor_reports_bad_configuration_with_exit_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "obskit", "doctor"],
         cwd=ROOT,
-        env=_env(OTEL_TRACES_SAMPLER="sometimes"),
+        env=clean_env(OTEL_TRACES_SAMPLER="sometimes"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from obskit._reference import render
+from tests.servers import run_python
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -129,8 +130,6 @@ def test_testing_page_snippets_run() -> None:
 def test_grafana_dashboard_queries_only_metrics_obskit_exports() -> None:
     """Every metric selector in docs/grafana-dashboard.json is a sample obskit exposes."""
     import json
-    import subprocess
-    import sys
 
     dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text(encoding="utf-8"))
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
@@ -156,12 +155,6 @@ with capture() as telemetry:
     names = {sample.name for family in families for sample in family.samples}
 print(" ".join(sorted(names)))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=DOCS.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_python(script, check=True)
     exposed = set(result.stdout.split())
     assert used <= exposed, used - exposed

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import socket
-import subprocess
-import sys
 import textwrap
 import urllib.request
 from collections.abc import Iterable
@@ -47,6 +44,7 @@ import obskit
 from obskit import _exposition, _metrics
 from obskit._metrics import ObskitCounter, ObskitGauge, ObskitHistogram
 from tests.conftest import wsgi_request
+from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 ESCAPINGS = ("underscores", "dots", "values", "allow-utf-8")
@@ -379,15 +377,8 @@ _MULTIPROCESS = textwrap.dedent(
 def test_multiprocess_mode_falls_back_to_prometheus_client(tmp_path: Path) -> None:
     """In multiprocess mode (a real process with PROMETHEUS_MULTIPROC_DIR) the merged
     registry renders exactly as prometheus-client does, exemplars included."""
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", _MULTIPROCESS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = run_python(_MULTIPROCESS, env, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"multiprocess": True, "text": True, "om": True, "exemplar": True}
 

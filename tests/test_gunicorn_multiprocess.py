@@ -4,6 +4,7 @@ workers, worker recycling, graceful flush on SIGTERM, fork safety."""
 from __future__ import annotations
 
 import glob
+import http.client
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.prometheus_server import Prometheus, free_port, prometheus_binary
 from tests.receivers import OtlpHttpReceiver
-from tests.servers import ROOT, Server
+from tests.servers import ROOT, Server, run_python
 
 DURATION = "http_server_request_duration_seconds"
 
@@ -79,13 +80,30 @@ def _request_count(families: dict[str, Any], route: str = "/post/<int:post_id>")
     )
 
 
-def _hammer(server: Server, count: int, threads: int = 8) -> None:
+def _hammer(server: Server, count: int, threads: int = 8, retry_drops: bool = False) -> int:
+    """``count`` GETs; returns how many were dropped unanswered and sent again.
+
+    ``retry_drops``: a sync worker that reaches ``--max-requests`` can drop a connection
+    it has not read yet, without a response (gunicorn issues #2567 and #2881), once in a
+    few thousand requests here: a load balancer retries such a GET; so does this test.
+    """
+    dropped = 0
+
     def call(n: int) -> None:
-        with urllib.request.urlopen(f"{server.url}/post/{n}", timeout=10) as reply:
-            assert reply.status == 200
+        nonlocal dropped
+        try:
+            with urllib.request.urlopen(f"{server.url}/post/{n}", timeout=10) as reply:
+                assert reply.status == 200
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            if not retry_drops:
+                raise
+            dropped += 1
+            with urllib.request.urlopen(f"{server.url}/post/{n}", timeout=10) as reply:
+                assert reply.status == 200
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(call, range(count)))
+    return dropped
 
 
 @pytest.mark.slow
@@ -153,13 +171,15 @@ def test_worker_recycling_keeps_counters_monotonic_and_files_bounded(
     server = gunicorn("--workers", "2", "--max-requests", "50", "--preload")
     totals: list[float] = []
     slowest = 0.0
+    dropped = 0
     for _ in range(10):
-        _hammer(server, 500)
+        dropped += _hammer(server, 500, retry_drops=True)
         families, elapsed = _scrape(server)
         totals.append(_request_count(families))
         slowest = max(slowest, elapsed)
+    assert dropped <= 5  # gunicorn's, rare: every other request was answered
     assert totals == sorted(totals)
-    assert totals[-1] == 5000
+    assert totals[-1] == 5000  # a dropped request was never served (nor counted)
     assert slowest < 0.5
     files = os.listdir(server.multiproc)  # type: ignore[attr-defined]
     live = {name.rsplit("_", 1)[-1].split(".")[0] for name in files} - {"merged"}
@@ -312,16 +332,7 @@ sys.exit(1 if failures else 0)
 def test_fork_while_obskit_locks_are_held_never_hangs() -> None:
     """50 forks, each while another thread holds one of obskit's locks: every child logs,
     traces and counts, then exits within a 10 s watchdog."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_python(FORK_SCRIPT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "failures 0" in result.stderr
     assert result.stdout.count("child working") == 50
@@ -352,15 +363,7 @@ def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
         print(sorted(os.listdir({str(tmp_path)!r})), os.getpid())
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_python(script)
     assert result.returncode == 0, result.stderr
     assert 'jobs_total{queue="a"} 15.0' in result.stdout
     assert "busy 0.0" in result.stdout  # only the live parent's gauge is left

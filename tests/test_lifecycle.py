@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import obskit
 from obskit import _runtime
 from tests.receivers import OtlpHttpReceiver
+from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,19 +49,6 @@ def _sockets() -> int:
         except OSError:
             continue
     return count
-
-
-def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_same_settings_return_the_same_handle(http_receiver: OtlpHttpReceiver) -> None:
@@ -246,7 +231,7 @@ def test_sampler_settings_choose_the_sampler() -> None:
 
 def test_import_does_no_work() -> None:
     """`import obskit` reads no env var, starts no thread, imports no framework or SDK."""
-    result = _run(
+    result = run_python(
         """
         import json, os, sys, threading
         reads = []
@@ -286,10 +271,12 @@ def test_init_without_exporter_loads_no_export_machinery() -> None:
         print(json.dumps([m for m in {modules!r} if m in sys.modules]))
         obskit.shutdown()
         """
-    quiet = _run(code.format(exporter="none"))
+    quiet = run_python(code.format(exporter="none"))
     assert quiet.returncode == 0, quiet.stderr
     assert json.loads(quiet.stdout.splitlines()[-1]) == []
-    otlp = _run(code.format(exporter="otlp"), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    otlp = run_python(
+        code.format(exporter="otlp"), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    )
     assert otlp.returncode == 0, otlp.stderr
     assert json.loads(otlp.stdout.splitlines()[-1]) == [
         "obskit._export",
@@ -301,7 +288,7 @@ def test_init_without_exporter_loads_no_export_machinery() -> None:
 
 def test_interpreter_exit_flushes_spans(http_receiver: OtlpHttpReceiver) -> None:
     """A script that never calls shutdown() still delivers its spans at exit."""
-    result = _run(
+    result = run_python(
         f"""
         import obskit
         from opentelemetry import trace
@@ -316,7 +303,7 @@ def test_interpreter_exit_flushes_spans(http_receiver: OtlpHttpReceiver) -> None
 
 def test_another_global_provider_is_reported_not_overridden() -> None:
     """If something else installed a global provider first, obskit warns and leaves it."""
-    result = _run(
+    result = run_python(
         """
         import logging
         logging.basicConfig(level=logging.WARNING)

@@ -8,9 +8,7 @@ import decimal
 import io
 import json
 import logging
-import os
 import re
-import subprocess
 import sys
 import textwrap
 import threading
@@ -25,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import obskit
 from obskit import _safety
+from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -426,10 +425,7 @@ def test_real_process_stdout_is_one_json_object_per_line() -> None:
                 log.exception("failed")
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, check=False
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_event = {line["event"]: line for line in lines}

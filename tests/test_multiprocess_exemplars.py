@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,17 +45,8 @@ SCRIPT = textwrap.dedent(
 
 def test_http_exemplars_are_recorded_and_overwritten_in_multiprocess_mode(tmp_path: Path) -> None:
     """Requests on a long route template leave one exemplar per bucket, the newest one."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
+    result = run_python(
+        SCRIPT, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout.strip().splitlines()[-1])

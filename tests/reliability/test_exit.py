@@ -4,16 +4,14 @@ within ``shutdown_timeout`` plus a small margin."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.receivers import BlackHole, OtlpHttpReceiver
+from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 SPANS = 500
@@ -36,16 +34,8 @@ print(time.time(), flush=True)  # the script's last statement: exit starts here
 def _run_script(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run SCRIPT; return the result and the seconds from its last statement to its end."""
     # Without coverage in the script: its data save at exit would be timed too.
-    skipped = ("OTEL_", "OBSKIT_", "COVERAGE_")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT.format(spans=SPANS))],
-        capture_output=True,
-        text=True,
-        env={**clean, "OBSKIT_LOG_FORMAT": "json", **env},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
+    result = run_python(
+        SCRIPT.format(spans=SPANS), {"OBSKIT_LOG_FORMAT": "json", **env}, coverage=False
     )
     ended = time.time()
     last_statement = float(result.stdout.split()[0])

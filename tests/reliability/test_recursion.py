@@ -3,15 +3,10 @@ exporter's own log records never recurse, deadlock or create spans."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
 from tests.prometheus_server import free_port
-from tests.servers import ROOT
+from tests.servers import run_python
 
 SCRIPT = """
 import json, logging, sys, threading, time
@@ -43,16 +38,7 @@ def test_debug_logging_with_a_dead_collector_neither_recurses_nor_deadlocks() ->
     """Five failing export rounds with urllib3/OpenTelemetry DEBUG records flowing through
     obskit's bridge: the process ends (30 s watchdog), no RecursionError, and the only
     spans are the app's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT.format(port=free_port()))],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_python(SCRIPT.format(port=free_port()), timeout=30)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RecursionError" not in result.stdout + result.stderr
     assert 'SPANS ["work"]' in result.stderr

@@ -298,7 +298,7 @@ class ServerRequest:
         if not self._settings.http_traceresponse:
             return []
         context = self.span.get_span_context()
-        flags = "01" if context.trace_flags.sampled else "00"
+        flags = "01" if context.trace_flags & 1 else "00"  # 1: TraceFlags.SAMPLED
         _, trace_id, span_id = hex_ids(context)
         value = f"00-{trace_id}-{span_id}-{flags}"
         return [("traceresponse", value)]
@@ -311,55 +311,52 @@ class ServerRequest:
     def finish(self, error: BaseException | None = None) -> None:
         """End the request: span name/attributes/status, metrics, access log. Once only.
 
-        Call it with the request's context attached, so the access line carries its ids.
+        Call it with the request's context attached (the access line is written in it).
         """
         if self._finished:
             return
         self._finished = True
+        span = self.span
         try:
-            self._finish(error)
+            elapsed_ns = time.perf_counter_ns() - self._started
+            elapsed = elapsed_ns / 1e9
+            status = self.status if self.status is not None else (500 if error else None)
+            name = f"{self.method} {self.route}" if self.route else None
+            attributes: dict[str, Any] = {}
+            if self.route:
+                attributes["http.route"] = self.route
+            if status is not None:
+                attributes["http.response.status_code"] = status
+            if not rename_and_set(span, name, attributes):
+                if name is not None:
+                    span.update_name(name)
+                for key, value in attributes.items():
+                    span.set_attribute(key, value)
+            if error is not None:
+                self.record_exception(error)
+            elif status is not None and status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            exemplar = exemplar_of(span)
+            route = self.route or UNMATCHED
+            child = self._metrics.duration_child(
+                self.method, route, str(status) if status is not None else "0"
+            )
+            observe_trusted(child, elapsed, exemplar)
+            if self._settings.http_access_log:
+                _access_line.write(
+                    self.method,
+                    route,
+                    self.path,
+                    status,
+                    (elapsed_ns + 500) // 1000,  # whole microseconds
+                    self._client_address,
+                    span,
+                )
         except Exception as internal:
             _safety.report("http", internal)
         finally:
             add_trusted(self._active, -1)
-            end_span(self.span)
-
-    def _finish(self, error: BaseException | None) -> None:
-        elapsed_ns = time.perf_counter_ns() - self._started
-        elapsed = elapsed_ns / 1e9
-        span = self.span
-        status = self.status if self.status is not None else (500 if error else None)
-        name = f"{self.method} {self.route}" if self.route else None
-        attributes: dict[str, Any] = {}
-        if self.route:
-            attributes["http.route"] = self.route
-        if status is not None:
-            attributes["http.response.status_code"] = status
-        if not rename_and_set(span, name, attributes):
-            if name is not None:
-                span.update_name(name)
-            for key, value in attributes.items():
-                span.set_attribute(key, value)
-        if error is not None:
-            self.record_exception(error)
-        elif status is not None and status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
-        exemplar = exemplar_of(span)
-        route = self.route or UNMATCHED
-        child = self._metrics.duration_child(
-            self.method, route, str(status) if status is not None else "0"
-        )
-        observe_trusted(child, elapsed, exemplar)
-        if self._settings.http_access_log:
-            _access_line.write(
-                self.method,
-                route,
-                self.path,
-                status,
-                (elapsed_ns + 500) // 1000,  # whole microseconds
-                self._client_address,
-                span,
-            )
+            end_span(span)
 
 
 #: The environ keys of the headers every request looks up.

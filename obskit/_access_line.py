@@ -81,10 +81,10 @@ def write(
 ) -> None:
     """Write the access line of a finished request, in its context.
 
-    ``duration_us``: whole microseconds, written as ``duration_ms`` with three
-    decimals (the float ``duration_us / 1000``). ``span``: the
-    request's span, whose ids the line carries (the current span's when None, as any
-    log line; a request ends with its span current, so both are the same).
+    ``duration_us``: whole microseconds, written as ``duration_ms`` with three decimals
+    (the float ``duration_us / 1000``). ``span``: the request's span, whose ids the line
+    carries (the current span's when None, as any log line; a request ends with its
+    span current, so both are the same).
     """
     shared = _logs._pipeline or _logs.pipeline()
     if shared.level > 20:

@@ -254,9 +254,13 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
 
 
 def _detach_var(token: Any) -> None:
-    """``opentelemetry.context.detach(token)`` for a token of the contextvar itself."""
+    """``opentelemetry.context.detach(token)``, directly for a token of the contextvar."""
+    var: Any = _VAR
+    if getattr(token, "var", var) is not var:  # from another runtime context (replaced)
+        otel_context.detach(token)
+        return
     try:
-        _VAR.reset(token)
+        var.reset(token)
     except Exception:
         _context_log.exception("Failed to detach context")
 

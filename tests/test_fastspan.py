@@ -448,3 +448,31 @@ def test_rename_and_set_on_a_full_span_evicts_like_the_sdk(
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
     assert first.dropped_attributes == 2
+
+
+def test_attach_with_span_and_detach_equal_the_api(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``with_span`` builds what ``set_span_in_context`` builds; ``attach``/``detach``
+    make it current and restore the previous context, also after the runtime context
+    was replaced (then through the API), without an error logged."""
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    span = NonRecordingSpan(SpanContext(7, 8, False, TraceFlags(TraceFlags.SAMPLED)))
+    parent = trace.set_span_in_context(trace.INVALID_SPAN, context.set_value("k", "v"))
+    built = _fastspan.with_span(span, parent)
+    assert built == trace.set_span_in_context(span, parent)
+    assert type(built) is type(parent)
+    before = context.get_current()
+    token = _fastspan.attach(built)
+    assert trace.get_current_span() is span
+    assert context.get_value("k") == "v"
+    _fastspan.detach(token)
+    assert context.get_current() == before
+    monkeypatch.setattr(context, "_RUNTIME_CONTEXT", ContextVarsRuntimeContext())
+    with caplog.at_level(logging.ERROR):
+        token = _fastspan.attach(built)
+        assert trace.get_current_span() is span
+        _fastspan.detach(token)
+        assert trace.get_current_span() is trace.INVALID_SPAN
+    assert not caplog.records

@@ -33,18 +33,14 @@ from opentelemetry import trace
 
 import obskit
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _floor import add_trace_ids
+
 Case = Callable[[int], float]
 PLAIN = "stdlib plain line (logging.Formatter)"
 
 
 def floor_logger(devnull: Any) -> Any:
-    def trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            event["trace_id"] = format(context.trace_id, "032x")
-            event["span_id"] = format(context.span_id, "016x")
-        return event
-
     def service(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         event["service.name"] = "bench"
         return event
@@ -55,7 +51,7 @@ def floor_logger(devnull: Any) -> Any:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            trace_ids,
+            add_trace_ids,
             service,
             structlog.processors.JSONRenderer(),
         ],

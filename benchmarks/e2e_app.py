@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -44,6 +43,7 @@ def hand_wired(app: Flask) -> None:
     header, with OpenTelemetry's SDK, prometheus-client and structlog used directly
     through Flask's request hooks. Spans are not exported (as in the ``obskit`` case)."""
     import structlog
+    from _floor import add_trace_ids
     from opentelemetry import context, propagate, trace
     from opentelemetry.sdk.trace import TracerProvider
     from prometheus_client import Gauge, Histogram
@@ -56,18 +56,11 @@ def hand_wired(app: Flask) -> None:
     )
     active = Gauge("http_server_active_requests", "Requests in flight.", ["http_request_method"])
 
-    def add_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            event["trace_id"] = format(span_context.trace_id, "032x")
-            event["span_id"] = format(span_context.span_id, "016x")
-        return event
-
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            add_ids,
+            add_trace_ids,
             structlog.processors.JSONRenderer(),
         ],
         logger_factory=structlog.PrintLoggerFactory(),

@@ -52,22 +52,16 @@ _KEYS = frozenset(
         "span_id",
     }
 )
-#: (the pipeline's fields dict, its JSON members after the ids, or None if it collides).
-_tail: tuple[Any, str | None] = (None, None)
 
 
 def _fields_tail(fields: dict[str, str]) -> str | None:
-    global _tail
-    cached = _tail
-    if cached[0] is not fields:
-        if not fields:
-            text: str | None = ""
-        elif fields.keys() & _KEYS:
-            text = None
-        else:
-            text = ", " + render_json(fields, 1 << 30)[1:-1]
-        cached = _tail = (fields, text)
-    return cached[1]
+    """The pipeline's fields as the JSON members after the ids; None if one is named
+    like an access-line field (then the chain renders the line)."""
+    if not fields:
+        return ""
+    if fields.keys() & _KEYS:
+        return None
+    return ", " + render_json(fields, 1 << 30)[1:-1]
 
 
 def write(
@@ -118,9 +112,9 @@ def milliseconds_text(duration_us: int) -> str:
     return text + "0" if text[-1] == "." else text
 
 
-#: (pipeline fields dict the templates were made with, {(method, route, status): template}),
-#: the template "" when the line cannot be made from one (the chain renders it).
-_templates: tuple[Any, dict[tuple[str, str, int | None], str]] = (None, {})
+#: (the pipeline's fields dict, their tail from :func:`_fields_tail`, the line templates
+#: made with them by (method, route, status); "" when no template can make the line).
+_templates: tuple[Any, str | None, dict[tuple[str, str, int | None], str]] = (None, None, {})
 #: Distinct (method, route, status) templates kept (routes are bounded; more are rebuilt).
 _TEMPLATES_MAX = 1024
 
@@ -155,22 +149,21 @@ def _format(
     client_address: str | None,
     span: Span | None = None,
 ) -> str | None:
-    fields = shared._fields
     cached = _templates
-    if cached[0] is not fields:
-        tail = _fields_tail(fields)
-        if tail is None:
-            return None
-        cached = _new_templates(fields)
+    if cached[0] is not shared._fields:
+        cached = _new_templates(shared._fields)
+    tail = cached[1]
+    if tail is None:
+        return None
     if type(duration_us) is not int or not 0 <= duration_us < 10**12:
         return None  # negative or huge: the chain renders the float
     if status is not None and type(status) is not int:
         return None
     key = (method, route, status)
-    templates = cached[1]
+    templates = cached[2]
     template = templates.get(key)
     if template is None:
-        template = _template(method, route, status, _fields_tail(fields) or "")
+        template = _template(method, route, status, tail)
         if len(templates) < _TEMPLATES_MAX:
             templates[key] = template
     if not template:
@@ -193,7 +186,7 @@ def _format(
     return line if len(line) <= shared._max_bytes else None
 
 
-def _new_templates(fields: dict[str, str]) -> tuple[Any, dict[Any, str]]:
+def _new_templates(fields: dict[str, str]) -> tuple[Any, str | None, dict[Any, str]]:
     global _templates
-    _templates = (fields, {})
+    _templates = (fields, _fields_tail(fields), {})
     return _templates

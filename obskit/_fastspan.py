@@ -91,7 +91,6 @@ __all__ = [
     "rename_and_set",
     "start_span",
     "trusted_attributes",
-    "with_span",
 ]
 
 _new = object.__new__
@@ -255,12 +254,10 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
 
 def _detach_var(token: Any) -> None:
     """``opentelemetry.context.detach(token)``, directly for a token of the contextvar."""
-    var: Any = _VAR
-    if getattr(token, "var", var) is not var:  # from another runtime context (replaced)
-        otel_context.detach(token)
-        return
     try:
-        var.reset(token)
+        _VAR.reset(token)
+    except ValueError:  # a token of another variable: the runtime context was replaced
+        otel_context.detach(token)  # (which logs, as before, if that fails too)
     except Exception:
         _context_log.exception("Failed to detach context")
 
@@ -274,15 +271,6 @@ def attach(context: Context) -> Any:
     if _VAR is not None and otel_context._RUNTIME_CONTEXT is _RUNTIME:
         return _VAR.set(context)
     return otel_context.attach(context)
-
-
-def with_span(span: Span, parent: Context) -> Context:
-    """``trace.set_span_in_context(span, parent)``: a copy of ``parent`` holding ``span``."""
-    if _VAR is None:
-        return set_span_in_context(span, parent)
-    context = Context(parent)  # a copy; Context refuses item assignment itself
-    _dict_set(context, _SPAN_KEY, span)
-    return context
 
 
 #: (span processors tuple, all their on_start no-op, all their _on_ending no-op),
@@ -448,7 +436,7 @@ class FastTracer:
         tracer (stored without re-validation). Returns None when a per-call
         precondition fails: the caller then uses ``tracer.start_span``.
         """
-        return self.start_under(name, attributes, trusted, kind, context, _current_span(context))
+        return self._start(name, attributes, trusted, kind, context, _current_span(context))
 
     def start_current(
         self, name: str, attributes: Mapping[str, Any] | None, trusted: bool
@@ -470,14 +458,14 @@ class FastTracer:
             type(parent_span) not in _SPAN_TYPES and not isinstance(parent_span, Span)
         ):
             parent_span = INVALID_SPAN
-        span = self.start_under(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
+        span = self._start(name, attributes, trusted, SpanKind.INTERNAL, None, parent_span)
         if span is None:
             return None
         context = Context(current)  # a copy; Context refuses item assignment itself
         _dict_set(context, _SPAN_KEY, span)
         return span, _VAR.set(context)
 
-    def start_under(
+    def _start(
         self,
         name: str,
         attributes: Mapping[str, Any] | None,
@@ -486,8 +474,6 @@ class FastTracer:
         context: otel_context.Context | None,
         parent_span: Any,
     ) -> Span | None:
-        """:meth:`start` with the parent span of ``context`` already known (``INVALID_SPAN``
-        for a context without one: a new trace)."""
         tracer = self.tracer
         if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
             return None

@@ -26,7 +26,6 @@ from obskit._fastspan import (
     plain_fit,
     rename_and_set,
     start_span,
-    with_span,
 )
 from obskit._ids import hex_ids
 from obskit._logs import clear_bound
@@ -219,16 +218,7 @@ class ServerRequest:
             attributes["server.address"] = server_address
         if server_port:
             attributes["server.port"] = server_port
-        if type(headers) is EnvironHeaders:  # the environ itself: no per-name lookups
-            environ = headers._environ
-            agent = environ.get("HTTP_USER_AGENT")
-            continued = (
-                environ.get("HTTP_TRACEPARENT") is not None
-                or environ.get("HTTP_BAGGAGE") is not None
-            )
-        else:
-            agent = headers.get("user-agent")
-            continued = "traceparent" in headers or "baggage" in headers
+        agent = headers.get("user-agent")
         if agent:
             attributes["user_agent.original"] = agent
         if protocol:
@@ -242,10 +232,8 @@ class ServerRequest:
                 attributes[f"http.request.header.{name}"] = [
                     self._header_value(name, headers[name])
                 ]
-        parent_span: Any = None
-        if not continued and _w3c_only():
+        if "traceparent" not in headers and "baggage" not in headers and _w3c_only():
             parent = otel_context.Context()  # what extract() returns: nothing to continue
-            parent_span = trace.INVALID_SPAN  # what get_current_span(parent) returns
         else:
             try:
                 parent = propagate.extract(headers)
@@ -256,17 +244,15 @@ class ServerRequest:
         span: Span | None = None
         fast = fast_tracer(tracer)
         if fast is not None and not captured and plain_fit(tracer, attributes):
-            if parent_span is None:
-                parent_span = trace.get_current_span(parent)
-            span = fast.start_under(
-                self.method, attributes, True, SpanKind.SERVER, parent, parent_span
+            span = fast.start(
+                self.method, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
             )
         if span is None:
             span = start_span(
                 tracer, self.method, kind=SpanKind.SERVER, context=parent, attributes=attributes
             )
         self.span = span
-        self.context = with_span(span, parent)
+        self.context = trace.set_span_in_context(span, parent)
         self._active = metrics.active_child(self.method)
         add_trusted(self._active, 1)
 

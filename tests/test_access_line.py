@@ -118,6 +118,7 @@ def test_cached_line_templates_stay_exact(
         lines.clear()
         _access_line.write(*case)
         assert lines == [_chain_line(case)]
+    assert len(_access_line._templates[2]) == 3  # the cap: later keys are rebuilt per line
     _logs.pipeline().configure(fields={"service.name": "100%s"}, renderer="json", max_bytes=4096)
     lines.clear()
     _access_line.write(*cases[0])

@@ -63,7 +63,6 @@ def _on_response(sender: Flask, response: Response, **extra: Any) -> None:
     current = _current_request()
     state = current.environ.get(_ENVIRON_KEY) if current is not None else None
     if state is not None:
-        state.route = _route(current)
         state.streamed = response.is_streamed
 
 
@@ -122,10 +121,9 @@ class _Middleware:
 
         def observing_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             try:
-                if state.route is None:  # else read when Flask finished the response
-                    current = _current_request()
-                    if current is not None:
-                        state.route = _route(current)
+                current = _current_request()
+                if current is not None:
+                    state.route = _route(current)
                 code = int(status.split(" ", 1)[0])
                 captured = (
                     {k.lower(): v for k, v in headers}

@@ -113,29 +113,31 @@ def milliseconds_text(duration_us: int) -> str:
 
 
 #: (the pipeline's fields dict, their tail from :func:`_fields_tail`, the line templates
-#: made with them by (method, route, status); "" when no template can make the line).
-_templates: tuple[Any, str | None, dict[tuple[str, str, int | None], str]] = (None, None, {})
+#: made with them by (method, route, status); () when no template can make the line).
+_templates: tuple[Any, str | None, dict[tuple[str, str, int | None], tuple[str, ...]]] = (
+    None,
+    None,
+    {},
+)
 #: Distinct (method, route, status) templates kept (routes are bounded; more are rebuilt).
 _TEMPLATES_MAX = 1024
 
 
-def _template(method: str, route: str, status: int | None, tail: str) -> str:
-    """The line for (method, route, status) with ``%s`` for the per-request values:
+def _template(method: str, route: str, status: int | None, tail: str) -> tuple[str, ...]:
+    """The line for (method, route, status) as the 7 texts around the per-request values:
     escaped path, duration, client member, path for the event text, timestamp, ids.
-    "" when the method needs escaping (then the chain renders the line)."""
+    () when the method needs escaping (then the chain renders the line)."""
     if not _PLAIN_METHOD(method):
-        return ""
+        return ()
     code = "null" if status is None else int.__repr__(status)
-    return (
+    return tuple(
         (
             f'{{"logger": "obskit.access", "http.request.method": "{method}", '
             f'"http.route": {_escape(route)}, "url.path": \x00, '
             f'"http.response.status_code": {code}, "duration_ms": \x00\x00, '
             f'"event": "{method} \x00 {"None" if status is None else code}", "level": "info", '
             f'"timestamp": "\x00"\x00{tail}}}'
-        )
-        .replace("%", "%%")
-        .replace("\x00", "%s")
+        ).split("\x00")
     )
 
 
@@ -161,12 +163,12 @@ def _format(
         return None
     key = (method, route, status)
     templates = cached[2]
-    template = templates.get(key)
-    if template is None:
-        template = _template(method, route, status, tail)
+    pieces = templates.get(key)
+    if pieces is None:
+        pieces = _template(method, route, status, tail)
         if len(templates) < _TEMPLATES_MAX:
-            templates[key] = template
-    if not template:
+            templates[key] = pieces
+    if not pieces:
         return None
     context = (get_current_span() if span is None else span).get_span_context()
     if context.is_valid:
@@ -175,18 +177,20 @@ def _format(
     else:
         ids = ""
     quoted_path = _escape(path)
-    line: str = template % (
-        quoted_path,
-        milliseconds_text(duration_us),
-        f', "client.address": {_escape(client_address)}' if client_address else "",
-        quoted_path[1:-1],
-        _utc_now_iso(),
-        ids,
+    client = f', "client.address": {_escape(client_address)}' if client_address else ""
+    # An f-string of the pieces: cheaper than one %-format of the whole line.
+    start, after_path, after_duration, after_client, after_event_path, after_time, end = pieces
+    line = (
+        f"{start}{quoted_path}{after_path}{milliseconds_text(duration_us)}{after_duration}"
+        f"{client}{after_client}{quoted_path[1:-1]}{after_event_path}{_utc_now_iso()}"
+        f"{after_time}{ids}{end}"
     )
     return line if len(line) <= shared._max_bytes else None
 
 
-def _new_templates(fields: dict[str, str]) -> tuple[Any, str | None, dict[Any, str]]:
+def _new_templates(
+    fields: dict[str, str],
+) -> tuple[Any, str | None, dict[Any, tuple[str, ...]]]:
     global _templates
     _templates = (fields, _fields_tail(fields), {})
     return _templates

@@ -91,6 +91,7 @@ __all__ = [
     "rename_and_set",
     "start_span",
     "trusted_attributes",
+    "with_span",
 ]
 
 _new = object.__new__
@@ -187,11 +188,12 @@ def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, 
 
 
 def plain_fit(tracer: Any, attributes: Mapping[str, Any]) -> bool:
-    """Whether the SDK would store ``attributes`` (non-empty string keys, ``str``/``int``
-    values) exactly as given on ``tracer``'s spans: within the count and length limits.
+    """Whether the SDK would store ``attributes`` (``str``/``int`` values) exactly as
+    given on ``tracer``'s spans: within the count and length limits.
 
     The cheap per-call form of :func:`trusted_attributes` for attributes obskit builds
     from plain values (an HTTP request's): True means they may be passed as trusted.
+    The keys are obskit's own attribute names: that they are strings is not checked.
     """
     limits = tracer._span_limits
     maxlen = limits.max_span_attributes
@@ -201,10 +203,12 @@ def plain_fit(tracer: Any, attributes: Mapping[str, Any]) -> bool:
 
 
 def _plain(attributes: Mapping[str, Any], limit: int | None) -> bool:
-    """Non-empty string keys; ``str`` values of at most ``limit`` characters or ``int``s."""
-    for key, value in attributes.items():
-        if type(key) is not str or not key:
-            return False
+    """``str`` values of at most ``limit`` characters or ``int``s (``bool`` is not one),
+    and no empty key. For attributes obskit names: that keys are strings is not checked.
+    """
+    if "" in attributes:
+        return False  # the SDK drops it with a warning
+    for value in attributes.values():
         kind = type(value)
         if kind is str:
             if limit is not None and len(value) > limit:
@@ -247,8 +251,15 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
         if name is not None:
             span._name = name
         with bounded._lock:
-            for key, value in attributes.items():
-                bounded._setitem_locked(key, value)
+            stored = bounded._dict
+            maxlen = bounded.maxlen
+            if (
+                maxlen is None or len(stored) + len(attributes) <= maxlen
+            ) and stored.keys().isdisjoint(attributes):
+                stored.update(attributes)  # all new, all fit: what each _setitem_locked does
+            else:
+                for key, value in attributes.items():
+                    bounded._setitem_locked(key, value)
     return True
 
 
@@ -264,6 +275,13 @@ def _detach_var(token: Any) -> None:
 
 #: Restores the context a :meth:`FastTracer.start_current` or :func:`attach` token replaced.
 detach: Any = _detach_var if _VAR is not None else otel_context.detach
+
+
+def with_span(context: Context, span: Span) -> Context:
+    """``trace.set_span_in_context(span, context)``: a copy of ``context`` holding ``span``."""
+    copied = Context(context)  # Context refuses item assignment itself
+    _dict_set(copied, _SPAN_KEY, span)
+    return copied
 
 
 def attach(context: Context) -> Any:

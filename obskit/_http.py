@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from obskit import _access_line, _runtime, _safety
@@ -26,6 +26,7 @@ from obskit._fastspan import (
     plain_fit,
     rename_and_set,
     start_span,
+    with_span,
 )
 from obskit._ids import hex_ids
 from obskit._logs import clear_bound
@@ -226,13 +227,15 @@ class ServerRequest:
         if self._client_address:
             attributes["client.address"] = self._client_address
         captured = False
-        for name in settings.http_capture_request_headers:
-            if name in headers:
-                captured = True
-                attributes[f"http.request.header.{name}"] = [
-                    self._header_value(name, headers[name])
-                ]
-        if "traceparent" not in headers and "baggage" not in headers and _w3c_only():
+        if settings.http_capture_request_headers:
+            for name in settings.http_capture_request_headers:
+                if name in headers:
+                    captured = True
+                    attributes[f"http.request.header.{name}"] = [
+                        self._header_value(name, headers[name])
+                    ]
+        get = headers.get
+        if get("traceparent") is None and get("baggage") is None and _w3c_only():
             parent = otel_context.Context()  # what extract() returns: nothing to continue
         else:
             try:
@@ -252,7 +255,7 @@ class ServerRequest:
                 tracer, self.method, kind=SpanKind.SERVER, context=parent, attributes=attributes
             )
         self.span = span
-        self.context = trace.set_span_in_context(span, parent)
+        self.context = with_span(parent, span)
         self._active = metrics.active_child(self.method)
         add_trusted(self._active, 1)
 
@@ -376,8 +379,10 @@ class EnvironHeaders(Mapping[str, str]):
 
     def get(self, name: str, default: Any = None) -> Any:
         key = _NAMES.get(name) if type(name) is str else None
-        if key is None:
-            key = self._key(name)
+        if key is not None:  # a header every request looks up: an HTTP_ key
+            value = self._environ.get(key)
+            return default if value is None else value
+        key = self._key(name)
         if key is None:
             return default
         value = self._environ.get(key)

@@ -161,12 +161,14 @@ def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | Non
         i = _bisect(bounds, amount)
         if i < len(bounds) and amount <= bounds[i]:
             bucket = buckets[i]
-            with bucket._lock:
-                bucket._value += 1
-            if exemplar:
+            if exemplar:  # the count and its exemplar under one acquisition of the lock
                 recorded = Exemplar(exemplar, amount, _now())
                 with bucket._lock:
+                    bucket._value += 1
                     bucket._exemplar = recorded
+            else:
+                with bucket._lock:
+                    bucket._value += 1
         return
     total.inc(amount)
     for i, bound in enumerate(child._upper_bounds):

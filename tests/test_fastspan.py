@@ -450,6 +450,21 @@ def test_rename_and_set_on_a_full_span_evicts_like_the_sdk(
     assert first.dropped_attributes == 2
 
 
+def test_with_span_equals_set_span_in_context() -> None:
+    """A copy of the given context holding the span, which is left unchanged: as the API's."""
+    span = NonRecordingSpan(SpanContext(1, 2, is_remote=False))
+    parent = context.set_value("other", "kept")
+    ours, theirs = _fastspan.with_span(parent, span), trace.set_span_in_context(span, parent)
+    assert type(ours) is type(theirs) is context.Context
+    assert ours == theirs
+    assert ours is not parent
+    assert trace.get_current_span(ours) is span
+    assert ours["other"] == "kept"
+    assert trace.get_current_span(parent) is not span
+    empty = _fastspan.with_span(context.Context(), span)
+    assert empty == trace.set_span_in_context(span, context.Context())
+
+
 def test_attach_and_detach_equal_the_api(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

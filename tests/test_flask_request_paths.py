@@ -155,3 +155,42 @@ def test_active_requests_count_requests_in_flight(
     client = app.test_client()
     assert client.post("/fail", buffered=True).status_code == 500
     assert _active("POST") == 0.0
+
+
+def test_an_app_overriding_process_response_keeps_it(
+    spans: Callable[..., InMemorySpanExporter],
+) -> None:
+    """obskit notes whether a response streams by wrapping ``app.process_response``: an
+    app's own override still runs (its header is sent), once per request, and both a
+    buffered and a streamed response are timed and counted as before."""
+    exporter = spans(service_name="paths")
+    calls: list[str] = []
+
+    class ShopFlask(Flask):
+        def process_response(self, response: Response) -> Response:
+            calls.append(response.status)
+            response = super().process_response(response)
+            response.headers["X-Shop"] = "1"
+            return response
+
+    app = ShopFlask("override")
+
+    @app.get("/now")
+    def now() -> str:
+        return "now"
+
+    @app.get("/stream")
+    def stream() -> Response:
+        return Response(stream_with_context(f"{_active()}\n" for _ in range(2)))
+
+    obskit.instrument_flask(app)
+    obskit.instrument_flask(app)  # a second call wraps nothing twice
+    status, headers, body = wsgi_request(app, "/now")
+    assert (status, body, headers["X-Shop"]) == (200, b"now", "1")
+    # Still in flight while its chunks are produced: it was seen to stream.
+    status, headers, body = wsgi_request(app, "/stream")
+    assert (status, body, headers["X-Shop"]) == (200, b"1.0\n1.0\n", "1")
+    assert calls == ["200 OK", "200 OK"]
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert names == ["GET /now", "GET /stream"]
+    assert _active() == 0.0

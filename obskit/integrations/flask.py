@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Flask, Response, got_request_exception, request, request_finished
+from flask import Flask, Response, got_request_exception, request
 
+from obskit import _runtime
 from obskit._http import (
     EnvironHeaders,
     ServerRequest,
-    current_telemetry,
     excluded,
     server_address,
     server_port,
@@ -47,8 +47,8 @@ def instrument_flask(app: Flask) -> Flask:
         return app
     app.extensions["obskit"] = True
     app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.process_response = _observing(app.process_response)  # type: ignore[method-assign,assignment]
     got_request_exception.connect(_on_exception, app, weak=False)
-    request_finished.connect(_on_response, app, weak=False)
     return app
 
 
@@ -59,11 +59,28 @@ def _current_request() -> Any:
     return request._get_current_object() if request else None  # type: ignore[attr-defined]
 
 
-def _on_response(sender: Flask, response: Response, **extra: Any) -> None:
-    current = _current_request()
-    state = current.environ.get(_ENVIRON_KEY) if current is not None else None
-    if state is not None:
-        state.streamed = response.is_streamed
+def _observing(process_response: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    """``app.process_response`` (Flask's documented hook for the final response, the
+    one ``request_finished`` is sent with), noting whether the response streams.
+
+    An instance attribute wrapping the bound method: cheaper per request than a
+    ``request_finished`` receiver, which blinker looks up and checks on every send.
+    """
+
+    def observing_process_response(response: Response) -> Response:
+        response = process_response(response)
+        try:
+            current = _current_request()
+            state = current.environ.get(_ENVIRON_KEY) if current is not None else None
+            if state is not None:
+                state.streamed = response.is_streamed
+        except Exception as error:
+            from obskit import _safety
+
+            _safety.report("flask", error)
+        return response
+
+    return observing_process_response
 
 
 def _on_exception(sender: Flask, exception: BaseException, **extra: Any) -> None:
@@ -86,8 +103,8 @@ class _Middleware:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        telemetry = current_telemetry()
-        if telemetry is None:
+        telemetry = _runtime._current  # current_telemetry(), inline
+        if telemetry is None or telemetry.tracer is None:
             return self.wsgi_app(environ, start_response)
         settings = telemetry.settings
         path = environ.get("PATH_INFO", "") or "/"

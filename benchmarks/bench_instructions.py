@@ -1,0 +1,124 @@
+"""Machine instructions per Flask request, counted by valgrind: a measure without noise.
+
+Timings on a shared VM drift by tens of percent within a minute; the instructions a
+request executes do not. Each case runs in a child process under ``valgrind
+--tool=cachegrind`` (Debian package ``valgrind``) twice, with 200 warm-up requests
+and then with and without ``requests`` more, the same hash seed each time; the
+difference divided by ``requests`` is the cost of one request, the same to a few
+hundred instructions run after run.
+
+Cases (the hello-world app of bench_flask.py, driven in process as there):
+
+- ``bare Flask``;
+- ``hand-wired``: the end-to-end benchmark's floor, the same per-request work written
+  with OpenTelemetry's SDK, prometheus-client and structlog (``e2e_app.hand_wired``);
+- ``obskit``: ``init()`` + ``instrument_flask``, spans not exported.
+
+What it predicts: in the gunicorn end-to-end benchmark the workers are CPU-bound, so
+req/s with obskit over bare is about ``1 / (1 + k * added)``, ``added`` being obskit's
+instructions over bare Flask's; docs/performance.md has ``k`` as measured here.
+Run: ``python benchmarks/bench_instructions.py [requests]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+CASES = ("bare Flask", "hand-wired", "obskit")
+WARM_UP = 200
+
+
+def child(case: str, requests: int) -> None:
+    """In the process valgrind runs: build the case's app, warm it up, then serve."""
+    sys.path.insert(0, str(HERE))
+    from _per_request import driver
+    from bench_flask import hello_app
+
+    app = hello_app()
+    if case == "obskit":
+        import obskit
+
+        obskit.init(service_name="bench", traces_exporter="none", log_format="json")
+        obskit.instrument_flask(app)
+    elif case == "hand-wired":
+        from e2e_app import hand_wired
+
+        hand_wired(app)
+    run = driver(app)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the access lines, until exit
+    run(WARM_UP)
+    if requests:
+        run(requests)
+
+
+def instructions(case: str, requests: int) -> int:
+    """Instructions the child executes in all (start-up, warm-up and ``requests``)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    output = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            os.path.realpath(sys.executable),
+            __file__,
+            "--child",
+            case,
+            str(requests),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stderr
+    found = re.search(r"I\s+refs:\s+([\d,]+)", output)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind for {case!r}:\n{output[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    if shutil.which("valgrind") is None:
+        print("note: valgrind is not installed (apt-get install valgrind): benchmark skipped")
+        return
+    requests = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    jobs = [(case, count) for case in CASES for count in (0, requests)]
+    with ThreadPoolExecutor(2) as pool:  # valgrind runs one thread: two cores, two runs
+        totals = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
+    per_request = {case: (totals[case, requests] - totals[case, 0]) / requests for case in CASES}
+    bare = per_request["bare Flask"]
+    print(f"instructions per Flask request (valgrind), {requests} requests after {WARM_UP}")
+    print(f"{'case':<12} {'per request':>12} {'added':>9} {'x bare':>7}")
+    for case, count in per_request.items():
+        print(f"{case:<12} {count:>12,.0f} {count - bare:>9,.0f} {count / bare:>7.2f}")
+    added = {case: per_request[case] - bare for case in CASES}
+    ratio = added["obskit"] / added["hand-wired"]
+    print(f"obskit added / hand-wired added: {ratio:.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "instructions.json").write_text(
+        json.dumps(
+            {
+                "requests": requests,
+                "per_request": {case: round(count) for case, count in per_request.items()},
+                "added": {case: round(count) for case, count in added.items()},
+                "obskit_added_x_hand_wired_added": round(ratio, 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()

@@ -21,7 +21,7 @@ import json
 import re
 from typing import Any
 
-from opentelemetry.trace import Span, get_current_span
+from opentelemetry.trace import SpanContext, get_current_span
 
 from obskit import _logs
 from obskit._ids import hex_ids
@@ -71,21 +71,21 @@ def write(
     status: int | None,
     duration_us: int,
     client_address: str | None,
-    span: Span | None = None,
+    context: SpanContext | None = None,
 ) -> None:
     """Write the access line of a finished request, in its context.
 
     ``duration_us``: whole microseconds, written as ``duration_ms`` with three decimals
-    (the float ``duration_us / 1000``). ``span``: the request's span, whose ids the line
-    carries (the current span's when None, as any log line; a request ends with its
-    span current, so both are the same).
+    (the float ``duration_us / 1000``). ``context``: the request span's context, whose
+    ids the line carries (the current span's when None, as any log line; a request ends
+    with its span current, so both are the same).
     """
     shared = _logs._pipeline or _logs.pipeline()
     if shared.level > 20:
         return
     line = None
     if shared.fast_structlog(access_log._processors) and nothing_bound():
-        line = _format(shared, method, route, path, status, duration_us, client_address, span)
+        line = _format(shared, method, route, path, status, duration_us, client_address, context)
     if line is not None:
         shared.writer.msg(line)
         return
@@ -149,7 +149,7 @@ def _format(
     status: int | None,
     duration_us: int,
     client_address: str | None,
-    span: Span | None = None,
+    context: SpanContext | None = None,
 ) -> str | None:
     cached = _templates
     if cached[0] is not shared._fields:
@@ -170,7 +170,8 @@ def _format(
             templates[key] = pieces
     if not pieces:
         return None
-    context = (get_current_span() if span is None else span).get_span_context()
+    if context is None:
+        context = get_current_span().get_span_context()
     if context.is_valid:
         _, trace_id, span_id = hex_ids(context)
         ids = f', "trace_id": "{trace_id}", "span_id": "{span_id}"'

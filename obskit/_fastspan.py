@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -103,6 +104,7 @@ _current_span = get_current_span
 _sdk_log = logging.getLogger("opentelemetry.sdk.trace")
 _context_log = logging.getLogger("opentelemetry.context")
 _TRACE_ID_LIMIT = (1 << 64) - 1
+_NO_LIMIT = sys.maxsize  #: a string length limit that never applies
 _RANDOM = TraceFlags.RANDOM_TRACE_ID if hasattr(TraceFlags, "RANDOM_TRACE_ID") else 0
 #: Trace flags of a new span, indexed by [sampled][random trace id].
 _FLAGS = (
@@ -208,10 +210,11 @@ def _plain(attributes: Mapping[str, Any], limit: int | None) -> bool:
     """
     if "" in attributes:
         return False  # the SDK drops it with a warning
+    longest = _NO_LIMIT if limit is None else limit
     for value in attributes.values():
         kind = type(value)
         if kind is str:
-            if limit is not None and len(value) > limit:
+            if len(value) > longest:
                 return False
         elif kind is not int:
             return False
@@ -454,7 +457,16 @@ class FastTracer:
         tracer (stored without re-validation). Returns None when a per-call
         precondition fails: the caller then uses ``tracer.start_span``.
         """
-        return self._start(name, attributes, trusted, kind, context, _current_span(context))
+        parent_span: Any
+        if context is None:
+            parent_span = _current_span()
+        else:  # get_current_span(context), without its two calls
+            parent_span = context.get(_SPAN_KEY)
+            if parent_span is None or (
+                type(parent_span) not in _SPAN_TYPES and not isinstance(parent_span, Span)
+            ):
+                parent_span = INVALID_SPAN
+        return self._start(name, attributes, trusted, kind, context, parent_span)
 
     def start_current(
         self, name: str, attributes: Mapping[str, Any] | None, trusted: bool

@@ -34,7 +34,6 @@ from obskit._metrics import (
     ObskitGauge,
     ObskitHistogram,
     add_trusted,
-    exemplar_of,
     observe_trusted,
     store,
 )
@@ -139,6 +138,10 @@ def http_metrics() -> HttpMetrics:
     return cached[1]
 
 
+#: The standard methods as servers send them: a request's method found in one lookup.
+_SAME_METHOD = {method: method for method in KNOWN_METHODS}
+
+
 def normalize_method(method: str) -> str:
     """The method, or ``_OTHER`` for non-standard ones (bounded label values)."""
     upper = method.upper()
@@ -196,7 +199,7 @@ class ServerRequest:
         settings = telemetry.settings
         self._settings = settings
         self._metrics = metrics = http_metrics()
-        self.method = normalize_method(method)
+        self.method = _SAME_METHOD.get(method) or normalize_method(method)
         self.path = path
         self.route: str | None = None
         self.status: int | None = None
@@ -205,6 +208,8 @@ class ServerRequest:
         self._started = time.perf_counter_ns()
         self._finished = False
         self._client_address = client_address if settings.capture_pii else None
+        #: Whether any response header is to be recorded (else skip collecting them).
+        self.captures_response_headers = bool(settings.http_capture_response_headers)
         clear_bound()  # bound fields never leak from the previous request on this thread
         attributes: dict[str, Any] = {
             "http.request.method": self.method,
@@ -256,6 +261,8 @@ class ServerRequest:
             )
         self.span = span
         self.context = with_span(parent, span)
+        #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log.
+        self._ids = hex_ids(span.get_span_context())
         self._active = metrics.active_child(self.method)
         add_trusted(self._active, 1)
 
@@ -265,11 +272,6 @@ class ServerRequest:
     def attach(self) -> object:
         """Make the request's span current (returns the token for :meth:`detach`)."""
         return attach(self.context)
-
-    @property
-    def captures_response_headers(self) -> bool:
-        """Whether any response header is to be recorded (else skip collecting them)."""
-        return bool(self._settings.http_capture_response_headers)
 
     detach = staticmethod(detach)  #: Undo :meth:`attach`.
 
@@ -286,9 +288,8 @@ class ServerRequest:
                     )
         if not self._settings.http_traceresponse:
             return []
-        context = self.span.get_span_context()
+        context, trace_id, span_id = self._ids
         flags = "01" if context.trace_flags & 1 else "00"  # 1: TraceFlags.SAMPLED
-        _, trace_id, span_id = hex_ids(context)
         value = f"00-{trace_id}-{span_id}-{flags}"
         return [("traceresponse", value)]
 
@@ -325,7 +326,12 @@ class ServerRequest:
                 self.record_exception(error)
             elif status is not None and status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-            exemplar = exemplar_of(span)
+            context, trace_id, span_id = self._ids
+            exemplar = (  # what exemplar_of(span) gives, from the ids already made
+                {"trace_id": trace_id, "span_id": span_id}
+                if context.trace_flags & 1 and context.is_valid  # 1: TraceFlags.SAMPLED
+                else None
+            )
             route = self.route or UNMATCHED
             child = self._metrics.duration_child(
                 self.method, route, str(status) if status is not None else "0"
@@ -339,7 +345,7 @@ class ServerRequest:
                     status,
                     (elapsed_ns + 500) // 1000,  # whole microseconds
                     self._client_address,
-                    span,
+                    context,
                 )
         except Exception as internal:
             _safety.report("http", internal)

@@ -144,11 +144,11 @@ def test_milliseconds_text_is_the_repr_of_the_quotient() -> None:
 
 
 def test_the_request_span_given_is_the_one_on_the_line(lines: list[str]) -> None:
-    """Requests pass their span: its ids, not those of whatever span is current."""
+    """Requests pass their span's context: its ids, not those of whatever span is current."""
     invalid, sampled, unsampled = _spans()
     with trace.use_span(unsampled):
-        _access_line.write(*CASES[0], span=sampled)
-        _access_line.write(*CASES[0], span=invalid)
+        _access_line.write(*CASES[0], context=sampled.get_span_context())
+        _access_line.write(*CASES[0], context=invalid.get_span_context())
     with trace.use_span(sampled):
         assert lines[0] == _chain_line(CASES[0])
     with trace.use_span(invalid):

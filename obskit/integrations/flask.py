@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Flask, Response, got_request_exception, request
+from flask import Flask, Response, got_request_exception
+from flask.globals import _cv_request  # behind flask.request (Flask >= 2.3): no proxies
 
 from obskit import _runtime
 from obskit._http import (
@@ -24,12 +25,6 @@ from obskit._http import (
     server_address,
     server_port,
 )
-
-_request_context: Any
-try:  # the context variable behind flask.request: reading it skips two proxy lookups
-    from flask.globals import _cv_request as _request_context
-except ImportError:  # pragma: no cover - a Flask without it: the proxy is used
-    _request_context = None
 
 _ENVIRON_KEY = "obskit.request"
 StartResponse = Callable[..., Any]
@@ -54,30 +49,38 @@ def instrument_flask(app: Flask) -> Flask:
 
 def _current_request() -> Any:
     """Flask's current request object, or None outside a request context."""
-    if _request_context is not None:
-        return getattr(_request_context.get(None), "request", None)
-    return request._get_current_object() if request else None  # type: ignore[attr-defined]
+    context = _cv_request.get(None)
+    return context.request if context is not None else None
 
 
 def _observing(process_response: Callable[[Response], Response]) -> Callable[[Response], Response]:
     """``app.process_response`` (Flask's documented hook for the final response, the
-    one ``request_finished`` is sent with), noting whether the response streams.
+    one ``request_finished`` is sent with), noting the route template (read while the
+    request context is active) and whether the response streams.
 
     An instance attribute wrapping the bound method: cheaper per request than a
     ``request_finished`` receiver, which blinker looks up and checks on every send.
     """
 
     def observing_process_response(response: Response) -> Response:
-        response = process_response(response)
+        state = None
         try:
             current = _current_request()
             state = current.environ.get(_ENVIRON_KEY) if current is not None else None
             if state is not None:
-                state.streamed = response.is_streamed
+                state.route = _route(current)  # first: known even if the hook raises
         except Exception as error:
             from obskit import _safety
 
             _safety.report("flask", error)
+        response = process_response(response)
+        if state is not None:
+            try:
+                state.streamed = response.is_streamed
+            except Exception as error:
+                from obskit import _safety
+
+                _safety.report("flask", error)
         return response
 
     return observing_process_response
@@ -113,7 +116,7 @@ class _Middleware:
 
             served: Iterable[bytes] = metrics_wsgi_app()(environ, start_response)
             return served
-        if excluded(path, settings.http_excluded_paths):
+        if settings.http_excluded_paths and excluded(path, settings.http_excluded_paths):
             return self.wsgi_app(environ, start_response)
         try:
             address, port = _server(environ)
@@ -138,9 +141,6 @@ class _Middleware:
 
         def observing_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             try:
-                current = _current_request()
-                if current is not None:
-                    state.route = _route(current)
                 code = int(status.split(" ", 1)[0])
                 captured = (
                     {k.lower(): v for k, v in headers}

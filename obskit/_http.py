@@ -232,13 +232,12 @@ class ServerRequest:
         if self._client_address:
             attributes["client.address"] = self._client_address
         captured = False
-        if settings.http_capture_request_headers:
-            for name in settings.http_capture_request_headers:
-                if name in headers:
-                    captured = True
-                    attributes[f"http.request.header.{name}"] = [
-                        self._header_value(name, headers[name])
-                    ]
+        for name in settings.http_capture_request_headers:
+            if name in headers:
+                captured = True
+                attributes[f"http.request.header.{name}"] = [
+                    self._header_value(name, headers[name])
+                ]
         get = headers.get
         if get("traceparent") is None and get("baggage") is None and _w3c_only():
             parent = otel_context.Context()  # what extract() returns: nothing to continue

@@ -118,13 +118,26 @@ def recording_session(recorder: ReasonRecorder) -> Any:
             try:
                 response = super().request(*args, **kwargs)
             except Exception as error:
-                recorder.record_error(error)
+                if _no_time_left(kwargs.get("timeout")):
+                    # The exporter's retry came at its deadline: requests refused a zero
+                    # timeout before sending anything. The attempt before it says why
+                    # the export failed; if there was none, it ran out of time.
+                    if recorder.reason() is None:
+                        recorder.record("timeout")
+                else:
+                    recorder.record_error(error)
                 raise
             status = response.status_code
             recorder.record(http_reason(status) if status >= 400 else None)
             return response
 
     return RecordingSession()
+
+
+def _no_time_left(timeout: Any) -> bool:
+    """Whether a request's ``timeout`` (seconds, or requests' (connect, read) pair) is spent."""
+    first = timeout[0] if isinstance(timeout, tuple) and timeout else timeout
+    return isinstance(first, (int, float)) and not isinstance(first, bool) and first <= 0
 
 
 def record_grpc_outcomes(exporter: Any, recorder: ReasonRecorder) -> bool:

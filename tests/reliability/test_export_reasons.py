@@ -77,6 +77,32 @@ def test_a_closed_port_is_connection_refused_then_unreachable(
     assert moved == {"connection_refused": 1, "unreachable": 1}
 
 
+def test_a_retry_at_the_deadline_keeps_the_reason_of_the_attempt_before(
+    collector: FaultyCollector,
+) -> None:
+    """OTLP/HTTP retries with the time left, which can be 0: requests then refuses the
+    request before sending it (ValueError). That retry must not relabel the export's
+    failure: the refused connection before it stays the reason; with no attempt before
+    it, the export ran out of time."""
+    import requests
+
+    from obskit._export_reasons import recording_session
+
+    collector.stop()
+    recorder = ReasonRecorder()
+    session = recording_session(recorder)
+    url = collector.endpoint + "/v1/traces"
+    recorder.clear()
+    for timeout in (TIMEOUT, 0.0, (0, 1.0)):
+        with pytest.raises((requests.ConnectionError, ValueError)):
+            session.post(url, data=b"", timeout=timeout)
+        assert recorder.reason() == "connection_refused", timeout
+    recorder.clear()
+    with pytest.raises(ValueError, match="timeout"):
+        session.post(url, data=b"", timeout=0.0)
+    assert recorder.reason() == "timeout"
+
+
 @pytest.mark.slow
 def test_tls_to_a_plaintext_port_counts_tls_error(collector: FaultyCollector) -> None:
     """An https:// endpoint at a plaintext collector fails the handshake: tls_error."""

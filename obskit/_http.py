@@ -144,6 +144,9 @@ _SAME_METHOD = {method: method for method in KNOWN_METHODS}
 
 def normalize_method(method: str) -> str:
     """The method, or ``_OTHER`` for non-standard ones (bounded label values)."""
+    same = _SAME_METHOD.get(method)
+    if same is not None:
+        return same
     upper = method.upper()
     return upper if upper in KNOWN_METHODS else "_OTHER"
 
@@ -199,7 +202,7 @@ class ServerRequest:
         settings = telemetry.settings
         self._settings = settings
         self._metrics = metrics = http_metrics()
-        self.method = _SAME_METHOD.get(method) or normalize_method(method)
+        self.method = normalize_method(method)
         self.path = path
         self.route: str | None = None
         self.status: int | None = None

@@ -194,3 +194,29 @@ def test_an_app_overriding_process_response_keeps_it(
     names = [span.name for span in exporter.get_finished_spans()]
     assert names == ["GET /now", "GET /stream"]
     assert _active() == 0.0
+
+
+def test_a_raising_after_request_hook_keeps_the_route(
+    spans: Callable[..., InMemorySpanExporter],
+) -> None:
+    """An ``after_request`` hook that raises turns the answer into a 500; the request is
+    still named and counted by its route template, with the error on its span."""
+    exporter = spans(service_name="paths")
+    app = Flask("hook")
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> str:
+        return str(order_id)
+
+    @app.after_request
+    def broken(response: Response) -> Response:
+        raise RuntimeError("hook")
+
+    obskit.instrument_flask(app)
+    assert wsgi_request(app, "/orders/7")[0] == 500
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET /orders/<int:order_id>"
+    assert span.attributes["http.route"] == "/orders/<int:order_id>"
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.status.status_code.name == "ERROR"
+    assert _active() == 0.0

@@ -17,10 +17,10 @@ from typing import Any
 from flask import Flask, Response, got_request_exception
 from flask.globals import _cv_request  # behind flask.request (Flask >= 2.3): no proxies
 
-from obskit import _runtime
 from obskit._http import (
     EnvironHeaders,
     ServerRequest,
+    current_telemetry,
     excluded,
     server_address,
     server_port,
@@ -106,8 +106,8 @@ class _Middleware:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        telemetry = _runtime._current  # current_telemetry(), inline
-        if telemetry is None or telemetry.tracer is None:
+        telemetry = current_telemetry()
+        if telemetry is None:
             return self.wsgi_app(environ, start_response)
         settings = telemetry.settings
         path = environ.get("PATH_INFO", "") or "/"

@@ -1,8 +1,10 @@
 """Scenario 1: the collector is down for 60 s while ~200 req/s hit the app under gunicorn.
 
 Compared with the same load and tracing export off: every response is 200, p99 stays
-within 1.2x (the median over 12 paired 5 s turns, measured once more if the first
-minute is over, so a noise spike on the shared 2-core machine does not decide it),
+within 1.2x (the p99 of all ~12,000 requests of the minute against the reference's,
+the two servers taking 5 s turns in ABBA order so the machine's drift hits both alike;
+measured once more if the first minute is over, so one busy stretch of the shared
+2-core machine does not decide it),
 each worker's RSS grows < 20 MB, the export-error and dropped counters rise, spans
 flow again within 2 export intervals once the collector is back, and
 obskit/OpenTelemetry warnings stay at ≤ 1 line per 10 s per message.
@@ -98,20 +100,31 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
         _load(reference, 5)  # warm-up
         _load(server, 5)
         rss_before = _worker_rss(server)
-        medians: list[float] = []
+        ratios: list[float] = []  # p99 with the collector down / p99 of the reference
+        turn_ratios: list[float] = []  # the same per pair of turns, printed only
         for _attempt in range(2):
-            # p99 with the collector down / p99 of the reference, per pair of turns
-            turn_ratios: list[float] = []
-            for _ in range(SECONDS // CHUNK):
-                reference_turn, chunk_statuses = _load(reference, CHUNK)
-                base_latencies += reference_turn
-                base_statuses += chunk_statuses
-                outage_turn, chunk_statuses = _load(server, CHUNK)
-                latencies += outage_turn
-                statuses += chunk_statuses
+            minute_base: list[float] = []
+            minute: list[float] = []
+            for turn in range(SECONDS // CHUNK):
+                # ABBA: the reference goes first in even turns, second in odd ones.
+                first_is_reference = turn % 2 == 0
+                for is_reference in (first_is_reference, not first_is_reference):
+                    turn_latencies, chunk_statuses = _load(
+                        reference if is_reference else server, CHUNK
+                    )
+                    if is_reference:
+                        minute_base += turn_latencies
+                        base_statuses += chunk_statuses
+                        reference_turn = turn_latencies
+                    else:
+                        minute += turn_latencies
+                        statuses += chunk_statuses
+                        outage_turn = turn_latencies
                 turn_ratios.append(_p99(outage_turn) / _p99(reference_turn))
-            medians.append(statistics.median(turn_ratios))
-            if medians[-1] <= 1.2:
+            base_latencies += minute_base
+            latencies += minute
+            ratios.append(_p99(minute) / _p99(minute_base))
+            if ratios[-1] <= 1.2:
                 break
         rss_after = _worker_rss(server)
         counters = _self_counters(server)
@@ -136,7 +149,8 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
         "non_200": sum(v for k, v in statuses.items() if k != 200),
         "p99_ms_export_off": round(_p99(base_latencies) * 1e3, 1),
         "p99_ms_collector_down": round(_p99(latencies) * 1e3, 1),
-        "p99_ratio_median_of_turns": [round(m, 2) for m in medians],
+        "p99_ratio_per_minute": [round(r, 2) for r in ratios],
+        "p99_ratio_median_of_turns": round(statistics.median(turn_ratios), 2),
         "rss_growth_kb": {pid: rss_after.get(pid, 0) - kb for pid, kb in rss_before.items()},
         "counters": dict(counters),
         "recovery_s": round(recovery, 2),
@@ -145,10 +159,10 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
     print("scenario 1 figures:", json.dumps(figures))
     assert base_statuses == {200: sum(base_statuses.values())}
     assert figures["non_200"] == 0
-    assert figures["requests"] >= RATE * SECONDS * len(medians) * 0.8
-    # The machine's own noise (a 2-core VM) can spike one turn's p99; the median over
-    # the 12 paired turns is what the outage costs.
-    assert medians[-1] <= 1.2
+    assert figures["requests"] >= RATE * SECONDS * len(ratios) * 0.8
+    # scenario T1's criterion: p99 <= 1.2x the no-exporter run's (over the minute; a
+    # per-turn p99 is the 10th slowest of ~1,000 requests, too few to judge alone).
+    assert ratios[-1] <= 1.2
     assert rss_before
     assert all(growth < 20 * 1024 for growth in figures["rss_growth_kb"].values())
     assert counters["obskit_export_errors_total"] > 0
@@ -156,5 +170,5 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
     assert arrived
     assert recovery <= 2 * INTERVAL_MS / 1000 + 1.5  # two intervals, plus the 1 s of load
     # 2 workers x one line per 10 s over the two minutes the servers run side by side
-    running = 2 * SECONDS * len(medians) + 20  # seconds both servers were up
+    running = 2 * SECONDS * len(ratios) + 20  # seconds both servers were up
     assert figures["warning_lines_per_message"] <= 2 * (running // 10 + 1)

@@ -101,6 +101,11 @@ def write(
     access_log.info(f"{method} {path} {status}", **fields)
 
 
+#: The text after the whole milliseconds for each remainder of microseconds, as repr()
+#: ends the quotient: 0 -> ".0", 230 -> ".23", 5 -> ".005".
+_FRACTIONS = tuple("." + (f"{n:03d}".rstrip("0") or "0") for n in range(1000))
+
+
 def milliseconds_text(duration_us: int) -> str:
     """``repr(duration_us / 1000)`` for ``0 <= duration_us < 10**12``, in integers.
 
@@ -108,8 +113,7 @@ def milliseconds_text(duration_us: int) -> str:
     most 12 significant digits: repr() prints exactly that decimal (its shortest text
     that parses back, without trailing zeros but one, and no exponent in this range).
     """
-    text = ("%d.%03d" % divmod(duration_us, 1000)).rstrip("0")  # noqa: UP031 - the fastest
-    return text + "0" if text[-1] == "." else text
+    return f"{duration_us // 1000}{_FRACTIONS[duration_us % 1000]}"
 
 
 #: (the pipeline's fields dict, their tail from :func:`_fields_tail`, the line templates

@@ -182,8 +182,17 @@ def excluded(path: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+#: The empty context: the parent of a request that continues no trace (never mutated:
+#: a Context refuses item assignment, and with_span copies before it adds the span).
+_NOTHING = otel_context.Context()
+
+
 class ServerRequest:
-    """One HTTP request in flight: its span, context, timing and metrics."""
+    """One HTTP request in flight: its span, context, timing and metrics.
+
+    Integrations pass the arguments by position: a class call with keywords costs
+    a dictionary per request.
+    """
 
     def __init__(
         self,
@@ -191,7 +200,6 @@ class ServerRequest:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        *,
         scheme: str = "http",
         query: str = "",
         server_address: str | None = None,
@@ -243,13 +251,13 @@ class ServerRequest:
                 ]
         get = headers.get
         if get("traceparent") is None and get("baggage") is None and _w3c_only():
-            parent = otel_context.Context()  # what extract() returns: nothing to continue
+            parent = _NOTHING  # what extract() returns: nothing to continue
         else:
             try:
                 parent = propagate.extract(headers)
             except Exception as error:  # a propagator must not break the request
                 _safety.report("http.extract", error)
-                parent = otel_context.Context()
+                parent = _NOTHING
         tracer = telemetry.tracer
         span: Span | None = None
         fast = fast_tracer(tracer)

@@ -108,12 +108,18 @@ def _second_text(second: int) -> str:
     return cached[1]
 
 
+#: "000" to "999": the microseconds as two table lookups (cheaper than "%06d").
+DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
+
+
 def _utc_now_iso() -> str:
     """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it (no datetime per line)."""
     second, micro = divmod(time.time_ns() // 1000, 1_000_000)
     cached = _last_second
     text = cached[1] if cached[0] == second else _second_text(second)
-    return "%s.%06dZ" % (text, micro) if micro else text + "Z"  # noqa: UP031 - the fastest
+    if not micro:
+        return text + "Z"  # isoformat() leaves out a zero fraction
+    return f"{text}.{DIGITS3[micro // 1000]}{DIGITS3[micro % 1000]}Z"
 
 
 def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -202,7 +208,9 @@ class LineWriter:
             return
         try:
             stream = getattr(sys, self.stream)
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # acquire/try/finally: ~1,000 instructions less than `with`
+            try:
                 known, fd = self._pipe
                 if known is not stream:
                     fd = self._open_pipe(stream)
@@ -211,6 +219,8 @@ class LineWriter:
                     stream.flush()
                 elif not _write_nonblocking(fd, (line + "\n").encode("utf-8", "replace")):
                     _selfstats.add("obskit_dropped", signal="logs", reason="pipe_full")
+            finally:
+                lock.release()
         except Exception:
             _safety.count("log_write")
             _selfstats.add("obskit_dropped", signal="logs", reason="write_error")

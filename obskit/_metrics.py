@@ -125,6 +125,7 @@ class ObskitHistogram(_Guarded, Histogram):
 
 _now = time.time
 _bisect = bisect.bisect_left
+_tuple_new = tuple.__new__
 #: The names prometheus-client's ``Histogram.observe`` uses in the versions that
 #: :func:`_observe_unchecked` mirrors; any other set turns the mirror off.
 _OBSERVE_NAMES = {
@@ -146,6 +147,9 @@ _INLINE_MUTEX = MutexValue.inc.__code__.co_names == (
     "_lock",
     "_value",
 ) and MutexValue.set_exemplar.__code__.co_names == ("_lock", "_exemplar")
+#: ``Exemplar`` is the NamedTuple (labels, value, timestamp): one made by tuple.__new__
+#: is the same object its generated ``__new__`` makes, without that Python call.
+_EXEMPLAR_IS_TUPLE = getattr(Exemplar, "_fields", None) == ("labels", "value", "timestamp")
 
 
 def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | None) -> None:
@@ -154,21 +158,31 @@ def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | Non
     total = child._sum
     buckets = child._buckets
     if _INLINE_MUTEX and type(total) is MutexValue:  # single-process values: no calls
-        with total._lock:
+        # acquire/try/finally rather than `with`: the same, ~1,000 instructions less.
+        lock = total._lock
+        lock.acquire()
+        try:
             total._value += amount
+        finally:
+            lock.release()
         bounds = child._upper_bounds
         # The first bucket with amount <= bound (the last bound is +Inf); NaN fits none.
         i = _bisect(bounds, amount)
         if i < len(bounds) and amount <= bounds[i]:
             bucket = buckets[i]
-            if exemplar:  # the count and its exemplar under one acquisition of the lock
-                recorded = Exemplar(exemplar, amount, _now())
-                with bucket._lock:
-                    bucket._value += 1
+            # The count and its exemplar under one acquisition of the lock.
+            recorded = None
+            if exemplar:
+                fields = (exemplar, amount, _now())
+                recorded = _tuple_new(Exemplar, fields) if _EXEMPLAR_IS_TUPLE else Exemplar(*fields)
+            lock = bucket._lock
+            lock.acquire()
+            try:
+                bucket._value += 1
+                if recorded is not None:
                     bucket._exemplar = recorded
-            else:
-                with bucket._lock:
-                    bucket._value += 1
+            finally:
+                lock.release()
         return
     total.inc(amount)
     for i, bound in enumerate(child._upper_bounds):
@@ -183,8 +197,12 @@ def add_trusted(child: Any, amount: float) -> None:
     """``Gauge.inc(amount)`` on an observable child of a gauge not in ``mostrecent`` mode."""
     value = child._value
     if _INLINE_MUTEX and type(value) is MutexValue:
-        with value._lock:
+        lock = value._lock
+        lock.acquire()  # not `with`: see _observe_unchecked
+        try:
             value._value += amount
+        finally:
+            lock.release()
         return
     value.inc(amount)
 

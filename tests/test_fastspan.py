@@ -461,8 +461,11 @@ def test_with_span_equals_set_span_in_context() -> None:
     assert trace.get_current_span(ours) is span
     assert ours["other"] == "kept"
     assert trace.get_current_span(parent) is not span
-    empty = _fastspan.with_span(context.Context(), span)
+    nothing = context.Context()
+    empty = _fastspan.with_span(nothing, span)
+    assert type(empty) is context.Context
     assert empty == trace.set_span_in_context(span, context.Context())
+    assert nothing == {}  # the empty parent is left empty too
 
 
 def test_attach_and_detach_equal_the_api(

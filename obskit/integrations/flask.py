@@ -120,17 +120,17 @@ class _Middleware:
             return self.wsgi_app(environ, start_response)
         try:
             address, port = _server(environ)
-            state = ServerRequest(
+            state = ServerRequest(  # by position: see ServerRequest
                 telemetry,
                 environ.get("REQUEST_METHOD", "GET"),
                 path,
                 EnvironHeaders(environ),
-                scheme=environ.get("wsgi.url_scheme", "http"),
-                query=environ.get("QUERY_STRING", ""),
-                server_address=address,
-                server_port=port,
-                client_address=environ.get("REMOTE_ADDR"),
-                protocol=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,
+                environ.get("wsgi.url_scheme", "http"),  # scheme
+                environ.get("QUERY_STRING", ""),  # query
+                address,  # server_address
+                port,  # server_port
+                environ.get("REMOTE_ADDR"),  # client_address
+                environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,  # protocol
             )
         except Exception as error:
             from obskit import _safety

@@ -128,17 +128,17 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
             if scope
             else str(meta.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/")
         )
-        state = ServerRequest(
+        state = ServerRequest(  # by position: see ServerRequest
             telemetry,
             request.method or "GET",
             request.path,
             EnvironHeaders(meta),
-            scheme=request.scheme or "http",
-            query=meta.get("QUERY_STRING", ""),
-            server_address=server_address(meta),
-            server_port=server_port(meta),
-            client_address=meta.get("REMOTE_ADDR"),
-            protocol=protocol or None,
+            request.scheme or "http",  # scheme
+            meta.get("QUERY_STRING", ""),  # query
+            server_address(meta),
+            server_port(meta),
+            meta.get("REMOTE_ADDR"),  # client_address
+            protocol or None,
         )
     except Exception as error:
         _safety.report("django", error)

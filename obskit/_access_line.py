@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanContext, get_current_span
 
 from obskit import _logs
 from obskit._ids import hex_ids
-from obskit._logs import _utc_now_iso, get_logger, nothing_bound
+from obskit._logs import _DIGITS3, _utc_now_iso, get_logger, nothing_bound
 from obskit._render import render_json
 
 #: One logger for every access line: the shared pipeline it writes through is
@@ -103,7 +103,7 @@ def write(
 
 #: The text after the whole milliseconds for each remainder of microseconds, as repr()
 #: ends the quotient: 0 -> ".0", 230 -> ".23", 5 -> ".005".
-_FRACTIONS = tuple("." + (f"{n:03d}".rstrip("0") or "0") for n in range(1000))
+_FRACTIONS = tuple("." + (digits.rstrip("0") or "0") for digits in _DIGITS3)
 
 
 def milliseconds_text(duration_us: int) -> str:

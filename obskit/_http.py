@@ -34,6 +34,7 @@ from obskit._metrics import (
     ObskitGauge,
     ObskitHistogram,
     add_trusted,
+    exemplar_from,
     observe_trusted,
     store,
 )
@@ -336,12 +337,7 @@ class ServerRequest:
                 self.record_exception(error)
             elif status is not None and status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
-            context, trace_id, span_id = self._ids
-            exemplar = (  # what exemplar_of(span) gives, from the ids already made
-                {"trace_id": trace_id, "span_id": span_id}
-                if context.trace_flags & 1 and context.is_valid  # 1: TraceFlags.SAMPLED
-                else None
-            )
+            exemplar = exemplar_from(self._ids)
             route = self.route or UNMATCHED
             child = self._metrics.duration_child(
                 self.method, route, str(status) if status is not None else "0"
@@ -355,7 +351,7 @@ class ServerRequest:
                     status,
                     (elapsed_ns + 500) // 1000,  # whole microseconds
                     self._client_address,
-                    context,
+                    self._ids[0],  # the span's context
                 )
         except Exception as internal:
             _safety.report("http", internal)

@@ -109,7 +109,7 @@ def _second_text(second: int) -> str:
 
 
 #: "000" to "999": the microseconds as two table lookups (cheaper than "%06d").
-DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
+_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
 
 
 def _utc_now_iso() -> str:
@@ -119,7 +119,7 @@ def _utc_now_iso() -> str:
     text = cached[1] if cached[0] == second else _second_text(second)
     if not micro:
         return text + "Z"  # isoformat() leaves out a zero fraction
-    return f"{text}.{DIGITS3[micro // 1000]}{DIGITS3[micro % 1000]}Z"
+    return f"{text}.{_DIGITS3[micro // 1000]}{_DIGITS3[micro % 1000]}Z"
 
 
 def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:

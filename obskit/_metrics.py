@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from opentelemetry.trace import Span, get_current_span
+from opentelemetry.trace import Span, SpanContext, get_current_span
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
@@ -247,9 +247,17 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
     if span is None:
         return None
     context = span.get_span_context()
+    if not context.trace_flags & 1:  # unsampled (or invalid): no hex text to make
+        return None
+    # The hex text is cached per span context: the span's log lines reuse it.
+    return exemplar_from(hex_ids(context))
+
+
+def exemplar_from(ids: tuple[SpanContext, str, str]) -> dict[str, str] | None:
+    """The exemplar of a span context with its hex ids (:func:`obskit._ids.hex_ids`):
+    ``{trace_id, span_id}`` if the context is valid and sampled, else None."""
+    context, trace_id, span_id = ids
     if context.trace_flags & 1 and context.is_valid:  # 1: TraceFlags.SAMPLED
-        # The hex text is cached per span context: the span's log lines reuse it.
-        _, trace_id, span_id = hex_ids(context)
         return {"trace_id": trace_id, "span_id": span_id}
     return None
 

@@ -92,6 +92,11 @@ def test_function_view_span_db_children_and_logs(harness: Callable[..., Harness]
     assert attributes["http.response.status_code"] == 200
     assert attributes["user_agent.original"] == "pytest-agent"
     assert attributes["server.address"] == "testserver"
+    # ServerRequest takes these by position: each in its own attribute.
+    assert attributes["url.scheme"] == "http"
+    assert attributes["server.port"] == 80
+    assert attributes["network.protocol.version"] == "1.1"
+    assert "client.address" not in attributes  # only with capture_pii
     shelf = next(s for s in h.spans() if s.name.endswith(".shelf"))
     assert shelf.parent is not None
     assert server.context is not None
@@ -418,3 +423,11 @@ def test_django_docs_snippets_run() -> None:
     exec(compile(urls_block, "django.md-urls", "exec"), namespace)
     (pattern,) = namespace["urlpatterns"]
     assert str(pattern.pattern) == "internal/metrics"
+
+
+def test_client_address_only_with_pii_capture(harness: Callable[..., Harness]) -> None:
+    """client.address appears on the span and access line only when capture_pii is on."""
+    h = harness(capture_pii=True)
+    assert h.client.get("/catalog/", REMOTE_ADDR="203.0.113.9").status_code == 200
+    assert (h.server_span().attributes or {})["client.address"] == "203.0.113.9"
+    assert h.lines()[-1]["client.address"] == "203.0.113.9"

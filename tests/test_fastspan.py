@@ -310,6 +310,7 @@ def test_ending_twice_warns_like_the_sdk(
     with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"):
         fast.end(quick)
     assert "Calling end() on an ended span." in caplog.text
+    assert not quick._lock.locked()  # released on the early return too
     slow.end()
     assert len(exporter.get_finished_spans()) == 2
 
@@ -420,6 +421,8 @@ def test_rename_and_set_leaves_unusual_cases_to_the_sdk(
     assert _fastspan.rename_and_set(quick, "renamed", {"ok": 1})
     quick.end()
     assert not _fastspan.rename_and_set(quick, "late", {"ok": 2})
+    assert not quick._lock.locked()  # released on the early return too
+    assert not quick._attributes._lock.locked()
     assert quick.name == "renamed"
     assert quick.attributes["ok"] == 1
     slow.end()

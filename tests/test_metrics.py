@@ -283,3 +283,29 @@ def test_unchecked_observe_fills_the_buckets_prometheus_client_fills() -> None:
     counts = [bucket.get() for bucket in theirs._buckets]
     assert [bucket.get() for bucket in ours._buckets] == counts
     assert sum(counts) == len(values) - 1  # NaN fits no bucket
+
+
+def test_exemplars_come_only_from_valid_sampled_spans() -> None:
+    """exemplar_of (any span) and exemplar_from (a request's ids made at its start) agree:
+    the hex ids of a valid sampled span; None for unsampled, invalid or no span."""
+    from opentelemetry.trace import (
+        INVALID_SPAN,
+        NonRecordingSpan,
+        SpanContext,
+        TraceFlags,
+    )
+
+    from obskit._ids import hex_ids
+    from obskit._metrics import exemplar_from, exemplar_of
+
+    sampled = SpanContext(0xAB, 0xCD, False, TraceFlags(TraceFlags.SAMPLED))
+    expected = {"trace_id": f"{0xAB:032x}", "span_id": f"{0xCD:016x}"}
+    assert exemplar_of(NonRecordingSpan(sampled)) == expected
+    assert exemplar_from(hex_ids(sampled)) == expected
+    unsampled = SpanContext(0xAB, 0xCD, False, TraceFlags(TraceFlags.DEFAULT))
+    invalid_sampled = SpanContext(0, 0, False, TraceFlags(TraceFlags.SAMPLED))
+    for context in (unsampled, invalid_sampled):
+        assert exemplar_of(NonRecordingSpan(context)) is None
+        assert exemplar_from(hex_ids(context)) is None
+    assert exemplar_of(INVALID_SPAN) is None
+    assert exemplar_of(None) is None

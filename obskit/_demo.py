@@ -88,10 +88,7 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
         if path == "/metrics":
             served: Iterable[bytes] = obskit.metrics_wsgi_app()(environ, start_response)
             return served
-        headers = {
-            k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k[:5] == "HTTP_"
-        }
-        state = ServerRequest(current_telemetry(), method, path, headers)
+        state = ServerRequest(current_telemetry(), method, path, environ)
         template, handler = route(method, path)
         state.route = template
         token = state.attach()

@@ -229,18 +229,23 @@ _SETITEM_LOCKED = _AVAILABLE and hasattr(BoundedAttributes, "_setitem_locked")
 _SDK_METHODS = (_Span.update_name, _Span.set_attribute) if _AVAILABLE else ()
 
 
-def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -> bool:
+def rename_and_set(
+    span: Any, name: str | None, attributes: Mapping[str, Any], end: bool = False
+) -> bool:
     """``span.update_name(name)`` (unless None), then ``span.set_attribute(key, value)``
-    for each plain attribute, without the SDK's per-call cleaning of values that need none.
+    for each plain attribute, without the SDK's per-call cleaning of values that need none;
+    with ``end``, then :func:`end_span` too, under the same acquisition of the span's lock.
 
     Returns False, having done nothing, unless ``span`` is a live SDK span and every
-    value is a ``str`` within the length limit or an ``int``: the caller then makes the
-    SDK calls (which also warn about an ended span, as before).
+    value is a ``str`` within the length limit or an ``int`` (and, with ``end``, a span
+    :func:`end_span` ends itself): the caller then makes the SDK calls (which also warn
+    about an ended span, as before).
     """
     if (
         not _SETITEM_LOCKED
         or type(span) is not _Span
         or (_Span.update_name, _Span.set_attribute) != _SDK_METHODS
+        or (end and span.__dict__.get("_record_end_metrics") is not _sdk_noop)
     ):
         return False
     bounded = span._attributes
@@ -252,7 +257,7 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
     span_lock = span._lock
     span_lock.acquire()
     try:
-        if span._end_time is not None:
+        if span._end_time is not None or (end and span._start_time is None):
             return False
         if name is not None:
             span._name = name
@@ -270,8 +275,13 @@ def rename_and_set(span: Any, name: str | None, attributes: Mapping[str, Any]) -
                     bounded._setitem_locked(key, value)
         finally:
             lock.release()
+        if end:
+            span._end_time = _time_ns()
+            bounded._immutable = True
     finally:
         span_lock.release()
+    if end:
+        _hand_over(span)
     return True
 
 
@@ -350,6 +360,11 @@ def end_span(span: Any) -> None:
         bounded._immutable = True
     finally:
         lock.release()
+    _hand_over(span)
+
+
+def _hand_over(span: Any) -> None:
+    """What ``span.end()`` does after setting the end time: the span processors' part."""
     multi = span._span_processor
     if type(multi) is not SynchronousMultiSpanProcessor:
         multi._on_ending(span)

@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from obskit import _access_line, _runtime, _safety
+from obskit import _access_line, _metrics, _runtime, _safety
 from obskit._fastspan import (
     attach,
     detach,
@@ -132,10 +132,9 @@ _cached: tuple[Any, HttpMetrics] | None = None
 def http_metrics() -> HttpMetrics:
     """The HTTP metrics of the current metric store (defined on first use)."""
     global _cached
-    current = store()
     cached = _cached
-    if cached is None or cached[0] is not current:
-        cached = _cached = (current, HttpMetrics())
+    if cached is None or cached[0] is not _metrics._store:  # store(), without the call
+        cached = _cached = (store(), HttpMetrics())
     return cached[1]
 
 
@@ -183,6 +182,63 @@ def excluded(path: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+#: (url.scheme, server.address, server.port, network.protocol.version) -> the span
+#: attributes of a request to that server (the empty ones left out; method and path to
+#: fill in) and the longest text among them (None if one is neither ``str`` nor ``int``),
+#: for the few distinct values a server sees; bounded.
+_server_attributes: dict[tuple[Any, Any, Any, Any], tuple[dict[str, Any], int | None]] = {}
+#: (HTTP_HOST, SERVER_NAME, SERVER_PORT) -> (server.address, server.port); bounded, as
+#: Host is whatever the client sent.
+_servers: dict[tuple[Any, Any, Any], tuple[str | None, int | None]] = {}
+_SERVERS_MAX = 64
+
+
+def server_attributes(
+    scheme: str, address: str | None, port: int | None, protocol: str | None
+) -> tuple[dict[str, Any], int | None]:
+    """A request's span attributes with those from its server filled in (a shared dict:
+    copy it, then set ``http.request.method`` and ``url.path``), and the longest text
+    among the server's (None if one is not a plain ``str`` or ``int``): looked up, not
+    rebuilt and re-checked per request."""
+    key = (scheme, address, port, protocol)
+    found = _server_attributes.get(key)
+    if found is None:
+        # The method and path first (as in OpenTelemetry's instrumentations), set per request.
+        attributes: dict[str, Any] = {
+            "http.request.method": "",
+            "url.path": "",
+            "url.scheme": scheme,
+        }
+        if address:
+            attributes["server.address"] = address
+        if port:
+            attributes["server.port"] = port
+        if protocol:
+            attributes["network.protocol.version"] = protocol
+        longest: int | None = 0
+        for value in list(attributes.values())[2:]:
+            if type(value) is str:
+                longest = max(longest or 0, len(value))
+            elif type(value) is not int:
+                longest = None
+                break
+        found = (attributes, longest)
+        if len(_server_attributes) < _SERVERS_MAX:
+            _server_attributes[key] = found
+    return found
+
+
+def server_of(meta: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(``server.address``, ``server.port``) of a WSGI environ or Django's ``request.META``."""
+    key = (meta.get("HTTP_HOST"), meta.get("SERVER_NAME"), meta.get("SERVER_PORT"))
+    found = _servers.get(key)
+    if found is None:
+        found = (server_address(meta), server_port(meta))
+        if len(_servers) < _SERVERS_MAX:
+            _servers[key] = found
+    return found
+
+
 #: The empty context: the parent of a request that continues no trace (never mutated:
 #: a Context refuses item assignment, and with_span copies before it adds the span).
 _NOTHING = otel_context.Context()
@@ -191,6 +247,8 @@ _NOTHING = otel_context.Context()
 class ServerRequest:
     """One HTTP request in flight: its span, context, timing and metrics.
 
+    ``environ``: the request's CGI-style variables, a WSGI environ or Django's
+    ``request.META`` (headers as ``HTTP_*`` keys; see :class:`EnvironHeaders`).
     Integrations pass the arguments by position: a class call with keywords costs
     a dictionary per request.
     """
@@ -200,7 +258,7 @@ class ServerRequest:
         telemetry: Any,
         method: str,
         path: str,
-        headers: Mapping[str, str],
+        environ: Mapping[str, Any],
         scheme: str = "http",
         query: str = "",
         server_address: str | None = None,
@@ -211,7 +269,7 @@ class ServerRequest:
         settings = telemetry.settings
         self._settings = settings
         self._metrics = metrics = http_metrics()
-        self.method = normalize_method(method)
+        self.method = normalized = normalize_method(method)
         self.path = path
         self.route: str | None = None
         self.status: int | None = None
@@ -223,59 +281,88 @@ class ServerRequest:
         #: Whether any response header is to be recorded (else skip collecting them).
         self.captures_response_headers = bool(settings.http_capture_response_headers)
         clear_bound()  # bound fields never leak from the previous request on this thread
-        attributes: dict[str, Any] = {
-            "http.request.method": self.method,
-            "url.path": path,
-            "url.scheme": scheme,
-        }
-        if self.method == "_OTHER":
-            attributes["http.request.method_original"] = method
-        if query:
-            attributes["url.query"] = redact_query(query, settings.http_redact)
-        if server_address:
-            attributes["server.address"] = server_address
-        if server_port:
-            attributes["server.port"] = server_port
-        agent = headers.get("user-agent")
+        server, server_longest = server_attributes(scheme, server_address, server_port, protocol)
+        attributes = server.copy()  # a copy of a dict of the same keys: cheaper than a new one
+        attributes["http.request.method"] = normalized
+        attributes["url.path"] = path
+        agent = environ.get("HTTP_USER_AGENT")
         if agent:
             attributes["user_agent.original"] = agent
-        if protocol:
-            attributes["network.protocol.version"] = protocol
-        if self._client_address:
-            attributes["client.address"] = self._client_address
-        captured = False
-        for name in settings.http_capture_request_headers:
-            if name in headers:
-                captured = True
-                attributes[f"http.request.header.{name}"] = [
-                    self._header_value(name, headers[name])
-                ]
-        get = headers.get
-        if get("traceparent") is None and get("baggage") is None and _w3c_only():
+        tracer = telemetry.tracer
+        if (
+            normalized == "_OTHER"
+            or query
+            or self._client_address
+            or settings.http_capture_request_headers
+        ):
+            captured = self._add_uncommon(attributes, method, query, environ)
+            fits = not captured and plain_fit(tracer, attributes)
+        else:  # plain_fit's checks, for the values that are not the server's (checked once)
+            limits = tracer._span_limits
+            longest = limits.max_span_attribute_length
+            count = limits.max_span_attributes
+            fits = (
+                server_longest is not None
+                and type(path) is str
+                and (not agent or type(agent) is str)
+                and (count is None or len(attributes) <= count)
+                and (
+                    longest is None
+                    or (
+                        server_longest <= longest
+                        and len(path) <= longest
+                        and (not agent or len(agent) <= longest)
+                    )
+                )
+            )
+        if (
+            environ.get("HTTP_TRACEPARENT") is None
+            and environ.get("HTTP_BAGGAGE") is None
+            and _w3c_only()
+        ):
             parent = _NOTHING  # what extract() returns: nothing to continue
         else:
             try:
-                parent = propagate.extract(headers)
+                parent = propagate.extract(EnvironHeaders(environ))
             except Exception as error:  # a propagator must not break the request
                 _safety.report("http.extract", error)
                 parent = _NOTHING
-        tracer = telemetry.tracer
         span: Span | None = None
-        fast = fast_tracer(tracer)
-        if fast is not None and not captured and plain_fit(tracer, attributes):
+        fast = fast_tracer(tracer) if fits else None
+        if fast is not None:
             span = fast.start(
-                self.method, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
+                normalized, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
             )
         if span is None:
             span = start_span(
-                tracer, self.method, kind=SpanKind.SERVER, context=parent, attributes=attributes
+                tracer, normalized, kind=SpanKind.SERVER, context=parent, attributes=attributes
             )
         self.span = span
         self.context = with_span(parent, span)
         #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log.
         self._ids = hex_ids(span.get_span_context())
-        self._active = metrics.active_child(self.method)
+        self._active = metrics.active_child(normalized)
         add_trusted(self._active, 1)
+
+    def _add_uncommon(
+        self, attributes: dict[str, Any], method: str, query: str, environ: Mapping[str, Any]
+    ) -> bool:
+        """Add the attributes most requests lack; whether request headers were captured."""
+        if self.method == "_OTHER":
+            attributes["http.request.method_original"] = method
+        if query:
+            attributes["url.query"] = redact_query(query, self._settings.http_redact)
+        if self._client_address:
+            attributes["client.address"] = self._client_address
+        captured = False
+        headers = EnvironHeaders(environ)
+        for name in self._settings.http_capture_request_headers:
+            if name in headers:
+                captured = True
+                attributes[f"http.request.header.{name}"] = [
+                    self._header_value(name, headers[name])
+                ]
+        return captured
 
     def _header_value(self, name: str, value: str) -> str:
         return REDACTED if is_sensitive(name, self._settings.http_redact) else value
@@ -318,25 +405,29 @@ class ServerRequest:
             return
         self._finished = True
         span = self.span
+        ended = False
         try:
             elapsed_ns = time.perf_counter_ns() - self._started
             elapsed = elapsed_ns / 1e9
             status = self.status if self.status is not None else (500 if error else None)
+            if error is not None:
+                self.record_exception(error)
+            elif status is not None and status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
             name = f"{self.method} {self.route}" if self.route else None
             attributes: dict[str, Any] = {}
             if self.route:
                 attributes["http.route"] = self.route
             if status is not None:
                 attributes["http.response.status_code"] = status
-            if not rename_and_set(span, name, attributes):
+            # The span ends here, before the metrics and the access line (which carry
+            # its ids, not the live span); its duration is the request's, as measured.
+            ended = rename_and_set(span, name, attributes, end=True)
+            if not ended:
                 if name is not None:
                     span.update_name(name)
                 for key, value in attributes.items():
                     span.set_attribute(key, value)
-            if error is not None:
-                self.record_exception(error)
-            elif status is not None and status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
             exemplar = exemplar_from(self._ids)
             route = self.route or UNMATCHED
             child = self._metrics.duration_child(
@@ -357,7 +448,8 @@ class ServerRequest:
             _safety.report("http", internal)
         finally:
             add_trusted(self._active, -1)
-            end_span(span)
+            if not ended:
+                end_span(span)
 
 
 #: The environ keys of the headers every request looks up.
@@ -380,7 +472,7 @@ class EnvironHeaders(Mapping[str, str]):
 
     __slots__ = ("_environ",)
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(self, environ: Mapping[str, Any]) -> None:
         self._environ = environ
 
     @staticmethod

@@ -375,11 +375,13 @@ def test_plain_fit_accepts_only_what_the_sdk_stores_unchanged(
     assert not _fastspan.plain_fit(tracer, {f"k{n}": n for n in range(maxlen + 1)})
 
 
+@pytest.mark.parametrize("end", [False, True])
 @pytest.mark.parametrize("sampled", [True, False])
 def test_rename_and_set_equals_update_name_and_set_attribute(
-    setup: tuple[Any, InMemorySpanExporter], sampled: bool
+    setup: tuple[Any, InMemorySpanExporter], sampled: bool, end: bool
 ) -> None:
-    """The server span's end-of-request name and attributes: fast and SDK spans export the same."""
+    """The server span's end-of-request name and attributes (and, with ``end``, its end):
+    fast and SDK spans export the same."""
     tracer, exporter = setup
     quick, slow = _both(tracer, _parent(sampled=sampled))
     # An attribute already present moves to the end, as BoundedAttributes does.
@@ -388,12 +390,19 @@ def test_rename_and_set_equals_update_name_and_set_attribute(
         "tier": "platinum",
         "http.response.status_code": 503,
     }
-    done = _fastspan.rename_and_set(quick, "GET /o/<id>", attributes)
+    done = _fastspan.rename_and_set(quick, "GET /o/<id>", attributes, end=end)
     assert done is (type(quick) is not NonRecordingSpan)
     slow.update_name("GET /o/<id>")
     for key, value in attributes.items():
         slow.set_attribute(key, value)
-    quick.end()
+    if end and done:
+        assert quick.end_time is not None
+        assert quick.start_time <= quick.end_time
+        assert len(exporter.get_finished_spans()) == 1  # handed to the processors
+        with pytest.raises(TypeError):  # ended: attributes frozen, as end() leaves them
+            quick._attributes["late"] = 1
+    else:
+        quick.end()
     slow.end()
     if sampled:
         first, second = exporter.get_finished_spans()
@@ -426,6 +435,33 @@ def test_rename_and_set_leaves_unusual_cases_to_the_sdk(
     assert quick.name == "renamed"
     assert quick.attributes["ok"] == 1
     slow.end()
+
+
+def test_rename_and_set_and_end_leaves_unusual_spans_to_the_sdk(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """With ``end``: a span with end-of-span metrics to record, or one never started, is
+    left as it was (False), for the SDK's own calls; an ended one too, locks released."""
+    tracer, exporter = setup
+    quick, slow = _both(tracer, _parent(sampled=True))
+    recorded: list[Any] = []
+    quick.__dict__["_record_end_metrics"] = lambda *args: recorded.append(args)
+    assert not _fastspan.rename_and_set(quick, "n", {"ok": 1}, end=True)
+    assert quick.end_time is None
+    assert quick.name != "n"
+    assert "ok" not in quick.attributes
+    quick.end()
+    assert recorded  # the SDK's end() ran and recorded them
+    slow._start_time = None  # (not started: end() raises in the SDK)
+    assert not _fastspan.rename_and_set(slow, "n", {"ok": 1}, end=True)
+    assert slow.name != "n"
+    assert not slow._lock.locked()
+    slow._start_time = 1
+    assert _fastspan.rename_and_set(slow, "n", {"ok": 1}, end=True)
+    assert not _fastspan.rename_and_set(slow, "again", {"ok": 2}, end=True)
+    assert not slow._lock.locked()
+    assert not slow._attributes._lock.locked()
+    assert [s.name for s in exporter.get_finished_spans()][-1] == "n"
 
 
 def test_rename_and_set_on_a_full_span_evicts_like_the_sdk(

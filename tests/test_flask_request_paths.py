@@ -220,3 +220,59 @@ def test_a_raising_after_request_hook_keeps_the_route(
     assert span.attributes["http.response.status_code"] == 500
     assert span.status.status_code.name == "ERROR"
     assert _active() == 0.0
+
+
+def test_request_attributes_over_the_length_limit_are_truncated_as_by_the_sdk(
+    spans: Callable[..., InMemorySpanExporter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's attributes are checked once per server, the path and user agent per
+    request: any text over OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT sends the span through the
+    SDK, which truncates it; texts within the limit are stored as they are."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12")
+    exporter = spans(service_name="paths")
+    app = _app()
+    wsgi_request(app, "/bag")  # all within the limit
+    wsgi_request(app, "/bag", headers=[("User-Agent", "a-very-long-agent/1.0")])
+    wsgi_request(app, "/bag", headers=[("Host", "a-very-long-host.example:8080")])
+    wsgi_request(app, "/bag-with-a-long-path")
+    short, agent, host, path = (
+        dict(s.attributes or {}) for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
+    )
+    assert short["url.path"] == "/bag"
+    assert short["server.address"] == "127.0.0.1"
+    assert agent["user_agent.original"] == "a-very-long-"
+    assert host["server.address"] == "a-very-long-"
+    assert host["server.port"] == 8080
+    assert path["url.path"] == "/bag-with-a-"
+    assert short["http.route"] == "/bag"
+    assert "http.route" not in path
+    for attributes in (short, agent, host, path):
+        assert attributes["http.request.method"] == "GET"
+        assert attributes["network.protocol.version"] == "1.1"
+
+
+def test_server_attributes_are_looked_up_not_shared_and_bounded() -> None:
+    """Each request gets its own copy; a value that is not a plain str or int is flagged
+    (the request then goes through the SDK's validation); at most 64 servers are kept."""
+    _http._server_attributes.clear()
+    attributes, longest = _http.server_attributes("https", "shop.example", 443, "2")
+    assert attributes == {
+        "http.request.method": "",
+        "url.path": "",
+        "url.scheme": "https",
+        "server.address": "shop.example",
+        "server.port": 443,
+        "network.protocol.version": "2",
+    }
+    assert longest == len("shop.example")
+    assert _http.server_attributes("https", "shop.example", 443, "2")[0] is attributes
+    assert _http.server_attributes("http", None, None, None) == (
+        {"http.request.method": "", "url.path": "", "url.scheme": "http"},
+        4,
+    )
+    assert _http.server_attributes("http", "h", 80, 1.1)[1] is None  # type: ignore[arg-type]
+    for n in range(100):
+        assert _http.server_attributes("http", f"host{n}", 80, None)[0]["server.address"] == (
+            f"host{n}"
+        )
+    assert len(_http._server_attributes) == _http._SERVERS_MAX

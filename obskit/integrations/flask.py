@@ -17,14 +17,7 @@ from typing import Any
 from flask import Flask, Response, got_request_exception
 from flask.globals import _cv_request  # behind flask.request (Flask >= 2.3): no proxies
 
-from obskit._http import (
-    EnvironHeaders,
-    ServerRequest,
-    current_telemetry,
-    excluded,
-    server_address,
-    server_port,
-)
+from obskit._http import ServerRequest, current_telemetry, excluded, server_of
 
 _ENVIRON_KEY = "obskit.request"
 StartResponse = Callable[..., Any]
@@ -119,12 +112,12 @@ class _Middleware:
         if settings.http_excluded_paths and excluded(path, settings.http_excluded_paths):
             return self.wsgi_app(environ, start_response)
         try:
-            address, port = _server(environ)
+            address, port = server_of(environ)
             state = ServerRequest(  # by position: see ServerRequest
                 telemetry,
                 environ.get("REQUEST_METHOD", "GET"),
                 path,
-                EnvironHeaders(environ),
+                environ,
                 environ.get("wsgi.url_scheme", "http"),  # scheme
                 environ.get("QUERY_STRING", ""),  # query
                 address,  # server_address
@@ -205,19 +198,3 @@ class _StreamedBody:
         finally:
             self._state.finish()
             self._state.detach(token)
-
-
-#: (HTTP_HOST, SERVER_NAME, SERVER_PORT) -> (server.address, server.port), for the few
-#: distinct values a server sees; bounded, as Host is whatever the client sent.
-_servers: dict[tuple[Any, Any, Any], tuple[str | None, int | None]] = {}
-_SERVERS_MAX = 64
-
-
-def _server(environ: dict[str, Any]) -> tuple[str | None, int | None]:
-    key = (environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"))
-    found = _servers.get(key)
-    if found is None:
-        found = (server_address(environ), server_port(environ))
-        if len(_servers) < _SERVERS_MAX:
-            _servers[key] = found
-    return found

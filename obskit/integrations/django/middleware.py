@@ -17,12 +17,10 @@ from django.utils.log import log_response
 
 from obskit import _safety
 from obskit._http import (
-    EnvironHeaders,
     ServerRequest,
     current_telemetry,
     excluded,
-    server_address,
-    server_port,
+    server_of,
 )
 
 _STATE = "_obskit_request"
@@ -128,15 +126,16 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
             if scope
             else str(meta.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/")
         )
+        address, port = server_of(meta)
         state = ServerRequest(  # by position: see ServerRequest
             telemetry,
             request.method or "GET",
             request.path,
-            EnvironHeaders(meta),
+            meta,
             request.scheme or "http",  # scheme
             meta.get("QUERY_STRING", ""),  # query
-            server_address(meta),
-            server_port(meta),
+            address,  # server_address
+            port,  # server_port
             meta.get("REMOTE_ADDR"),  # client_address
             protocol or None,
         )

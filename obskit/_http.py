@@ -253,6 +253,24 @@ class ServerRequest:
     a dictionary per request.
     """
 
+    __slots__ = (
+        "_active",
+        "_client_address",
+        "_finished",
+        "_ids",
+        "_metrics",
+        "_settings",
+        "_started",
+        "captures_response_headers",
+        "context",
+        "method",
+        "path",
+        "route",
+        "span",
+        "status",
+        "streamed",
+    )
+
     def __init__(
         self,
         telemetry: Any,

@@ -466,7 +466,8 @@ class ServerRequest:
             _safety.report("http", internal)
         finally:
             add_trusted(self._active, -1)
-            if not ended:
+            # Not ended, unless it ended before something raised (a span processor).
+            if not ended and getattr(span, "_end_time", None) is None:
                 end_span(span)
 
 

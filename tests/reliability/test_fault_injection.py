@@ -55,6 +55,18 @@ def _inject_attribute_set(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
     monkeypatch.setattr(SdkSpan, "set_attribute", _boom)
 
 
+def _inject_span_processor(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
+    """A span processor (the user's: obskit's own never raise) failing in on_end."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Failing(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            _boom()
+
+    multi = handle.tracer_provider._active_span_processor
+    monkeypatch.setattr(multi, "_span_processors", (*multi._span_processors, Failing()))
+
+
 def _inject_middleware(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
     monkeypatch.setattr(_http.ServerRequest, "response_headers", _boom)
 
@@ -64,6 +76,7 @@ FAULTS: dict[str, Callable[[pytest.MonkeyPatch, Any], None]] = {
     "histogram observe": _inject_observe,
     "log processor": _inject_log_processor,
     "attribute set": _inject_attribute_set,
+    "span processor": _inject_span_processor,
     "middleware": _inject_middleware,
 }
 
@@ -98,6 +111,7 @@ def test_production_mode_responses_match_disabled_and_faults_are_counted(
     monkeypatch.undo()
     assert responses == baseline
     assert sum(_safety.internal_errors().values()) > before
+    assert "Calling end() on an ended span" not in capsys.readouterr().out  # ended once
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -386,6 +386,8 @@ class FastTracer:
 
     __slots__ = (
         "_bound",
+        "_empty_events",
+        "_empty_links",
         "_parent_based",
         "_sampler",
         "_template",
@@ -398,6 +400,9 @@ class FastTracer:
         self._parent_based = parent_based
         self._bound = bound
         limits = tracer._span_limits
+        # Empty deques with the limits as maxlen: a span's copies them (cheaper than new ones).
+        self._empty_events: deque[Any] = deque((), limits.max_events)  # noqa: RUF037
+        self._empty_links: deque[Any] = deque((), limits.max_links)  # noqa: RUF037
         # The fields every span of this tracer starts with (ReadableSpan, then Span).
         self._template: dict[str, Any] = {
             "_name": "",
@@ -462,12 +467,12 @@ class FastTracer:
         fields["_attributes"] = bounded
         events: Any = _new(BoundedList)
         events.dropped = 0
-        events._dq = deque((), limits.max_events)  # noqa: RUF037 - positional: cheaper
+        events._dq = self._empty_events.copy()
         events._lock = _Lock()
         fields["_events"] = events
         links: Any = _new(BoundedList)
         links.dropped = 0
-        links._dq = deque((), limits.max_links)  # noqa: RUF037
+        links._dq = self._empty_links.copy()
         links._lock = _Lock()
         fields["_links"] = links
         return span

@@ -530,3 +530,24 @@ def test_attach_and_detach_equal_the_api(
         _fastspan.detach(token)
         assert trace.get_current_span() is trace.INVALID_SPAN
     assert not caplog.records
+
+
+def test_fast_spans_have_their_own_event_and_link_lists(
+    setup: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """Each span's event and link deques are its own (copies of an empty one), with the
+    SDK's limits as their maxlen: an event on one span is not on the next."""
+    tracer, _ = setup
+    first, _ = _both(tracer, None)
+    second, _ = _both(tracer, None)
+    limits = tracer._span_limits
+    for span in (first, second):
+        assert span._events._dq.maxlen == limits.max_events
+        assert span._links._dq.maxlen == limits.max_links
+    assert first._events._dq is not second._events._dq
+    assert first._links._dq is not second._links._dq
+    first.add_event("only on the first")
+    assert [event.name for event in first.events] == ["only on the first"]
+    assert list(second.events) == []
+    first.end()
+    second.end()

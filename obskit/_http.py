@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from obskit import _access_line, _metrics, _runtime, _safety
 from obskit._fastspan import (
+    _plain,
     attach,
     detach,
     end_span,
@@ -203,26 +204,20 @@ def server_attributes(
     key = (scheme, address, port, protocol)
     found = _server_attributes.get(key)
     if found is None:
-        # The method and path first (as in OpenTelemetry's instrumentations), set per request.
-        attributes: dict[str, Any] = {
-            "http.request.method": "",
-            "url.path": "",
-            "url.scheme": scheme,
-        }
+        server: dict[str, Any] = {"url.scheme": scheme}
         if address:
-            attributes["server.address"] = address
+            server["server.address"] = address
         if port:
-            attributes["server.port"] = port
+            server["server.port"] = port
         if protocol:
-            attributes["network.protocol.version"] = protocol
-        longest: int | None = 0
-        for value in list(attributes.values())[2:]:
-            if type(value) is str:
-                longest = max(longest or 0, len(value))
-            elif type(value) is not int:
-                longest = None
-                break
-        found = (attributes, longest)
+            server["network.protocol.version"] = protocol
+        longest = (
+            max((len(value) for value in server.values() if type(value) is str), default=0)
+            if _plain(server, None)  # str and int values only (any length)
+            else None
+        )
+        # The method and path first (as in OpenTelemetry's instrumentations), set per request.
+        found = ({"http.request.method": "", "url.path": "", **server}, longest)
         if len(_server_attributes) < _SERVERS_MAX:
             _server_attributes[key] = found
     return found
@@ -372,9 +367,12 @@ class ServerRequest:
             attributes["url.query"] = redact_query(query, self._settings.http_redact)
         if self._client_address:
             attributes["client.address"] = self._client_address
+        names = self._settings.http_capture_request_headers
+        if not names:
+            return False
         captured = False
         headers = EnvironHeaders(environ)
-        for name in self._settings.http_capture_request_headers:
+        for name in names:
             if name in headers:
                 captured = True
                 attributes[f"http.request.header.{name}"] = [
@@ -466,8 +464,9 @@ class ServerRequest:
             _safety.report("http", internal)
         finally:
             add_trusted(self._active, -1)
-            # Not ended, unless it ended before something raised (a span processor).
-            if not ended and getattr(span, "_end_time", None) is None:
+            # Not ended, unless it ended before something raised (a span processor's
+            # on_end): end_time is the SDK span's; other spans have none, end_span decides.
+            if not ended and getattr(span, "end_time", None) is None:
                 end_span(span)
 
 

@@ -251,8 +251,29 @@ def test_request_attributes_over_the_length_limit_are_truncated_as_by_the_sdk(
         assert attributes["network.protocol.version"] == "1.1"
 
 
-def test_server_attributes_are_looked_up_not_shared_and_bounded() -> None:
-    """Each request gets its own copy; a value that is not a plain str or int is flagged
+def test_requests_copy_their_server_attributes(
+    spans: Callable[..., InMemorySpanExporter],
+) -> None:
+    """A request adds its own attributes to a copy of its server's: nothing it adds (a
+    user agent, a query) reaches the next request to the same server, nor the cache."""
+    exporter = spans(service_name="paths")
+    app = _app()
+    wsgi_request(app, "/bag", headers=[("User-Agent", "curl/8")], query="q=1")
+    wsgi_request(app, "/bag")
+    first, second = (
+        dict(s.attributes or {}) for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
+    )
+    assert first["user_agent.original"] == "curl/8"
+    assert first["url.query"] == "q=1"
+    assert "user_agent.original" not in second
+    assert "url.query" not in second
+    cached, _ = _http.server_attributes("http", "127.0.0.1", 80, "1.1")
+    assert cached["http.request.method"] == cached["url.path"] == ""  # still to fill in
+    assert cached.keys() == second.keys() - {"http.route", "http.response.status_code"}
+
+
+def test_server_attributes_are_looked_up_once_and_bounded() -> None:
+    """One entry per server, made once; a value that is not a plain str or int is flagged
     (the request then goes through the SDK's validation); at most 64 servers are kept."""
     _http._server_attributes.clear()
     attributes, longest = _http.server_attributes("https", "shop.example", 443, "2")

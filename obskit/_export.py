@@ -25,8 +25,9 @@ class GuardedExporter(SpanExporter):
 
     While exports are failing and ``endpoint`` (host, port) refuses TCP connections —
     the collector is down — a batch is dropped (and counted) without being encoded
-    and sent, so an outage does not cost the app CPU. The first batch after the port
-    accepts connections again is exported normally.
+    and sent, so an outage does not cost the app CPU; :attr:`down` is then true, and
+    :class:`CountingBatchSpanProcessor` stops queueing spans but one. The first batch
+    after the port accepts connections again is exported normally.
 
     A failed batch is counted in ``obskit_export_errors_total`` with the ``reason``
     ``reasons`` recorded for the exporter's last attempt (an HTTP status, a timeout,
@@ -43,6 +44,9 @@ class GuardedExporter(SpanExporter):
         self._endpoint = endpoint
         self._reasons = reasons
         self._failing = False
+        #: True from a batch dropped because the endpoint refused connections until
+        #: the next batch that is sent: the collector is known to be down.
+        self.down = False
         self._lock = threading.Lock()
         self._closed = False
 
@@ -64,9 +68,11 @@ class GuardedExporter(SpanExporter):
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="shutdown")
             return SpanExportResult.FAILURE
         if self._unreachable():
+            self.down = True
             _selfstats.add("obskit_export_errors", signal="traces", reason="unreachable")
             _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             return SpanExportResult.FAILURE
+        self.down = False
         if self._reasons is not None:
             self._reasons.clear()
         try:
@@ -116,10 +122,18 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     Upstream drops the oldest queued span and logs a (deduplicated) warning; obskit
     also counts each drop as ``obskit_dropped_total{signal="traces",reason="queue_full"}``.
+
+    While its :class:`GuardedExporter` knows the collector is down (:attr:`~GuardedExporter.down`),
+    a span that ends is queued only if the queue is empty: that one span's export probes
+    the endpoint again each interval. The others are dropped and counted at once
+    (``reason="export_failed"``, as their batch would be) instead of being held until
+    the export drops them: an outage keeps no spans alive in the app, so they cost it
+    neither memory nor garbage-collector work.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, span_exporter: SpanExporter, *args: Any, **kwargs: Any) -> None:
+        super().__init__(span_exporter, *args, **kwargs)
+        self._guard = span_exporter if isinstance(span_exporter, GuardedExporter) else None
         batch = getattr(self, "_batch_processor", None)
         known = BatchSpanProcessor.on_end.__code__.co_names == _ON_END_NAMES and all(
             hasattr(batch, name) for name in ("_queue", "_max_queue_size", "emit")
@@ -135,6 +149,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         context = span.context
         if not (context and context.trace_flags.sampled):
             return
+        guard = self._guard
+        if guard is not None and guard.down and batch._queue:
+            _selfstats.add("obskit_dropped", signal="traces", reason="export_failed")
+            return
         if len(batch._queue) >= batch._max_queue_size:
             _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
         batch.emit(span)
@@ -144,6 +162,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         if context is not None and context.trace_flags.sampled:
             batch = getattr(self, "_batch_processor", None)
             queue = getattr(batch, "_queue", None)
+            if self._guard is not None and self._guard.down and queue:
+                _selfstats.add("obskit_dropped", signal="traces", reason="export_failed")
+                return
             limit = getattr(batch, "_max_queue_size", None)
             if queue is not None and limit is not None and len(queue) >= limit:
                 _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")

@@ -1,8 +1,10 @@
-"""CountingBatchSpanProcessor: sampled spans are queued for export, queue-full drops are counted."""
+"""CountingBatchSpanProcessor: sampled spans are queued for export, queue-full drops are
+counted, and while the collector is known down spans are dropped as they end (one kept)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,7 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from obskit import _selfstats
-from obskit._export import CountingBatchSpanProcessor
+from obskit._export import CountingBatchSpanProcessor, GuardedExporter
 
 
 class _HeldExporter(SpanExporter):
@@ -29,9 +31,8 @@ class _HeldExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _queue_full_drops() -> float:
-    key = ("obskit_dropped", (("reason", "queue_full"), ("signal", "traces")))
-    return _selfstats.snapshot().get(key, 0.0)
+def _dropped(reason: str) -> float:
+    return _selfstats.value("obskit_dropped", signal="traces", reason=reason)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_drops_beyond_the_queue_are_counted_once_each(
     """Every sampled span that finds the queue full is counted as one queue_full drop."""
     provider, processor, exporter = held
     tracer = provider.get_tracer("t")
-    before = _queue_full_drops()
+    before = _dropped("queue_full")
     with caplog.at_level(logging.WARNING):
         for i in range(2):  # one batch: the worker takes it and blocks in export
             tracer.start_span(f"first{i}").end()
@@ -65,7 +66,7 @@ def test_drops_beyond_the_queue_are_counted_once_each(
         for i in range(10):  # 4 fit in the queue, 6 find it full
             tracer.start_span(f"s{i}").end()
     assert len(processor._batch_processor._queue) == 4  # type: ignore[attr-defined]
-    assert _queue_full_drops() - before == 6
+    assert _dropped("queue_full") - before == 6
     assert "Queue full" in caplog.text  # upstream's own warning is kept
 
 
@@ -77,8 +78,77 @@ def test_unsampled_spans_are_neither_queued_nor_counted(
     tracer = provider.get_tracer("t")
     parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0))
     context = set_span_in_context(NonRecordingSpan(parent))
-    before = _queue_full_drops()
+    before = _dropped("queue_full")
     for _ in range(10):
         tracer.start_span("child", context=context).end()
     assert len(processor._batch_processor._queue) == 0  # type: ignore[attr-defined]
-    assert _queue_full_drops() == before
+    assert _dropped("queue_full") == before
+
+
+class _SwitchExporter(SpanExporter):
+    """Fails while ``failing`` is set (a collector that refuses), else records each batch."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.batches: list[list[str]] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.failing:
+            return SpanExportResult.FAILURE
+        self.batches.append([span.name for span in spans])
+        return SpanExportResult.SUCCESS
+
+
+@pytest.mark.parametrize("path", ["fast", "generic"])
+def test_while_the_collector_is_down_only_one_span_stays_queued(path: str) -> None:
+    """Once an export finds the collector's port refusing connections, ended spans are
+    dropped and counted at once, but one kept queued, whose export probes the port again
+    each interval; when the port accepts again, that span goes out and spans queue as
+    before. A real listening socket plays the collector's port (closed = down). Both
+    paths of ``on_end``: the folded one and the one for an SDK obskit does not know."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # the collector is down: connections are refused
+    inner = _SwitchExporter()
+    guard = GuardedExporter(inner, ("127.0.0.1", port))
+    processor = CountingBatchSpanProcessor(guard, schedule_delay_millis=60_000)
+    if path == "generic":
+        processor._obskit_batch = None
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    queue = processor._batch_processor._queue  # type: ignore[attr-defined]
+    try:
+        for i in range(3):
+            tracer.start_span(f"a{i}").end()
+        processor.force_flush()  # the first failure: the exporter's own attempt
+        assert not guard.down
+        assert len(queue) == 0
+        for i in range(3):  # not known down yet: queued as usual
+            tracer.start_span(f"b{i}").end()
+        assert len(queue) == 3
+        processor.force_flush()  # failing, and the port refuses: known down
+        assert guard.down
+        before = _dropped("export_failed")
+        for i in range(10):
+            tracer.start_span(f"c{i}").end()
+        assert [span.name for span in queue] == ["c0"]
+        assert _dropped("export_failed") - before == 9
+        processor.force_flush()  # the kept span probes again: still down
+        assert guard.down
+        assert _dropped("export_failed") - before == 10
+        tracer.start_span("d0").end()
+        tracer.start_span("d1").end()
+        with socket.create_server(("127.0.0.1", port)):  # the collector is back
+            inner.failing = False
+            processor.force_flush()
+        assert not guard.down
+        assert inner.batches == [["d0"]]
+        for i in range(3):
+            tracer.start_span(f"e{i}").end()
+        processor.force_flush()
+        assert inner.batches[-1] == ["e0", "e1", "e2"]
+        assert _dropped("export_failed") - before == 11  # c1..c9, c0, d1
+    finally:
+        provider.shutdown()

@@ -3,8 +3,9 @@
 Compared with the same load and tracing export off: every response is 200, p99 stays
 within 1.2x (the p99 of all ~12,000 requests of the minute against the reference's,
 the two servers taking 5 s turns in ABBA order so the machine's drift hits both alike;
-measured once more if the first minute is over, so one busy stretch of the shared
-2-core machine does not decide it),
+if the first minute is over, a second one is measured and the p99 of both minutes'
+~24,000 requests decides, so one busy stretch of the shared 2-core machine does not;
+the servers run without coverage measurement, which slows and blurs timings),
 each worker's RSS grows < 20 MB, the export-error and dropped counters rise, spans
 flow again within 2 export intervals once the collector is back, and
 obskit/OpenTelemetry warnings stay at ≤ 1 line per 10 s per message.
@@ -53,6 +54,7 @@ def _gunicorn(tmp_path: Path, name: str, env: dict[str, str]) -> Server:
             "OTEL_BSP_SCHEDULE_DELAY": str(INTERVAL_MS),
             **env,
         },
+        measure_coverage=False,  # latency is measured
     )
 
 
@@ -100,7 +102,8 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
         _load(reference, 5)  # warm-up
         _load(server, 5)
         rss_before = _worker_rss(server)
-        ratios: list[float] = []  # p99 with the collector down / p99 of the reference
+        # p99 with the collector down / p99 of the reference, over all minutes so far
+        ratios: list[float] = []
         turn_ratios: list[float] = []  # the same per pair of turns, printed only
         for _attempt in range(2):
             minute_base: list[float] = []
@@ -123,7 +126,7 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
                 turn_ratios.append(_p99(outage_turn) / _p99(reference_turn))
             base_latencies += minute_base
             latencies += minute
-            ratios.append(_p99(minute) / _p99(minute_base))
+            ratios.append(_p99(latencies) / _p99(base_latencies))
             if ratios[-1] <= 1.2:
                 break
         rss_after = _worker_rss(server)
@@ -149,7 +152,7 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
         "non_200": sum(v for k, v in statuses.items() if k != 200),
         "p99_ms_export_off": round(_p99(base_latencies) * 1e3, 1),
         "p99_ms_collector_down": round(_p99(latencies) * 1e3, 1),
-        "p99_ratio_per_minute": [round(r, 2) for r in ratios],
+        "p99_ratio_so_far_per_minute": [round(r, 2) for r in ratios],
         "p99_ratio_median_of_turns": round(statistics.median(turn_ratios), 2),
         "rss_growth_kb": {pid: rss_after.get(pid, 0) - kb for pid, kb in rss_before.items()},
         "counters": dict(counters),
@@ -160,8 +163,8 @@ def test_collector_down_for_a_minute_costs_the_app_nothing(tmp_path: Path) -> No
     assert base_statuses == {200: sum(base_statuses.values())}
     assert figures["non_200"] == 0
     assert figures["requests"] >= RATE * SECONDS * len(ratios) * 0.8
-    # scenario T1's criterion: p99 <= 1.2x the no-exporter run's (over the minute; a
-    # per-turn p99 is the 10th slowest of ~1,000 requests, too few to judge alone).
+    # scenario T1's criterion: p99 <= 1.2x the no-exporter run's (over every request
+    # measured; a per-turn p99 is the 10th slowest of ~1,000 requests, too few alone).
     assert ratios[-1] <= 1.2
     assert rss_before
     assert all(growth < 20 * 1024 for growth in figures["rss_growth_kb"].values())

@@ -122,23 +122,32 @@ def test_while_the_collector_is_down_batches_are_dropped_without_being_sent(
     collector: FaultyCollector,
 ) -> None:
     """After a failed export to a closed port, later batches are dropped and counted
-    (reason unreachable) without encoding or sending; when the port opens again the
-    next batch is exported."""
+    (reason unreachable) without encoding or sending, and once that is known only one
+    ended span stays queued (the rest are dropped as they end: every span counted once);
+    when the port opens again that span is exported, then spans flow as before."""
     handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
     collector.stop()
     _spans(5)
     handle.force_flush(timeout=30)  # fails: connection refused
     unreachable = _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
     for _ in range(3):
+        dropped = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
         _spans(5)
         started = time.monotonic()
         handle.force_flush(timeout=30)
         assert time.monotonic() - started < 0.5  # no retries, no encoding
+        assert (
+            _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+            == dropped + 5
+        )
     assert (
         _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
         == unreachable + 3
     )
     collector.start()
-    _spans(2)
+    _spans(2)  # s0 stays queued, s1 is dropped: the collector is not known to be back yet
     handle.force_flush(timeout=10)
-    assert {"s0", "s1"} <= {span.name for span in collector.spans}
+    assert [span.name for span in collector.spans] == ["s0"]
+    _spans(3)
+    handle.force_flush(timeout=10)
+    assert [span.name for span in collector.spans] == ["s0", "s0", "s1", "s2"]

@@ -14,6 +14,14 @@ Cases (the hello-world app of bench_flask.py, driven in process as there):
   with OpenTelemetry's SDK, prometheus-client and structlog (``e2e_app.hand_wired``);
 - ``obskit``: ``init()`` + ``instrument_flask``, spans not exported.
 
+The same count through a real server: one gunicorn sync worker serving the
+end-to-end benchmark's app (``e2e_app``, bare and with obskit) on 127.0.0.1 under
+valgrind, sent ``requests`` real HTTP requests one at a time after the warm-up; the
+worker's instructions with and without them, divided by ``requests``. It adds what
+gunicorn itself does per request (parsing, the socket, the environ), so
+``bare / obskit`` is the req/s ratio the end-to-end benchmark would measure if every
+instruction cost the same time.
+
 What it predicts: in the gunicorn end-to-end benchmark the workers are CPU-bound, so
 req/s with obskit over bare is about ``1 / (1 + k * added)``, ``added`` being obskit's
 instructions over bare Flask's; docs/performance.md has ``k`` as measured here.
@@ -26,8 +34,13 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,14 +99,87 @@ def instructions(case: str, requests: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def gunicorn_instructions(instrument: str, requests: int) -> int:
+    """Instructions of one gunicorn sync worker (``e2e_app``, ``OBSKIT_BENCH_INSTRUMENT``
+    = ``instrument``) from its fork to its exit, having served one readiness request,
+    WARM_UP requests and then ``requests`` more, each over its own connection."""
+    port = _free_port()
+    logs = Path(tempfile.mkdtemp(prefix="obskit-vg-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    env.update(
+        PYTHONHASHSEED="0",
+        PYTHONPATH=str(HERE.parent),
+        OBSKIT_BENCH_INSTRUMENT=instrument,
+    )
+    master = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            f"--log-file={logs}/vg.%p",
+            os.path.realpath(sys.executable),
+            "-m",
+            "gunicorn",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(HERE),
+            "e2e_app:create_app()",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/hello/world"
+    try:
+        deadline = time.monotonic() + 300  # gunicorn starts slowly under valgrind
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=30).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or master.poll() is not None:
+                    message = f"gunicorn under valgrind did not start ({instrument})"
+                    raise RuntimeError(message) from None
+                time.sleep(0.5)
+        for _ in range(WARM_UP + requests):
+            urllib.request.urlopen(url, timeout=30).read()
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=300)
+    try:
+        for log in logs.iterdir():  # the master's and the worker's: the worker's parent is it
+            text = log.read_text()
+            if f"Parent PID: {master.pid}" in text:
+                found = re.search(r"I\s+refs:\s+([\d,]+)", text)
+                if found is not None:
+                    return int(found.group(1).replace(",", ""))
+        raise RuntimeError(f"no instruction count from the gunicorn worker ({instrument})")
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
 def main() -> None:
     if shutil.which("valgrind") is None:
         print("note: valgrind is not installed (apt-get install valgrind): benchmark skipped")
         return
     requests = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     jobs = [(case, count) for case in CASES for count in (0, requests)]
+    served = [(instrument, count) for instrument in ("0", "1") for count in (0, requests)]
     with ThreadPoolExecutor(2) as pool:  # valgrind runs one thread: two cores, two runs
         totals = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
+        worker = dict(
+            zip(served, pool.map(lambda job: gunicorn_instructions(*job), served), strict=True)
+        )
     per_request = {case: (totals[case, requests] - totals[case, 0]) / requests for case in CASES}
     bare = per_request["bare Flask"]
     print(f"instructions per Flask request (valgrind), {requests} requests after {WARM_UP}")
@@ -103,6 +189,17 @@ def main() -> None:
     added = {case: per_request[case] - bare for case in CASES}
     ratio = added["obskit"] / added["hand-wired"]
     print(f"obskit added / hand-wired added: {ratio:.2f}x")
+    through = {
+        case: (worker[instrument, requests] - worker[instrument, 0]) / requests
+        for case, instrument in (("bare", "0"), ("obskit", "1"))
+    }
+    equal_cost = through["bare"] / through["obskit"]
+    print(
+        f"through one gunicorn sync worker (real HTTP): bare Flask {through['bare']:,.0f},"
+        f" obskit {through['obskit']:,.0f} (+{through['obskit'] - through['bare']:,.0f},"
+        f" {through['obskit'] / through['bare'] - 1:+.1%}); req/s ratio if every"
+        f" instruction cost the same: {equal_cost:.3f}x"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "instructions.json").write_text(
         json.dumps(
@@ -111,6 +208,10 @@ def main() -> None:
                 "per_request": {case: round(count) for case, count in per_request.items()},
                 "added": {case: round(count) for case, count in added.items()},
                 "obskit_added_x_hand_wired_added": round(ratio, 3),
+                "gunicorn_worker_per_request": {
+                    case: round(count) for case, count in through.items()
+                },
+                "gunicorn_equal_cost_rps_ratio": round(equal_cost, 3),
             },
             indent=2,
         )

@@ -13,7 +13,14 @@ obskit adds:
 - **compaction**: when a worker dies, its counter/histogram/summary files and its
   non-live gauge files are merged into one ``<type>_merged.db`` per type and deleted,
   so the number of files stays bounded however often workers are recycled:
-  at most (metric file types) x (live workers + 1).
+  at most (metric file types) x (live workers + 1), plus one lock file.
+- **a directory lock** (``obskit.lock``, ``flock``): compaction holds it exclusively
+  while it folds a dead worker's files into the merged ones and deletes them, a scrape
+  holds it shared while it reads the files. Without it a scrape that read the merged
+  file after the fold and the dead worker's file before its deletion counted that
+  worker twice (a counter that then "decreased": a reset to Prometheus), one that read
+  them the other way round missed it, and one that globbed a file compaction then
+  deleted failed.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -36,7 +43,7 @@ from prometheus_client import utils as _utils
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from obskit import _selfstats
+from obskit import _safety, _selfstats
 
 # Untyped upstream helpers, as Any for mypy --strict.
 MultiProcessCollector: Any = _upstream.MultiProcessCollector
@@ -163,6 +170,45 @@ def read_exemplars(path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], E
     return found
 
 
+#: The lock file of a multiprocess directory (neither ``*.db`` nor ``*.obskit``: no
+#: collector reads it).
+LOCK_NAME = "obskit.lock"
+#: How long a scrape or a compaction waits for the lock before going on without it.
+LOCK_WAIT = 2.0
+
+
+@contextlib.contextmanager
+def locked(path: str, exclusive: bool) -> Iterator[None]:
+    """Hold the directory's lock: shared to read the metric files, exclusive to change
+    which files hold a dead worker's values. Waits at most ``LOCK_WAIT`` seconds, then
+    goes on unlocked (counted as ``obskit_internal_errors_total{component="multiprocess"}``
+    and logged at most every 10 s):
+    a stuck holder must not stop scrapes or the gunicorn master. Without ``fcntl`` (not
+    POSIX) or a writable directory, there is no lock."""
+    try:
+        import fcntl
+
+        handle = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, mode)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    _safety.report("multiprocess", TimeoutError(f"{LOCK_NAME} held too long"))
+                    break
+                time.sleep(0.001)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
 class MergedCollector(Collector):
     """prometheus-client's multiprocess merge, plus every worker's newest exemplars."""
 
@@ -171,7 +217,8 @@ class MergedCollector(Collector):
         self._collector = MultiProcessCollector(None, path=path)
 
     def collect(self) -> Iterable[Any]:
-        metrics: Iterable[Any] = self._collector.collect()
+        with locked(self._path, exclusive=False):  # the merge reads every file now
+            metrics: Iterable[Any] = self._collector.collect()
         newest: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
         for path in glob.glob(os.path.join(self._path, f"*{EXEMPLAR_SUFFIX}")):
             for key, exemplar in read_exemplars(path).items():
@@ -210,6 +257,11 @@ def compact(path: str, pid: int) -> None:
     from prometheus_client import mmap_dict
 
     mmaped: Any = mmap_dict.MmapedDict  # untyped upstream
+    with locked(path, exclusive=True):
+        _compact(mmaped, path, pid)
+
+
+def _compact(mmaped: Any, path: str, pid: int) -> None:
     mark_process_dead(pid, path)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(path, f"exemplars_{pid}{EXEMPLAR_SUFFIX}"))

@@ -181,7 +181,11 @@ def test_worker_recycling_keeps_counters_monotonic_and_files_bounded(
     assert totals == sorted(totals)
     assert totals[-1] == 5000  # a dropped request was never served (nor counted)
     assert slowest < 0.5
-    files = os.listdir(server.multiproc)  # type: ignore[attr-defined]
+    files = [
+        name
+        for name in os.listdir(server.multiproc)  # type: ignore[attr-defined]
+        if name != "obskit.lock"  # the directory lock (one file, kept)
+    ]
     live = {name.rsplit("_", 1)[-1].split(".")[0] for name in files} - {"merged"}
     assert len(live) <= 3  # 2 workers, plus one being replaced at this instant
     assert len(files) <= 4 * (2 + 1)
@@ -368,5 +372,106 @@ def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
     assert 'jobs_total{queue="a"} 15.0' in result.stdout
     assert "busy 0.0" in result.stdout  # only the live parent's gauge is left
     parent = result.stdout.split()[-1]
-    assert f"['counter_merged.db', 'gauge_livesum_{parent}.db']" in result.stdout
+    assert f"['counter_merged.db', 'gauge_livesum_{parent}.db', 'obskit.lock']" in result.stdout
     assert not glob.glob(str(tmp_path / "*.obskit"))
+
+
+#: Compaction of 30 dead workers (20 counter and 20 histogram series each) while another
+#: thread scrapes the directory in a loop, with a 1 µs GIL switch interval so the two
+#: interleave finely; LOCKED=0 replaces the directory lock with nothing.
+RACE_SCRIPT = """
+import contextlib, os, sys, threading, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = DIRECTORY
+import obskit
+from obskit import _multiprocess
+if not LOCKED:
+    _multiprocess.locked = lambda path, exclusive: contextlib.nullcontext()
+sys.setswitchinterval(1e-6)
+counter = obskit.counter("jobs_total", "Jobs.", ["queue"])
+histogram = obskit.histogram("job_seconds", "Job time.", ["queue"])
+registry = _multiprocess.exposition_registry(DIRECTORY)
+queues = [f"q{i}" for i in range(20)]
+wrong, failed = [], []
+
+
+def total():
+    return sum(
+        sample.value
+        for metric in registry.collect() if metric.name == "jobs"
+        for sample in metric.samples if sample.name == "jobs_total"
+    )
+
+
+for done in range(1, 31):
+    pid = os.fork()
+    if pid == 0:  # a worker that serves 20 jobs and dies
+        for queue in queues:
+            counter.labels(queue).inc()
+            histogram.labels(queue).observe(0.1)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    stop = threading.Event()
+
+    def scrape(expected=20 * done):
+        while not stop.is_set():
+            try:
+                if total() != expected:
+                    wrong.append(done)
+            except Exception as error:
+                failed.append(repr(error))
+
+    thread = threading.Thread(target=scrape)
+    thread.start()
+    time.sleep(0.005)
+    _multiprocess.compact(DIRECTORY, pid)
+    time.sleep(0.005)
+    stop.set()
+    thread.join()
+print("wrong", len(wrong), "failed", len(failed), failed[:1])
+"""
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_a_scrape_during_compaction_counts_the_dead_worker_once(
+    tmp_path: Path, locked: bool
+) -> None:
+    """Compaction folds a dead worker's files into the merged ones and deletes them
+    under an exclusive directory lock, a scrape reads under a shared one: every scrape
+    during 30 compactions sees each dead worker's jobs exactly once. Without the lock
+    (the control case) the same run sees totals double counted or missing, and scrapes
+    that fail on a file deleted after they listed it; that is what made a gunicorn
+    counter jump by one recycled worker's 50 requests and fall back (a reset to
+    Prometheus)."""
+    script = f"DIRECTORY = {str(tmp_path)!r}\nLOCKED = {locked}\n" + RACE_SCRIPT
+    result = run_python(script, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    if locked:
+        assert "wrong 0 failed 0 []" in result.stdout, result.stdout
+    else:
+        assert "wrong 0 failed 0 []" not in result.stdout, result.stdout
+
+
+def test_the_directory_lock_never_waits_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held elsewhere delays a scrape by at most LOCK_WAIT, then the scrape goes
+    on and counts an internal error; a directory it cannot create the lock file in
+    means no lock, not a failure."""
+    import fcntl
+
+    from obskit import _multiprocess, _safety
+
+    monkeypatch.setattr(_multiprocess, "LOCK_WAIT", 0.2)
+    holder = os.open(tmp_path / _multiprocess.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a compaction that never ends
+    before = _safety.internal_errors().get("multiprocess", 0)
+    try:
+        started = time.monotonic()
+        with _multiprocess.locked(str(tmp_path), exclusive=False):
+            waited = time.monotonic() - started
+    finally:
+        os.close(holder)
+    assert 0.2 <= waited < 1.0
+    assert _safety.internal_errors().get("multiprocess", 0) == before + 1
+    with _multiprocess.locked(str(tmp_path / "missing"), exclusive=True):
+        pass  # no such directory: nothing to lock, nothing raised

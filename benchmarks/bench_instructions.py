@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,43 +72,44 @@ def child(case: str, requests: int) -> None:
         run(requests)
 
 
+#: valgrind counting instructions only: no cache simulation, no output file.
+CACHEGRIND = (
+    "valgrind",
+    "--tool=cachegrind",
+    "--cache-sim=no",
+    "--cachegrind-out-file=/dev/null",
+)
+
+
+def _refs(report: str) -> int | None:
+    """The instruction total ("I refs") of a cachegrind report, if it has one."""
+    found = re.search(r"I\s+refs:\s+([\d,]+)", report)
+    return int(found.group(1).replace(",", "")) if found is not None else None
+
+
 def instructions(case: str, requests: int) -> int:
     """Instructions the child executes in all (start-up, warm-up and ``requests``)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     output = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            os.path.realpath(sys.executable),
-            __file__,
-            "--child",
-            case,
-            str(requests),
-        ],
+        [*CACHEGRIND, os.path.realpath(sys.executable), __file__, "--child", case, str(requests)],
         capture_output=True,
         text=True,
         env=env,
         check=True,
     ).stderr
-    found = re.search(r"I\s+refs:\s+([\d,]+)", output)
-    if found is None:
+    count = _refs(output)
+    if count is None:
         raise RuntimeError(f"no instruction count from valgrind for {case!r}:\n{output[-2000:]}")
-    return int(found.group(1).replace(",", ""))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return count
 
 
 def gunicorn_instructions(instrument: str, requests: int) -> int:
     """Instructions of one gunicorn sync worker (``e2e_app``, ``OBSKIT_BENCH_INSTRUMENT``
     = ``instrument``) from its fork to its exit, having served one readiness request,
     WARM_UP requests and then ``requests`` more, each over its own connection."""
-    port = _free_port()
+    from bench_e2e import free_port
+
+    port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="obskit-vg-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
     env.update(
@@ -119,10 +119,7 @@ def gunicorn_instructions(instrument: str, requests: int) -> int:
     )
     master = subprocess.Popen(
         [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
+            *CACHEGRIND,
             f"--log-file={logs}/vg.%p",
             os.path.realpath(sys.executable),
             "-m",
@@ -159,10 +156,9 @@ def gunicorn_instructions(instrument: str, requests: int) -> int:
     try:
         for log in logs.iterdir():  # the master's and the worker's: the worker's parent is it
             text = log.read_text()
-            if f"Parent PID: {master.pid}" in text:
-                found = re.search(r"I\s+refs:\s+([\d,]+)", text)
-                if found is not None:
-                    return int(found.group(1).replace(",", ""))
+            count = _refs(text) if f"Parent PID: {master.pid}" in text else None
+            if count is not None:
+                return count
         raise RuntimeError(f"no instruction count from the gunicorn worker ({instrument})")
     finally:
         shutil.rmtree(logs, ignore_errors=True)

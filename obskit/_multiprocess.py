@@ -253,40 +253,40 @@ _MERGED_GAUGE_MODES = ("sum", "max", "min", "mostrecent")
 
 def compact(path: str, pid: int) -> None:
     """Account for a dead worker: drop its live gauges and exemplars, fold the rest of its
-    files into ``<type>_merged.db``, and delete them."""
+    files into ``<type>_merged.db``, and delete them (under the directory lock)."""
     from prometheus_client import mmap_dict
 
-    mmaped: Any = mmap_dict.MmapedDict  # untyped upstream
     with locked(path, exclusive=True):
-        _compact(mmaped, path, pid)
+        mark_process_dead(pid, path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, f"exemplars_{pid}{EXEMPLAR_SUFFIX}"))
+        for dead in glob.glob(os.path.join(path, f"*_{pid}.db")):
+            prefix = os.path.basename(dead)[: -len(f"_{pid}.db")]
+            mode = prefix.split("_", 1)[1] if prefix.startswith("gauge_") else ""
+            if not prefix.startswith("gauge_") or mode in _MERGED_GAUGE_MODES:
+                _fold(mmap_dict.MmapedDict, dead, os.path.join(path, f"{prefix}_merged.db"), mode)
+            # else: per-pid ("all") gauges of a dead process are stale
+            os.remove(dead)
 
 
-def _compact(mmaped: Any, path: str, pid: int) -> None:
-    mark_process_dead(pid, path)
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(path, f"exemplars_{pid}{EXEMPLAR_SUFFIX}"))
-    for dead in glob.glob(os.path.join(path, f"*_{pid}.db")):
-        prefix = os.path.basename(dead)[: -len(f"_{pid}.db")]
-        mode = prefix.split("_", 1)[1] if prefix.startswith("gauge_") else ""
-        if prefix.startswith("gauge_") and mode not in _MERGED_GAUGE_MODES:
-            os.remove(dead)  # per-pid ("all") gauges of a dead process are stale
-            continue
-        merged = mmaped(os.path.join(path, f"{prefix}_merged.db"))
-        try:
-            existing = {key: (value, ts) for key, value, ts in merged.read_all_values()}
-            for key, value, timestamp, _ in mmaped.read_all_values_from_file(dead):
-                if key in existing:
-                    old, old_timestamp = existing[key]
-                    if mode == "max":
-                        value = max(old, value)
-                    elif mode == "min":
-                        value = min(old, value)
-                    elif mode == "mostrecent":
-                        if old_timestamp > timestamp:
-                            value, timestamp = old, old_timestamp
-                    else:
-                        value += old
-                merged.write_value(key, value, timestamp)
-        finally:
-            merged.close()
-        os.remove(dead)
+def _fold(mmaped: Any, dead: str, merged_path: str, mode: str) -> None:
+    """Add the values of the file ``dead`` into the file ``merged_path``: summed, or by
+    the gauge ``mode`` (max, min, most recent)."""
+    merged = mmaped(merged_path)
+    try:
+        existing = {key: (value, ts) for key, value, ts in merged.read_all_values()}
+        for key, value, timestamp, _ in mmaped.read_all_values_from_file(dead):
+            if key in existing:
+                old, old_timestamp = existing[key]
+                if mode == "max":
+                    value = max(old, value)
+                elif mode == "min":
+                    value = min(old, value)
+                elif mode == "mostrecent":
+                    if old_timestamp > timestamp:
+                        value, timestamp = old, old_timestamp
+                else:
+                    value += old
+            merged.write_value(key, value, timestamp)
+    finally:
+        merged.close()

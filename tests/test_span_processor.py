@@ -143,12 +143,22 @@ def test_while_the_collector_is_down_only_one_span_stays_queued(path: str) -> No
         with socket.create_server(("127.0.0.1", port)):  # the collector is back
             inner.failing = False
             processor.force_flush()
-        assert not guard.down
-        assert inner.batches == [["d0"]]
-        for i in range(3):
-            tracer.start_span(f"e{i}").end()
-        processor.force_flush()
-        assert inner.batches[-1] == ["e0", "e1", "e2"]
-        assert _dropped("export_failed") - before == 11  # c1..c9, c0, d1
+            assert not guard.down
+            assert inner.batches == [["d0"]]
+            for i in range(3):
+                tracer.start_span(f"e{i}").end()
+            processor.force_flush()
+            assert inner.batches[-1] == ["e0", "e1", "e2"]
+            assert _dropped("export_failed") - before == 11  # c1..c9, c0, d1
+            # Failures while the port accepts (a 5xx, a timeout) never mean "down":
+            # every batch is still attempted, every span still queued.
+            inner.failing = True
+            for round_ in range(2):
+                for i in range(3):
+                    tracer.start_span(f"f{round_}{i}").end()
+                assert len(queue) == 3
+                processor.force_flush()
+                assert not guard.down
+            assert _dropped("export_failed") - before == 17  # and f00..f12, as batches
     finally:
         provider.shutdown()

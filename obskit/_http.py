@@ -8,6 +8,7 @@ the access log line, redaction, the ``traceresponse`` header.
 
 from __future__ import annotations
 
+import functools
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,10 +16,11 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
-from obskit import _access_line, _metrics, _runtime, _safety
+from obskit import _access_line, _logs, _metrics, _runtime, _safety
 from obskit._fastspan import (
+    _SPAN_TYPES,
     _plain,
     attach,
     detach,
@@ -29,13 +31,12 @@ from obskit._fastspan import (
     start_span,
     with_span,
 )
-from obskit._ids import hex_ids
+from obskit._ids import IDS_BY_INDEX, hex_ids
 from obskit._logs import clear_bound
 from obskit._metrics import (
     ObskitGauge,
     ObskitHistogram,
     add_trusted,
-    exemplar_from,
     observe_trusted,
     store,
 )
@@ -252,6 +253,7 @@ class ServerRequest:
         "_active",
         "_client_address",
         "_finished",
+        "_flags",
         "_ids",
         "_metrics",
         "_settings",
@@ -293,7 +295,8 @@ class ServerRequest:
         self._client_address = client_address if settings.capture_pii else None
         #: Whether any response header is to be recorded (else skip collecting them).
         self.captures_response_headers = bool(settings.http_capture_response_headers)
-        clear_bound()  # bound fields never leak from the previous request on this thread
+        if _logs._BOUND is None or _logs._BOUND:  # (else nothing was ever bound)
+            clear_bound()  # bound fields never leak from the previous request on this thread
         server, server_longest = server_attributes(scheme, server_address, server_port, protocol)
         attributes = server.copy()  # a copy of a dict of the same keys: cheaper than a new one
         attributes["http.request.method"] = normalized
@@ -328,10 +331,11 @@ class ServerRequest:
                     )
                 )
             )
+        w3c = _w3c  # _w3c_only(), without its two calls for the propagator seen last
         if (
             environ.get("HTTP_TRACEPARENT") is None
             and environ.get("HTTP_BAGGAGE") is None
-            and _w3c_only()
+            and (w3c[1] if w3c[0] is _textmap() else _w3c_only())
         ):
             parent = _NOTHING  # what extract() returns: nothing to continue
         else:
@@ -352,8 +356,19 @@ class ServerRequest:
             )
         self.span = span
         self.context = with_span(parent, span)
+        # The span's context: its get_span_context(), read directly from the SDK's spans.
+        context: SpanContext = (
+            span._context  # type: ignore[attr-defined]
+            if type(span) in _SPAN_TYPES
+            else span.get_span_context()
+        )
         #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log.
-        self._ids = hex_ids(span.get_span_context())
+        self._ids = hex_ids(context)
+        #: Its trace flags, and whether it is valid (by index: no property calls).
+        if IDS_BY_INDEX and type(context) is SpanContext:
+            self._flags = (context[3], context[5])
+        else:
+            self._flags = (context.trace_flags, context.is_valid)
         self._active = metrics.active_child(normalized)
         add_trusted(self._active, 1)
 
@@ -402,10 +417,9 @@ class ServerRequest:
                     )
         if not self._settings.http_traceresponse:
             return []
-        context, trace_id, span_id = self._ids
-        flags = "01" if context.trace_flags & 1 else "00"  # 1: TraceFlags.SAMPLED
-        value = f"00-{trace_id}-{span_id}-{flags}"
-        return [("traceresponse", value)]
+        _, trace_id, span_id = self._ids
+        flags = "01" if self._flags[0] & 1 else "00"  # 1: TraceFlags.SAMPLED
+        return [("traceresponse", f"00-{trace_id}-{span_id}-{flags}")]
 
     def record_exception(self, error: BaseException) -> None:
         """An exception escaped the view (the framework may still answer 500)."""
@@ -444,7 +458,10 @@ class ServerRequest:
                     span.update_name(name)
                 for key, value in attributes.items():
                     span.set_attribute(key, value)
-            exemplar = exemplar_from(self._ids)
+            flags, valid = self._flags
+            ids = self._ids
+            # metrics.exemplar_from(ids), inlined: sampled and valid.
+            exemplar = {"trace_id": ids[1], "span_id": ids[2]} if flags & 1 and valid else None
             route = self.route or UNMATCHED
             child = self._metrics.duration_child(
                 self.method, route, str(status) if status is not None else "0"
@@ -458,7 +475,8 @@ class ServerRequest:
                     status,
                     (elapsed_ns + 500) // 1000,  # whole microseconds
                     self._client_address,
-                    self._ids[0],  # the span's context
+                    None,  # the span's context: given by its ids
+                    ids if valid else (),
                 )
         except Exception as internal:
             _safety.report("http", internal)
@@ -536,6 +554,13 @@ class EnvironHeaders(Mapping[str, str]):
 #: (the global text-map propagator seen last, whether it is W3C trace context and/or
 #: baggage only: then a request without those headers continues nothing).
 _w3c: tuple[Any, bool] = (None, False)
+#: ``propagate.get_global_textmap()``, as a read of the module variable it returns (a
+#: Python call less per request), unless that function does more.
+_textmap: Any = (
+    functools.partial(vars(propagate).__getitem__, "_HTTP_TEXT_FORMAT")
+    if propagate.get_global_textmap.__code__.co_names == ("_HTTP_TEXT_FORMAT",)
+    else propagate.get_global_textmap
+)
 
 
 def _w3c_only() -> bool:

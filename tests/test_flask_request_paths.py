@@ -3,6 +3,7 @@ when there is nothing to extract; both are equivalent to the dict + extract() th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 import obskit
 from obskit import _http
@@ -297,3 +298,50 @@ def test_server_attributes_are_looked_up_once_and_bounded() -> None:
             f"host{n}"
         )
     assert len(_http._server_attributes) == _http._SERVERS_MAX
+
+
+class _OtherContext(SpanContext):
+    """A span context that is not the API's own class (its fields read by property)."""
+
+
+class _OtherSpan(NonRecordingSpan):
+    """A span of a type the fast paths do not know (as another SDK could hand out)."""
+
+
+@pytest.mark.parametrize("flags", [TraceFlags.SAMPLED, TraceFlags.DEFAULT])
+def test_a_span_of_another_type_gives_its_ids_everywhere(
+    spans: Callable[..., InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: int,
+) -> None:
+    """Ids and flags are read by index only from the SDK's own types: a request whose span
+    is of another type (here made so by patching obskit's span start; nothing in this
+    process hands one out otherwise) carries that span's ids in its traceresponse header,
+    access line and (sampled only) exemplar."""
+    spans(service_name="paths")
+    context = _OtherContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, False, flags)
+    monkeypatch.setattr(_http, "fast_tracer", lambda tracer: None)
+    monkeypatch.setattr(_http, "start_span", lambda *args, **kwargs: _OtherSpan(context))
+    app = Flask("other")
+
+    @app.get("/other")
+    def other() -> str:
+        return "ok"
+
+    obskit.instrument_flask(app)
+    capsys.readouterr()
+    status, headers, _ = wsgi_request(app, "/other")
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    assert status == 200
+    sampled = "01" if flags else "00"
+    assert headers["traceresponse"] == f"00-{trace_id}-{span_id}-{sampled}"
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert (line["logger"], line["trace_id"], line["span_id"]) == (
+        "obskit.access",
+        trace_id,
+        span_id,
+    )
+    samples = openmetrics()["http_server_request_duration_seconds"].samples
+    exemplars = [s.exemplar.labels for s in samples if s.exemplar is not None]
+    assert exemplars == ([{"trace_id": trace_id, "span_id": span_id}] if flags else [])

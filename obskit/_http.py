@@ -31,7 +31,7 @@ from obskit._fastspan import (
     start_span,
     with_span,
 )
-from obskit._ids import IDS_BY_INDEX, hex_ids
+from obskit._ids import SPAN_CONTEXT_IS_TUPLE, hex_ids
 from obskit._logs import clear_bound
 from obskit._metrics import (
     ObskitGauge,
@@ -365,7 +365,7 @@ class ServerRequest:
         #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log.
         self._ids = hex_ids(context)
         #: Its trace flags, and whether it is valid (by index: no property calls).
-        if IDS_BY_INDEX and type(context) is SpanContext:
+        if SPAN_CONTEXT_IS_TUPLE and type(context) is SpanContext:
             self._flags = (context[3], context[5])
         else:
             self._flags = (context.trace_flags, context.is_valid)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+
+def _span_context_is_tuple() -> bool:
+    fields = (3, 4, True, TraceFlags(1), TraceState([("k", "v")]))
+    return tuple(SpanContext(*fields)) == (*fields, True)
+
 
 #: Whether a ``SpanContext`` is the tuple (trace_id, span_id, is_remote, trace_flags,
-#: trace_state, is_valid): then its fields are read by index, not through its
-#: Python-level properties.
-IDS_BY_INDEX = tuple(SpanContext(3, 4, False, TraceFlags(1))) == (
-    3,
-    4,
-    False,
-    1,
-    DEFAULT_TRACE_STATE,
-    True,
-)
+#: trace_state, is_valid): then obskit reads its fields by index, not through its
+#: Python-level properties, and ``_fastspan`` builds one with ``tuple.__new__``.
+SPAN_CONTEXT_IS_TUPLE = _span_context_is_tuple()
 
 #: (span context, 32-hex trace id, 16-hex span id) of the context seen last.
 _last: tuple[Any, str, str] = (None, "", "")
@@ -33,7 +32,7 @@ def hex_ids(context: Any) -> tuple[Any, str, str]:
     cached = _last
     if cached[0] is context:
         return cached
-    if IDS_BY_INDEX and type(context) is SpanContext:
+    if SPAN_CONTEXT_IS_TUPLE and type(context) is SpanContext:
         trace_id = context[0]
         span_id = context[1]
     else:

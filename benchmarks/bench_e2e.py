@@ -83,12 +83,23 @@ def serve(
     multiprocess: bool = False,
     endpoint: str | None = None,
     access_log: bool = False,
+    *,
+    workers: int = 4,
+    wrapper: tuple[str, ...] = (),
+    start_timeout: float = 30.0,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """gunicorn serving ``e2e_app`` on a free port, once it answers: (process, url).
+
+    ``wrapper``: a command the interpreter runs under (``bench_instructions.py``: valgrind,
+    with ``start_timeout`` to match); the process is then the wrapper's.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["OBSKIT_BENCH_INSTRUMENT"] = instrument
     env["PYTHONPATH"] = str(ROOT)
+    env.update(extra_env or {})
     config: list[str] = []
     if multiprocess:
         conf = Path(tempfile.mkdtemp(prefix="obskit-e2e-")) / "gunicorn.conf.py"
@@ -103,12 +114,13 @@ def serve(
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
     process = subprocess.Popen(
         [
-            sys.executable,
+            *wrapper,
+            os.path.realpath(sys.executable),
             "-m",
             "gunicorn",
             *config,
             "--workers",
-            "4",
+            str(workers),
             "--bind",
             f"127.0.0.1:{port}",
             "--chdir",
@@ -120,15 +132,16 @@ def serve(
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/hello/world"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(url, timeout=start_timeout / 10).read()
             return process, url
         except OSError:
             time.sleep(0.2)
     process.kill()
-    raise RuntimeError("gunicorn did not start")
+    process.wait()
+    raise RuntimeError(f"gunicorn did not start ({instrument}, {' '.join(wrapper)})")
 
 
 def worker_cpu_seconds(master: int) -> float:

@@ -38,7 +38,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,55 +104,25 @@ def instructions(case: str, requests: int) -> int:
 
 def gunicorn_instructions(instrument: str, requests: int) -> int:
     """Instructions of one gunicorn sync worker (``e2e_app``, ``OBSKIT_BENCH_INSTRUMENT``
-    = ``instrument``) from its fork to its exit, having served one readiness request,
+    = ``instrument``) from its fork to its exit, having served the readiness request,
     WARM_UP requests and then ``requests`` more, each over its own connection."""
-    from bench_e2e import free_port
+    from bench_e2e import serve
 
-    port = free_port()
     logs = Path(tempfile.mkdtemp(prefix="obskit-vg-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    env.update(
-        PYTHONHASHSEED="0",
-        PYTHONPATH=str(HERE.parent),
-        OBSKIT_BENCH_INSTRUMENT=instrument,
-    )
-    master = subprocess.Popen(
-        [
-            *CACHEGRIND,
-            f"--log-file={logs}/vg.%p",
-            os.path.realpath(sys.executable),
-            "-m",
-            "gunicorn",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(HERE),
-            "e2e_app:create_app()",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/hello/world"
     try:
-        deadline = time.monotonic() + 300  # gunicorn starts slowly under valgrind
-        while True:
-            try:
+        master, url = serve(
+            instrument,
+            workers=1,
+            wrapper=(*CACHEGRIND, f"--log-file={logs}/vg.%p"),
+            start_timeout=300,  # gunicorn starts slowly under valgrind
+            extra_env={"PYTHONHASHSEED": "0"},
+        )
+        try:
+            for _ in range(WARM_UP + requests):
                 urllib.request.urlopen(url, timeout=30).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or master.poll() is not None:
-                    message = f"gunicorn under valgrind did not start ({instrument})"
-                    raise RuntimeError(message) from None
-                time.sleep(0.5)
-        for _ in range(WARM_UP + requests):
-            urllib.request.urlopen(url, timeout=30).read()
-    finally:
-        master.send_signal(signal.SIGTERM)
-        master.wait(timeout=300)
-    try:
+        finally:
+            master.send_signal(signal.SIGTERM)
+            master.wait(timeout=300)
         for log in logs.iterdir():  # the master's and the worker's: the worker's parent is it
             text = log.read_text()
             count = _refs(text) if f"Parent PID: {master.pid}" in text else None

@@ -181,10 +181,12 @@ def test_worker_recycling_keeps_counters_monotonic_and_files_bounded(
     assert totals == sorted(totals)
     assert totals[-1] == 5000  # a dropped request was never served (nor counted)
     assert slowest < 0.5
+    from obskit._multiprocess import LOCK_NAME
+
     files = [
         name
         for name in os.listdir(server.multiproc)  # type: ignore[attr-defined]
-        if name != "obskit.lock"  # the directory lock (one file, kept)
+        if name != LOCK_NAME  # the directory lock (one file, kept)
     ]
     live = {name.rsplit("_", 1)[-1].split(".")[0] for name in files} - {"merged"}
     assert len(live) <= 3  # 2 workers, plus one being replaced at this instant

@@ -5,7 +5,7 @@ or framework imports. Everything starts in :func:`init`.
 """
 
 from obskit import context
-from obskit._api import (
+from obskit._lifecycle.lazy_api import (
     bind,
     counter,
     gauge,
@@ -18,7 +18,7 @@ from obskit._api import (
     traced,
     unbind,
 )
-from obskit._runtime import Telemetry, init, shutdown
+from obskit._lifecycle.runtime import Telemetry, init, shutdown
 from obskit._version import __version__
 from obskit.exceptions import ConfigError, ObskitError
 

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from obskit._settings import load
+from obskit._config.settings import load
 from obskit.exceptions import ConfigError
 
 
@@ -32,11 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("doctor", help="check the configuration and the pipeline end to end")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from obskit import _demo
+        from obskit._tools import demo as _demo
 
         return _demo.run(serve=args.serve)
     if args.command == "doctor":
-        from obskit import _doctor
+        from obskit._tools import doctor as _doctor
 
         return _doctor.run()
     return _config(args.set)

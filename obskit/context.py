@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from obskit._api import bind, unbind
+from obskit._lifecycle.lazy_api import bind, unbind
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +57,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
 def __getattr__(name: str) -> Any:
     # Built on first use so `import obskit` does not import concurrent.futures.
     if name == "ThreadPoolExecutor":
-        from obskit._executor import ContextThreadPoolExecutor
+        from obskit._traces.context_executor import ContextThreadPoolExecutor
 
         return ContextThreadPoolExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

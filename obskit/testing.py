@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-from obskit import _runtime
+from obskit._lifecycle import runtime as _runtime
 from obskit._version import __version__
 
 __all__ = ["Capture", "CapturedMetrics", "capture"]
@@ -63,7 +63,7 @@ class CapturedMetrics:
         """The OpenMetrics exposition (what Prometheus scrapes)."""
         from prometheus_client.openmetrics import exposition
 
-        from obskit._metrics import store
+        from obskit._metrics.registry import store
 
         generate: Any = exposition.generate_latest  # untyped upstream
         return str(generate(store().exposition()).decode())
@@ -158,7 +158,7 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
     ``2000-01-01T00:00:00.000001Z``, ``.000002Z``, ... (stable test output; span
     timestamps stay real, so durations mean something).
     """
-    from obskit import _logs
+    from obskit._logs import pipeline as _pipeline
 
     options: dict[str, Any] = {
         "service_name": "test",
@@ -177,7 +177,7 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
         handle.tracer = provider.get_tracer("obskit.testing", __version__)
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
     if sequential_ids:
         ticks = itertools.count(1)
         shared.use_clock(lambda: f"2000-01-01T00:00:00.{next(ticks):06d}Z")

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
-from obskit import _metrics
+from obskit._metrics import registry as _registry
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 pytest_plugins = ["pytester"]
@@ -20,13 +20,20 @@ pytest_plugins = ["pytester"]
 
 @pytest.fixture(autouse=True)
 def _clean_obskit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Strip OTEL_*/OBSKIT_* from the environment and shut obskit down after the test."""
+    """Strip OTEL_*/OBSKIT_* from the environment and shut obskit down after the test.
+
+    ``OBSKIT_TEST_FAST_PATHS=0`` runs the whole suite with every accelerator off (the
+    CI job that proves the public-API paths serve every contract).
+    """
+    fast_paths = os.environ.get("OBSKIT_TEST_FAST_PATHS")
     for name in list(os.environ):
         if name.startswith(("OTEL_", "OBSKIT_")):
             monkeypatch.delenv(name)
+    if fast_paths is not None:
+        monkeypatch.setenv("OBSKIT_FAST_PATHS", fast_paths)
     yield
     obskit.shutdown(timeout=5)
-    _metrics.reset_for_tests()
+    _registry.reset_for_tests()
 
 
 @pytest.fixture
@@ -69,7 +76,7 @@ def openmetrics() -> dict[str, Any]:
     from prometheus_client.openmetrics.exposition import generate_latest
     from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-    text = generate_latest(_metrics.store().registry).decode()
+    text = generate_latest(_registry.store().registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
 
 

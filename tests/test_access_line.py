@@ -11,7 +11,8 @@ import pytest
 import structlog
 from opentelemetry import trace
 
-from obskit import _access_line, _logs
+from obskit._http import access_line as _access_line
+from obskit._logs import pipeline as _pipeline
 
 TIMESTAMP = "2026-11-28T12:00:00.123456Z"
 
@@ -37,8 +38,8 @@ def lines(spans: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
     """obskit initialised (service fields, 4 KiB lines), a fixed clock, lines captured."""
     spans(service_name="shop", service_version="2.1", environment="prod", log_max_line_bytes=4096)
     monkeypatch.setattr(_access_line, "_utc_now_iso", lambda: TIMESTAMP)
-    monkeypatch.setattr(_logs, "_utc_now_iso", lambda: TIMESTAMP)  # lines over the cap
-    shared = _logs.pipeline()
+    monkeypatch.setattr(_pipeline, "_utc_now_iso", lambda: TIMESTAMP)  # lines over the cap
+    shared = _pipeline.pipeline()
     captured: list[str] = []
     shared.writer.capture = captured
     yield captured
@@ -57,7 +58,7 @@ def _chain_line(case: tuple[str, str, str, int | None, int, str | None]) -> str:
     }
     if client:
         fields["client.address"] = client
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
     captured: list[str] = []
     saved, shared.writer.capture = shared.writer.capture, captured
     snapshot, shared.structlog_snapshot = shared.structlog_snapshot, None  # the chain itself
@@ -119,7 +120,9 @@ def test_cached_line_templates_stay_exact(
         _access_line.write(*case)
         assert lines == [_chain_line(case)]
     assert len(_access_line._templates[2]) == 3  # the cap: later keys are rebuilt per line
-    _logs.pipeline().configure(fields={"service.name": "100%s"}, renderer="json", max_bytes=4096)
+    _pipeline.pipeline().configure(
+        fields={"service.name": "100%s"}, renderer="json", max_bytes=4096
+    )
     lines.clear()
     _access_line.write(*cases[0])
     assert lines == [_chain_line(cases[0])]
@@ -185,15 +188,15 @@ def test_bound_fields_go_through_the_chain(lines: list[str]) -> None:
 def test_clear_bound_equals_clear_contextvars(lines: list[str]) -> None:
     """What the request start uses to drop the previous request's bound fields."""
     structlog.contextvars.bind_contextvars(a=1, b=2)
-    assert not _logs.nothing_bound()
-    _logs.clear_bound()
-    assert _logs.nothing_bound()
+    assert not _pipeline.nothing_bound()
+    _pipeline.clear_bound()
+    assert _pipeline.nothing_bound()
     assert structlog.contextvars.get_contextvars() == {}
 
 
 def test_a_configured_field_named_like_an_access_field_uses_the_chain() -> None:
     """Service fields never override the access fields: such a config is not formatted here."""
-    shared = _logs.Pipeline()
+    shared = _pipeline.Pipeline()
     shared.configure(fields={"http.route": "x"}, renderer="json", max_bytes=4096)
     assert _access_line._fields_tail(shared._fields) is None
     shared.configure(fields={"service.name": 'a"b'}, renderer="json", max_bytes=4096)
@@ -205,14 +208,14 @@ def test_console_output_and_levels_are_honoured(
 ) -> None:
     """Console format renders through the chain; a level above info writes nothing."""
     spans(log_format="console")
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
     captured: list[str] = []
     shared.writer.capture = captured
     try:
         _access_line.write(*CASES[0])
         assert len(captured) == 1
         assert not captured[0].startswith("{")
-        shared.level = _logs.LEVELS["warning"]
+        shared.level = _pipeline.LEVELS["warning"]
         _access_line.write(*CASES[0])
         assert len(captured) == 1
     finally:

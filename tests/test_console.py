@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from obskit._console import ConsoleTreeExporter
+from obskit._traces.console_tree import ConsoleTreeExporter
 from obskit.testing import SequentialIds
 
 MS = 1_000_000  # nanoseconds

@@ -354,7 +354,7 @@ def test_app_config_reports_bad_settings_by_their_obskit_key() -> None:
         config.ready()
     with override_settings(OBSKIT={"service_name": "from-settings"}):
         config.ready()
-    from obskit import _runtime
+    from obskit._lifecycle import runtime as _runtime
 
     current = _runtime.current()
     assert current is not None

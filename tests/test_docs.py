@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from obskit._reference import render
+from obskit._config.reference_page import render
 from tests.servers import run_python
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -16,7 +16,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 def test_configuration_page_is_generated_from_the_settings_table() -> None:
     """docs/configuration.md equals what the settings table renders (regenerate if not)."""
     page = (DOCS / "configuration.md").read_text(encoding="utf-8")
-    assert page == render(), "run: python -m obskit._reference docs/configuration.md"
+    assert page == render(), "run: python -m obskit._config.reference_page docs/configuration.md"
 
 
 def _python_blocks(page: str) -> list[str]:
@@ -141,13 +141,13 @@ import obskit, sys
 from opentelemetry import trace
 from obskit.testing import capture
 from examples.flask_app import create_app
-from obskit import _selfstats
+from obskit._lifecycle import self_stats as _self_stats
 app = create_app()
 with capture() as telemetry:
     app.test_client().get("/post/1", buffered=True)
-    _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
-    _selfstats.add("obskit_export_errors", signal="traces", reason="failure")
-    _selfstats.add("obskit_internal_errors", component="demo")
+    _self_stats.add("obskit_dropped", signal="traces", reason="queue_full")
+    _self_stats.add("obskit_export_errors", signal="traces", reason="failure")
+    _self_stats.add("obskit_internal_errors", component="demo")
     from obskit.integrations.django.db import _histogram  # what Django's queries feed
     _histogram().labels("sqlite", "SELECT").observe(0.01)
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse

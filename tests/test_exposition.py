@@ -41,8 +41,9 @@ from prometheus_client.core import (
 from prometheus_client.openmetrics import exposition as om_exposition
 
 import obskit
-from obskit import _exposition, _metrics
-from obskit._metrics import ObskitCounter, ObskitGauge, ObskitHistogram
+from obskit._metrics import exposition as _exposition
+from obskit._metrics import registry as _metrics
+from obskit._metrics.registry import ObskitCounter, ObskitGauge, ObskitHistogram
 from tests.conftest import wsgi_request
 from tests.servers import run_python
 
@@ -353,7 +354,8 @@ _MULTIPROCESS = textwrap.dedent(
     """
     import json, sys
     import obskit
-    from obskit import _exposition, _metrics
+    from obskit._metrics import exposition as _exposition
+    from obskit._metrics import registry as _metrics
     from prometheus_client import generate_latest
     from prometheus_client.openmetrics.exposition import generate_latest as om
     obskit.init(service_name="mp")

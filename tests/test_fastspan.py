@@ -1,4 +1,4 @@
-"""obskit's fast span start/end (obskit/_fastspan.py) exports exactly what the SDK path exports.
+"""obskit's fast span start/end (obskit/_fast/spans.py) exports exactly what the SDK path exports.
 
 Each test makes one span through the fast path and one through ``tracer.start_span`` of
 the same obskit tracer, under the same parent, and compares them field by field and as
@@ -21,7 +21,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.trace.status import Status, StatusCode
 
 import obskit
-from obskit import _fastspan
+from obskit._fast import spans as _spans
 
 ATTRIBUTES: dict[str, Any] = {
     "code.function.name": "tests.test_fastspan.work",
@@ -37,7 +37,7 @@ ATTRIBUTES: dict[str, Any] = {
 def setup(spans: Callable[..., InMemorySpanExporter]) -> Iterator[tuple[Any, InMemorySpanExporter]]:
     """obskit's SDK tracer and an in-memory exporter on its provider."""
     exporter = spans(service_name="fastspan", traces_exporter="none", log_level="warning")
-    handle = obskit._runtime.current()
+    handle = obskit._lifecycle.runtime.current()
     assert handle is not None
     assert handle.tracer is not None
     return handle.tracer, exporter
@@ -59,9 +59,9 @@ def _parent(
 
 def _both(tracer: Any, parent: Any, name: str = "work") -> tuple[Any, Any]:
     """(fast span, SDK span) started under ``parent`` and not yet ended."""
-    fast = _fastspan.fast_tracer(tracer)
+    fast = _spans.fast_tracer(tracer)
     assert fast is not None
-    trusted = _fastspan.trusted_attributes(tracer, ATTRIBUTES)
+    trusted = _spans.trusted_attributes(tracer, ATTRIBUTES)
     assert trusted is not None
     token = context.attach(parent) if parent is not None else None
     try:
@@ -123,7 +123,7 @@ def test_root_span_matches_the_sdk_span(setup: tuple[Any, InMemorySpanExporter])
     """A root span from the fast path exports the same content as one from tracer.start_span."""
     tracer, exporter = setup
     quick, slow = _both(tracer, None)
-    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    _spans.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
     slow.end()
     first, second = exporter.get_finished_spans()
     assert first.context.span_id == quick.get_span_context().span_id
@@ -139,7 +139,7 @@ def test_child_of_a_sampled_parent_matches_the_sdk_span(
     """Under a sampled parent both paths keep its trace id, trace state and random flag."""
     tracer, exporter = setup
     quick, slow = _both(tracer, _parent(sampled=True, remote=remote))
-    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    _spans.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
     slow.end()
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
@@ -158,7 +158,7 @@ def test_error_span_with_exception_event_matches_the_sdk_span(
     for span in (quick, slow):
         span.record_exception(error, escaped=True)
         span.set_status(Status(StatusCode.ERROR, "ValueError: bad input"))
-    _fastspan.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
+    _spans.fast_tracer(tracer).end(quick)  # type: ignore[union-attr]
     slow.end()
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
@@ -215,7 +215,7 @@ def test_ratio_sampler_decides_like_the_sdk(
         traces_sampler="traceidratio",
         traces_sampler_arg=0.5,
     )
-    tracer = obskit._runtime.current().tracer  # type: ignore[union-attr]
+    tracer = obskit._lifecycle.runtime.current().tracer  # type: ignore[union-attr]
     quick, slow = _both(tracer, _parent(sampled=False, trace_id=trace_id))
     assert quick.get_span_context().trace_flags == slow.get_span_context().trace_flags
     assert quick.is_recording() == slow.is_recording()
@@ -232,7 +232,7 @@ def test_a_processor_added_later_sees_on_start_like_with_the_sdk(
         def on_start(self, span: Any, parent_context: Any = None) -> None:
             started.append((span.name, parent_context))
 
-    obskit._runtime.current().tracer_provider.add_span_processor(Recorder())  # type: ignore[union-attr]
+    obskit._lifecycle.runtime.current().tracer_provider.add_span_processor(Recorder())  # type: ignore[union-attr]
     quick, slow = _both(tracer, None)
     assert started == [("work", None), ("work", None)]
     quick.end()
@@ -277,9 +277,9 @@ def test_no_fast_path_for_a_foreign_tracer() -> None:
             return "Custom"
 
     provider = TracerProvider(sampler=Custom(), shutdown_on_exit=False)
-    assert _fastspan.fast_tracer(provider.get_tracer("x")) is None
-    assert _fastspan.fast_tracer(TracerProvider(sampler=ALWAYS_ON).get_tracer("y")) is not None
-    assert _fastspan.fast_tracer(trace.NoOpTracer()) is None
+    assert _spans.fast_tracer(provider.get_tracer("x")) is None
+    assert _spans.fast_tracer(TracerProvider(sampler=ALWAYS_ON).get_tracer("y")) is not None
+    assert _spans.fast_tracer(trace.NoOpTracer()) is None
 
 
 def test_attributes_the_sdk_would_truncate_are_not_trusted(
@@ -288,14 +288,14 @@ def test_attributes_the_sdk_would_truncate_are_not_trusted(
     """Values the SDK truncates or rejects (with a warning) keep the SDK's per-call validation."""
     tracer, _ = setup
     limit = tracer._span_limits.max_span_attribute_length
-    assert _fastspan.trusted_attributes(tracer, {"ok": "short", "seq": [1, 2]}) == {
+    assert _spans.trusted_attributes(tracer, {"ok": "short", "seq": [1, 2]}) == {
         "ok": "short",
         "seq": (1, 2),
     }
-    assert _fastspan.trusted_attributes(tracer, {"obj": object()}) is None
-    assert _fastspan.trusted_attributes(tracer, {"": "empty key"}) is None
+    assert _spans.trusted_attributes(tracer, {"obj": object()}) is None
+    assert _spans.trusted_attributes(tracer, {"": "empty key"}) is None
     if limit is not None:
-        assert _fastspan.trusted_attributes(tracer, {"long": "x" * (limit + 1)}) is None
+        assert _spans.trusted_attributes(tracer, {"long": "x" * (limit + 1)}) is None
 
 
 def test_ending_twice_warns_like_the_sdk(
@@ -304,7 +304,7 @@ def test_ending_twice_warns_like_the_sdk(
     """A second end() of a fast-path span logs the SDK's warning and exports the span once."""
     tracer, exporter = setup
     quick, slow = _both(tracer, None)
-    fast = _fastspan.fast_tracer(tracer)
+    fast = _spans.fast_tracer(tracer)
     assert fast is not None
     fast.end(quick)
     with caplog.at_level(logging.WARNING, logger="opentelemetry.sdk.trace"):
@@ -320,7 +320,7 @@ def test_span_kind_and_explicit_context_follow_the_sdk(
 ) -> None:
     """A SERVER span under an explicit (extracted) context matches start_span(context=...)."""
     tracer, exporter = setup
-    fast = _fastspan.fast_tracer(tracer)
+    fast = _spans.fast_tracer(tracer)
     assert fast is not None
     parent = _parent(sampled=True)
     quick = fast.start("GET /", ATTRIBUTES, kind=SpanKind.SERVER, context=parent)
@@ -346,15 +346,15 @@ def test_start_span_helper_validates_attributes_like_the_sdk(
         "": "empty keys are dropped",
         "count": 3,
     }
-    quick = _fastspan.start_span(
+    quick = _spans.start_span(
         tracer, "GET /orders", kind=SpanKind.SERVER, context=parent, attributes=attributes
     )
     slow = tracer.start_span(
         "GET /orders", context=parent, kind=SpanKind.SERVER, attributes=attributes
     )
     assert type(quick) is type(slow)
-    _fastspan.end_span(quick)
-    _fastspan.end_span(slow)
+    _spans.end_span(quick)
+    _spans.end_span(slow)
     first, second = exporter.get_finished_spans()
     _assert_same_content(first, second)
     assert first.dropped_attributes == 1
@@ -365,14 +365,14 @@ def test_plain_fit_accepts_only_what_the_sdk_stores_unchanged(
 ) -> None:
     """HTTP server attributes (str/int within the limits) are passed as trusted; others not."""
     tracer, _ = setup
-    assert _fastspan.plain_fit(tracer, {"url.path": "/a", "server.port": 80})
-    assert not _fastspan.plain_fit(tracer, {"flag": True, "x": 1.5} | {"seq": ["a"]})
-    assert not _fastspan.plain_fit(tracer, {"value": None})
+    assert _spans.plain_fit(tracer, {"url.path": "/a", "server.port": 80})
+    assert not _spans.plain_fit(tracer, {"flag": True, "x": 1.5} | {"seq": ["a"]})
+    assert not _spans.plain_fit(tracer, {"value": None})
     limit = tracer._span_limits.max_span_attribute_length
     if limit is not None:
-        assert not _fastspan.plain_fit(tracer, {"url.path": "x" * (limit + 1)})
+        assert not _spans.plain_fit(tracer, {"url.path": "x" * (limit + 1)})
     maxlen = tracer._span_limits.max_span_attributes
-    assert not _fastspan.plain_fit(tracer, {f"k{n}": n for n in range(maxlen + 1)})
+    assert not _spans.plain_fit(tracer, {f"k{n}": n for n in range(maxlen + 1)})
 
 
 @pytest.mark.parametrize("end", [False, True])
@@ -390,7 +390,7 @@ def test_rename_and_set_equals_update_name_and_set_attribute(
         "tier": "platinum",
         "http.response.status_code": 503,
     }
-    done = _fastspan.rename_and_set(quick, "GET /o/<id>", attributes, end=end)
+    done = _spans.rename_and_set(quick, "GET /o/<id>", attributes, end=end)
     assert done is (type(quick) is not NonRecordingSpan)
     slow.update_name("GET /o/<id>")
     for key, value in attributes.items():
@@ -416,20 +416,20 @@ def test_rename_and_set_leaves_unusual_cases_to_the_sdk(
     """Ended spans, values needing cleaning and wrapped SDK methods: nothing done, False."""
     tracer, _ = setup
     quick, slow = _both(tracer, None)
-    assert not _fastspan.rename_and_set(quick, "n", {"value": 1.5})
-    assert not _fastspan.rename_and_set(quick, "n", {"": "empty key"})
+    assert not _spans.rename_and_set(quick, "n", {"value": 1.5})
+    assert not _spans.rename_and_set(quick, "n", {"": "empty key"})
     limit = tracer._span_limits.max_span_attribute_length
     if limit is not None:
-        assert not _fastspan.rename_and_set(quick, "n", {"long": "x" * (limit + 1)})
+        assert not _spans.rename_and_set(quick, "n", {"long": "x" * (limit + 1)})
     from opentelemetry.sdk.trace import Span as SdkSpan
 
     original = SdkSpan.set_attribute
     monkeypatch.setattr(SdkSpan, "set_attribute", lambda *a: original(*a))
-    assert not _fastspan.rename_and_set(quick, "n", {"ok": 1})
+    assert not _spans.rename_and_set(quick, "n", {"ok": 1})
     monkeypatch.undo()
-    assert _fastspan.rename_and_set(quick, "renamed", {"ok": 1})
+    assert _spans.rename_and_set(quick, "renamed", {"ok": 1})
     quick.end()
-    assert not _fastspan.rename_and_set(quick, "late", {"ok": 2})
+    assert not _spans.rename_and_set(quick, "late", {"ok": 2})
     assert not quick._lock.locked()  # released on the early return too
     assert not quick._attributes._lock.locked()
     assert quick.name == "renamed"
@@ -446,19 +446,19 @@ def test_rename_and_set_and_end_leaves_unusual_spans_to_the_sdk(
     quick, slow = _both(tracer, _parent(sampled=True))
     recorded: list[Any] = []
     quick.__dict__["_record_end_metrics"] = lambda *args: recorded.append(args)
-    assert not _fastspan.rename_and_set(quick, "n", {"ok": 1}, end=True)
+    assert not _spans.rename_and_set(quick, "n", {"ok": 1}, end=True)
     assert quick.end_time is None
     assert quick.name != "n"
     assert "ok" not in quick.attributes
     quick.end()
     assert recorded  # the SDK's end() ran and recorded them
     slow._start_time = None  # (not started: end() raises in the SDK)
-    assert not _fastspan.rename_and_set(slow, "n", {"ok": 1}, end=True)
+    assert not _spans.rename_and_set(slow, "n", {"ok": 1}, end=True)
     assert slow.name != "n"
     assert not slow._lock.locked()
     slow._start_time = 1
-    assert _fastspan.rename_and_set(slow, "n", {"ok": 1}, end=True)
-    assert not _fastspan.rename_and_set(slow, "again", {"ok": 2}, end=True)
+    assert _spans.rename_and_set(slow, "n", {"ok": 1}, end=True)
+    assert not _spans.rename_and_set(slow, "again", {"ok": 2}, end=True)
     assert not slow._lock.locked()
     assert not slow._attributes._lock.locked()
     assert [s.name for s in exporter.get_finished_spans()][-1] == "n"
@@ -476,7 +476,7 @@ def test_rename_and_set_on_a_full_span_evicts_like_the_sdk(
             span.set_attribute(f"filler.{n}", n)
     attributes = {"http.route": "/o/<id>", "http.response.status_code": 200}
     with caplog.at_level(logging.WARNING):
-        assert _fastspan.rename_and_set(quick, "GET /o/<id>", attributes)
+        assert _spans.rename_and_set(quick, "GET /o/<id>", attributes)
         fast_warnings = len(caplog.records)
         slow.update_name("GET /o/<id>")
         for key, value in attributes.items():
@@ -493,7 +493,7 @@ def test_with_span_equals_set_span_in_context() -> None:
     """A copy of the given context holding the span, which is left unchanged: as the API's."""
     span = NonRecordingSpan(SpanContext(1, 2, is_remote=False))
     parent = context.set_value("other", "kept")
-    ours, theirs = _fastspan.with_span(parent, span), trace.set_span_in_context(span, parent)
+    ours, theirs = _spans.with_span(parent, span), trace.set_span_in_context(span, parent)
     assert type(ours) is type(theirs) is context.Context
     assert ours == theirs
     assert ours is not parent
@@ -501,7 +501,7 @@ def test_with_span_equals_set_span_in_context() -> None:
     assert ours["other"] == "kept"
     assert trace.get_current_span(parent) is not span
     nothing = context.Context()
-    empty = _fastspan.with_span(nothing, span)
+    empty = _spans.with_span(nothing, span)
     assert type(empty) is context.Context
     assert empty == trace.set_span_in_context(span, context.Context())
     assert nothing == {}  # the empty parent is left empty too
@@ -518,16 +518,16 @@ def test_attach_and_detach_equal_the_api(
     parent = trace.set_span_in_context(trace.INVALID_SPAN, context.set_value("k", "v"))
     built = trace.set_span_in_context(span, parent)
     before = context.get_current()
-    token = _fastspan.attach(built)
+    token = _spans.attach(built)
     assert trace.get_current_span() is span
     assert context.get_value("k") == "v"
-    _fastspan.detach(token)
+    _spans.detach(token)
     assert context.get_current() == before
     monkeypatch.setattr(context, "_RUNTIME_CONTEXT", ContextVarsRuntimeContext())
     with caplog.at_level(logging.ERROR):
-        token = _fastspan.attach(built)
+        token = _spans.attach(built)
         assert trace.get_current_span() is span
-        _fastspan.detach(token)
+        _spans.detach(token)
         assert trace.get_current_span() is trace.INVALID_SPAN
     assert not caplog.records
 

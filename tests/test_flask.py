@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import obskit
 from examples.flask_app import create_app
-from obskit import _http
+from obskit._http import server_request as _server_request
 from tests.conftest import openmetrics
 
 DURATION = "http_server_request_duration_seconds"
@@ -99,7 +99,7 @@ def test_matched_route_span_metrics_logs_and_children(harness: Callable[..., Har
     }
     assert server.status.status_code is StatusCode.UNSET
     assert server.parent is None  # no traceparent: the shared empty parent context...
-    assert _http._NOTHING == {}  # ...which the request left empty
+    assert _server_request._NOTHING == {}  # ...which the request left empty
     child = next(s for s in h.exporter.get_finished_spans() if s.name.endswith("load_post"))
     assert child.parent is not None
     assert server.context is not None

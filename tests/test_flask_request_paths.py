@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 import obskit
-from obskit import _http
-from obskit._http import EnvironHeaders
+from obskit._http import server_request as _server_request
+from obskit._http.server_request import EnvironHeaders
 from tests.conftest import openmetrics, wsgi_request
 
 ENVIRON: dict[str, Any] = {
@@ -119,7 +119,7 @@ def test_other_propagators_always_extract(spans: Callable[..., InMemorySpanExpor
         propagate.set_global_textmap(saved)
     assert len(recording.carriers) == 2
     assert recording.carriers[0]["x-b3-traceid"] == "80f198ee56343ba864fe8b2a57d3eff7"
-    assert _http._w3c_only()  # obskit's own composite again
+    assert _server_request._w3c_only()  # obskit's own composite again
 
 
 def _active(method: str = "GET") -> float:
@@ -268,7 +268,7 @@ def test_requests_copy_their_server_attributes(
     assert first["url.query"] == "q=1"
     assert "user_agent.original" not in second
     assert "url.query" not in second
-    cached, _ = _http.server_attributes("http", "127.0.0.1", 80, "1.1")
+    cached, _ = _server_request.server_attributes("http", "127.0.0.1", 80, "1.1")
     assert cached["http.request.method"] == cached["url.path"] == ""  # still to fill in
     assert cached.keys() == second.keys() - {"http.route", "http.response.status_code"}
 
@@ -276,8 +276,8 @@ def test_requests_copy_their_server_attributes(
 def test_server_attributes_are_looked_up_once_and_bounded() -> None:
     """One entry per server, made once; a value that is not a plain str or int is flagged
     (the request then goes through the SDK's validation); at most 64 servers are kept."""
-    _http._server_attributes.clear()
-    attributes, longest = _http.server_attributes("https", "shop.example", 443, "2")
+    _server_request._server_attributes.clear()
+    attributes, longest = _server_request.server_attributes("https", "shop.example", 443, "2")
     assert attributes == {
         "http.request.method": "",
         "url.path": "",
@@ -287,17 +287,17 @@ def test_server_attributes_are_looked_up_once_and_bounded() -> None:
         "network.protocol.version": "2",
     }
     assert longest == len("shop.example")
-    assert _http.server_attributes("https", "shop.example", 443, "2")[0] is attributes
-    assert _http.server_attributes("http", None, None, None) == (
+    assert _server_request.server_attributes("https", "shop.example", 443, "2")[0] is attributes
+    assert _server_request.server_attributes("http", None, None, None) == (
         {"http.request.method": "", "url.path": "", "url.scheme": "http"},
         4,
     )
-    assert _http.server_attributes("http", "h", 80, 1.1)[1] is None  # type: ignore[arg-type]
+    assert _server_request.server_attributes("http", "h", 80, 1.1)[1] is None  # type: ignore[arg-type]
     for n in range(100):
-        assert _http.server_attributes("http", f"host{n}", 80, None)[0]["server.address"] == (
-            f"host{n}"
-        )
-    assert len(_http._server_attributes) == _http._SERVERS_MAX
+        assert _server_request.server_attributes("http", f"host{n}", 80, None)[0][
+            "server.address"
+        ] == (f"host{n}")
+    assert len(_server_request._server_attributes) == _server_request._SERVERS_MAX
 
 
 class _OtherContext(SpanContext):
@@ -321,8 +321,8 @@ def test_a_span_of_another_type_gives_its_ids_everywhere(
     access line and (sampled only) exemplar."""
     spans(service_name="paths")
     context = _OtherContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, False, flags)
-    monkeypatch.setattr(_http, "fast_tracer", lambda tracer: None)
-    monkeypatch.setattr(_http, "start_span", lambda *args, **kwargs: _OtherSpan(context))
+    monkeypatch.setattr(_server_request, "fast_tracer", lambda tracer: None)
+    monkeypatch.setattr(_server_request, "start_span", lambda *args, **kwargs: _OtherSpan(context))
     app = Flask("other")
 
     @app.get("/other")

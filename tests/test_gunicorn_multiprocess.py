@@ -181,7 +181,7 @@ def test_worker_recycling_keeps_counters_monotonic_and_files_bounded(
     assert totals == sorted(totals)
     assert totals[-1] == 5000  # a dropped request was never served (nor counted)
     assert slowest < 0.5
-    from obskit._multiprocess import LOCK_NAME
+    from obskit._metrics.multiprocess import LOCK_NAME
 
     files = [
         name
@@ -280,7 +280,10 @@ def test_sigterm_to_a_plain_script_flushes_then_terminates(
 FORK_SCRIPT = """
 import os, sys, threading, time
 import obskit
-from obskit import _logs, _metrics, _runtime, _selfstats
+from obskit._logs import pipeline as _pipeline
+from obskit._metrics import registry as _registry
+from obskit._lifecycle import runtime as _runtime
+from obskit._lifecycle import self_stats as _self_stats
 from opentelemetry import trace
 
 obskit.init(service_name="forky", traces_exporter="none")
@@ -292,7 +295,12 @@ def work():
     log.info("child working")
     return 1
 
-locks = [_runtime._lock, _selfstats._lock, _logs.pipeline().writer._lock, _metrics.store()._lock]
+locks = [
+    _runtime._lock,
+    _self_stats._lock,
+    _pipeline.pipeline().writer._lock,
+    _registry.store()._lock,
+]
 failures = 0
 for n in range(50):
     lock = locks[n % len(locks)]
@@ -352,7 +360,7 @@ def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
         import os
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
         import obskit
-        from obskit._multiprocess import compact
+        from obskit._metrics.multiprocess import compact
         counter = obskit.counter("jobs_total", "Jobs.", ["queue"])
         gauge = obskit.gauge("busy", "Busy.")
         for pid_round in range(3):
@@ -364,7 +372,7 @@ def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
             os.waitpid(pid, 0)
             compact({str(tmp_path)!r}, pid)
         from prometheus_client import generate_latest
-        from obskit._metrics import store
+        from obskit._metrics.registry import store
         print(generate_latest(store().exposition()).decode())
         print(sorted(os.listdir({str(tmp_path)!r})), os.getpid())
         """
@@ -385,7 +393,7 @@ RACE_SCRIPT = """
 import contextlib, os, sys, threading, time
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = DIRECTORY
 import obskit
-from obskit import _multiprocess
+from obskit._metrics import multiprocess as _multiprocess
 if not LOCKED:
     _multiprocess.locked = lambda path, exclusive: contextlib.nullcontext()
 sys.setswitchinterval(1e-6)
@@ -461,12 +469,13 @@ def test_the_directory_lock_never_waits_past_its_bound(
     means no lock, not a failure."""
     import fcntl
 
-    from obskit import _multiprocess, _safety
+    from obskit._lifecycle import internal_errors as _internal_errors
+    from obskit._metrics import multiprocess as _multiprocess
 
     monkeypatch.setattr(_multiprocess, "LOCK_WAIT", 0.2)
     holder = os.open(tmp_path / _multiprocess.LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(holder, fcntl.LOCK_EX)  # a compaction that never ends
-    before = _safety.internal_errors().get("multiprocess", 0)
+    before = _internal_errors.internal_errors().get("multiprocess", 0)
     try:
         started = time.monotonic()
         with _multiprocess.locked(str(tmp_path), exclusive=False):
@@ -474,6 +483,6 @@ def test_the_directory_lock_never_waits_past_its_bound(
     finally:
         os.close(holder)
     assert 0.2 <= waited < 1.0
-    assert _safety.internal_errors().get("multiprocess", 0) == before + 1
+    assert _internal_errors.internal_errors().get("multiprocess", 0) == before + 1
     with _multiprocess.locked(str(tmp_path / "missing"), exclusive=True):
         pass  # no such directory: nothing to lock, nothing raised

@@ -6,7 +6,7 @@ import random
 
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 
-from obskit._ids import hex_ids
+from obskit._traces.ids import hex_ids
 
 
 def test_hex_ids_are_the_zero_padded_lowercase_hex_of_the_ids() -> None:

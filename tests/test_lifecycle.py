@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
-from obskit import _runtime
+from obskit._lifecycle import runtime as _runtime
 from tests.receivers import OtlpHttpReceiver
 from tests.servers import run_python
 
@@ -259,9 +259,9 @@ def test_import_does_no_work() -> None:
 def test_init_without_exporter_loads_no_export_machinery() -> None:
     """init(traces_exporter="none") imports no exporter code; OTLP init does (import cost)."""
     modules = (
-        "obskit._export",
-        "obskit._export_reasons",
-        "obskit._console",
+        "obskit._traces.guarded_export",
+        "obskit._traces.export_reasons",
+        "obskit._traces.console_tree",
         "opentelemetry.sdk.trace.export",
     )
     code = f"""
@@ -279,9 +279,9 @@ def test_init_without_exporter_loads_no_export_machinery() -> None:
     )
     assert otlp.returncode == 0, otlp.stderr
     assert json.loads(otlp.stdout.splitlines()[-1]) == [
-        "obskit._export",
-        "obskit._export_reasons",
-        "obskit._console",
+        "obskit._traces.guarded_export",
+        "obskit._traces.export_reasons",
+        "obskit._traces.console_tree",
         "opentelemetry.sdk.trace.export",
     ]
 

@@ -13,7 +13,7 @@ import structlog
 from opentelemetry import trace
 
 import obskit
-from obskit import _logs
+from obskit._logs import pipeline as _pipeline
 
 # A fixed, valid span context: the same ids in both renderings.
 
@@ -63,7 +63,7 @@ def _calls() -> list[Callable[[], None]]:
 
 
 def _render_all(fast: bool) -> list[str]:
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
     saved = shared.structlog_snapshot, shared.record_snapshot
     lines: list[str] = []
     inlined = [shared.fast_structlog(shared.structlog_chain), shared.render_record({}) is not None]
@@ -119,7 +119,7 @@ def test_inlined_lines_equal_the_processor_chain_lines(initialised: None) -> Non
 
 def test_a_changed_chain_is_honoured(initialised: None) -> None:
     """A processor put into the chain after init() runs (the inlined path steps aside)."""
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
 
     def tag(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
         event["tagged"] = True
@@ -159,6 +159,6 @@ def test_timestamps_are_structlogs_iso_utc_format(
     second, micro = divmod(nanoseconds // 1000, 1_000_000)
     moment = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
     expected = moment.replace(microsecond=micro).isoformat().replace("+00:00", "Z")
-    monkeypatch.setattr(_logs.time, "time_ns", lambda: nanoseconds)
-    assert _logs._utc_now_iso() == expected
-    assert _logs._utc_now_iso() == expected  # again, from the per-second cache
+    monkeypatch.setattr(_pipeline.time, "time_ns", lambda: nanoseconds)
+    assert _pipeline._utc_now_iso() == expected
+    assert _pipeline._utc_now_iso() == expected  # again, from the per-second cache

@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
-from obskit import _safety
+from obskit._lifecycle import internal_errors as _internal_errors
 from tests.servers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,9 +258,9 @@ def test_line_cap_is_configurable_and_keeps_the_ids(capsys: pytest.CaptureFixtur
 def test_format_arguments_that_fail_do_not_raise(capsys: pytest.CaptureFixture[str]) -> None:
     """A bad %-format in a log call is counted as an internal error, not raised."""
     obskit.init()
-    before = _safety.internal_errors().get("logs", 0)
+    before = _internal_errors.internal_errors().get("logs", 0)
     obskit.get_logger("t").info("%d items", "not-a-number")
-    assert _safety.internal_errors()["logs"] == before + 1
+    assert _internal_errors.internal_errors()["logs"] == before + 1
 
 
 class _BrokenStream(io.StringIO):
@@ -272,10 +272,10 @@ def test_broken_stdout_does_not_raise(monkeypatch: pytest.MonkeyPatch) -> None:
     """EPIPE on stdout drops the line and counts it; the caller never sees an error."""
     obskit.init(strict=True)
     monkeypatch.setattr(sys, "stdout", _BrokenStream())
-    before = _safety.internal_errors().get("log_write", 0)
+    before = _internal_errors.internal_errors().get("log_write", 0)
     obskit.get_logger("t").info("lost")
     logging.getLogger("lib").error("lost too")
-    assert _safety.internal_errors()["log_write"] == before + 2
+    assert _internal_errors.internal_errors()["log_write"] == before + 2
 
 
 def test_console_format_shows_a_short_trace_id_without_colours_off_a_tty(

@@ -17,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
-from obskit import _selfstats
+from obskit._lifecycle import self_stats as _self_stats
 from tests.conftest import openmetrics, wsgi_request
 from tests.receivers import OtlpHttpReceiver
 
@@ -76,12 +76,12 @@ def test_oversized_exemplar_is_dropped_and_counted_not_raised() -> None:
     """A custom exemplar over 128 runes (multibyte too) is dropped; the value is counted."""
     obskit.init()
     latency = obskit.histogram("upload_seconds", "Upload.")
-    before = _selfstats.value("obskit_dropped", signal="exemplars", reason="too_long")
+    before = _self_stats.value("obskit_dropped", signal="exemplars", reason="too_long")
     latency.observe(1.0, {"trace_id": "é" * 129})
     latency.observe(1.0, {"k": "x" * 127})  # 1 + 127 = 128: fits
     count = next(s for s in openmetrics()["upload_seconds"].samples if s.name.endswith("_count"))
     assert count.value == 2
-    assert _selfstats.value("obskit_dropped", signal="exemplars", reason="too_long") == before + 1
+    assert _self_stats.value("obskit_dropped", signal="exemplars", reason="too_long") == before + 1
 
 
 def test_label_sets_beyond_the_cap_go_to_one_overflow_series(
@@ -270,7 +270,7 @@ def test_unchecked_observe_fills_the_buckets_prometheus_client_fills() -> None:
 
     from prometheus_client import CollectorRegistry, Histogram
 
-    from obskit import _metrics
+    from obskit._metrics import registry as _registry
 
     values = [0.0, -0.0, -1.0, 0.005, 0.0050001, 0.3, 1.0, 9.99, 10.0, 11.0, math.inf]
     values += [-math.inf, math.nan, 1e-300, 123456.0]
@@ -279,7 +279,7 @@ def test_unchecked_observe_fills_the_buckets_prometheus_client_fills() -> None:
     ours = Histogram("ours", "o", ["k"], registry=registry).labels("x")
     for value in values:
         theirs.observe(value)
-        _metrics._observe_unchecked(ours, value, None)
+        _registry._observe_unchecked(ours, value, None)
     counts = [bucket.get() for bucket in theirs._buckets]
     assert [bucket.get() for bucket in ours._buckets] == counts
     assert sum(counts) == len(values) - 1  # NaN fits no bucket
@@ -295,8 +295,8 @@ def test_exemplars_come_only_from_valid_sampled_spans() -> None:
         TraceFlags,
     )
 
-    from obskit._ids import hex_ids
-    from obskit._metrics import exemplar_from, exemplar_of
+    from obskit._metrics.registry import exemplar_from, exemplar_of
+    from obskit._traces.ids import hex_ids
 
     sampled = SpanContext(0xAB, 0xCD, False, TraceFlags(TraceFlags.SAMPLED))
     expected = {"trace_id": f"{0xAB:032x}", "span_id": f"{0xCD:016x}"}

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import json, os, sys
     import obskit
     from flask import Flask
-    from obskit._multiprocess import read_exemplars
+    from obskit._metrics.multiprocess import read_exemplars
 
     obskit.init(service_name="mp", traces_exporter="none", log_stdlib=False)
     app = Flask("mp")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from obskit._resource import build_resource, container_id, kubernetes_attributes
-from obskit._settings import load
+from obskit._config.settings import load
+from obskit._traces.resource import build_resource, container_id, kubernetes_attributes
 
 NO_FILES: tuple[Path, ...] = ()
 

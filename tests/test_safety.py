@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from obskit import _safety
-from obskit._export import GuardedExporter
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._traces.guarded_export import GuardedExporter
 
 
 class FlakyExporter(SpanExporter):
@@ -38,7 +38,7 @@ class FlakyExporter(SpanExporter):
 
 @pytest.fixture(autouse=True)
 def _fresh_log_interval(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_safety, "_last_logged", {})
+    monkeypatch.setattr(_internal_errors, "_last_logged", {})
 
 
 def test_exporter_errors_are_counted_and_logged_at_most_once_per_interval(
@@ -48,10 +48,10 @@ def test_exporter_errors_are_counted_and_logged_at_most_once_per_interval(
     caplog.set_level(logging.WARNING, logger="obskit")
     flaky = FlakyExporter(failures=100)
     guarded = GuardedExporter(flaky)
-    before = _safety.internal_errors().get("export", 0)
+    before = _internal_errors.internal_errors().get("export", 0)
     results = [guarded.export([]) for _ in range(100)]
     assert set(results) == {SpanExportResult.FAILURE}
-    assert _safety.internal_errors()["export"] - before == 100
+    assert _internal_errors.internal_errors()["export"] - before == 100
     assert len([r for r in caplog.records if "internal error in export" in r.getMessage()]) == 1
     assert guarded.export([]) is SpanExportResult.SUCCESS
 
@@ -69,9 +69,9 @@ def test_shutdown_is_once_and_contained() -> None:
 
 def test_strict_mode_raises_internal_errors() -> None:
     """In strict mode (for test suites) the same internal error is raised, not swallowed."""
-    _safety.set_strict(True)
+    _internal_errors.set_strict(True)
     try:
         with pytest.raises(RuntimeError, match="collector exploded"):
             GuardedExporter(FlakyExporter(failures=1)).export([])
     finally:
-        _safety.set_strict(False)
+        _internal_errors.set_strict(False)

@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 
 import obskit
-from obskit import _settings
-from obskit._kinds import Buckets, Choice, ChoiceList, Flag, Names, Number, Pairs, Text, Url
-from obskit._settings import Settings, declared, default_of, load
+from obskit._config import settings as _settings
+from obskit._config.settings import Settings, declared, default_of, load
+from obskit._config.value_kinds import (
+    Buckets,
+    Choice,
+    ChoiceList,
+    Flag,
+    Names,
+    Number,
+    Pairs,
+    Text,
+    Url,
+)
 
 # Three valid, distinct texts for each setting and the values they parse to.
 SAMPLES: dict[str, list[tuple[str, Any]]] = {

@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
-from obskit import _selfstats
-from obskit._export import CountingBatchSpanProcessor, GuardedExporter
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._traces.guarded_export import CountingBatchSpanProcessor, GuardedExporter
 
 
 class _HeldExporter(SpanExporter):
@@ -32,7 +32,7 @@ class _HeldExporter(SpanExporter):
 
 
 def _dropped(reason: str) -> float:
-    return _selfstats.value("obskit_dropped", signal="traces", reason=reason)
+    return _self_stats.value("obskit_dropped", signal="traces", reason=reason)
 
 
 @pytest.fixture

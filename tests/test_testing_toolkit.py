@@ -51,7 +51,7 @@ def test_capture_span_lookup_explains_what_is_missing() -> None:
 USER_TESTS = """
 import obskit
 import pytest
-from obskit import _logs
+from obskit._logs import pipeline as _pipeline
 
 
 @obskit.traced
@@ -85,7 +85,7 @@ def test_internal_error_fails_in_strict_mode(obskit_capture, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("obskit internal bug")
 
-    monkeypatch.setattr(_logs, "render_json", broken)
+    monkeypatch.setattr(_pipeline, "render_json", broken)
     obskit.get_logger("shop").info("this line cannot render")
 
 
@@ -96,7 +96,7 @@ def test_not_strict_swallows_internal_errors(monkeypatch):
         raise RuntimeError("obskit internal bug")
 
     with capture(strict=False) as telemetry:
-        monkeypatch.setattr(_logs, "render_json", broken)
+        monkeypatch.setattr(_pipeline, "render_json", broken)
         obskit.get_logger("shop").info("dropped, not raised")
     assert telemetry.logs == []
 """

@@ -16,7 +16,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import obskit
-from obskit import _metrics, _safety
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._metrics import registry as _registry
 from tests.conftest import openmetrics
 
 HISTOGRAM = "obskit_function_duration_seconds"
@@ -74,10 +75,10 @@ def test_histogram_only_observe_fault_is_reported_not_raised(
     def boom(*args: Any) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(_metrics, "_histogram_observe", boom)
-    before = sum(_safety.internal_errors().values())
+    monkeypatch.setattr(_registry, "_histogram_observe", boom)
+    before = sum(_internal_errors.internal_errors().values())
     assert ok() == 7
-    assert sum(_safety.internal_errors().values()) == before + 1
+    assert sum(_internal_errors.internal_errors().values()) == before + 1
 
 
 def test_pass_through_records_nothing_and_binds_as_a_method(

@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, got_request_exception
 from flask.globals import _cv_request  # behind flask.request (Flask >= 2.3): no proxies
 
-from obskit._http import ServerRequest, current_telemetry, excluded, server_of
+from obskit._http.server_request import ServerRequest, current_telemetry, excluded, server_of
 
 _ENVIRON_KEY = "obskit.request"
 StartResponse = Callable[..., Any]
@@ -63,17 +63,17 @@ def _observing(process_response: Callable[[Response], Response]) -> Callable[[Re
             if state is not None:
                 state.route = _route(current)  # first: known even if the hook raises
         except Exception as error:
-            from obskit import _safety
+            from obskit._lifecycle import internal_errors as _internal_errors
 
-            _safety.report("flask", error)
+            _internal_errors.report("flask", error)
         response = process_response(response)
         if state is not None:
             try:
                 state.streamed = response.is_streamed
             except Exception as error:
-                from obskit import _safety
+                from obskit._lifecycle import internal_errors as _internal_errors
 
-                _safety.report("flask", error)
+                _internal_errors.report("flask", error)
         return response
 
     return observing_process_response
@@ -126,9 +126,9 @@ class _Middleware:
                 environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/") or None,  # protocol
             )
         except Exception as error:
-            from obskit import _safety
+            from obskit._lifecycle import internal_errors as _internal_errors
 
-            _safety.report("flask", error)
+            _internal_errors.report("flask", error)
             return self.wsgi_app(environ, start_response)
         environ[_ENVIRON_KEY] = state
 
@@ -143,9 +143,9 @@ class _Middleware:
                 extra = state.response_headers(code, captured)
                 headers = [*headers, *extra]
             except Exception as error:
-                from obskit import _safety
+                from obskit._lifecycle import internal_errors as _internal_errors
 
-                _safety.report("flask", error)
+                _internal_errors.report("flask", error)
             return start_response(status, headers, *exc)
 
         token = state.attach()

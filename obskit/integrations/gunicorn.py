@@ -64,7 +64,7 @@ def child_exit(server: Any, worker: Any) -> None:
     path = os.environ.get(_ENV)
     if not path:
         return
-    from obskit._multiprocess import compact
+    from obskit._metrics.multiprocess import compact
 
     try:
         compact(path, worker.pid)

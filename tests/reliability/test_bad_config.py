@@ -20,9 +20,9 @@ import pytest
 from opentelemetry import trace
 
 import obskit
-from obskit import _selfstats
-from obskit._kinds import Number
-from obskit._settings import declared, load
+from obskit._config.settings import declared, load
+from obskit._config.value_kinds import Number
+from obskit._lifecycle import self_stats as _self_stats
 from tests.receivers import OtlpHttpReceiver
 from tests.reliability.collector import FaultyCollector
 
@@ -164,19 +164,19 @@ def test_endpoints_that_cannot_work_cost_nothing_after_init(
     handle = obskit.init(otlp_endpoint=endpoint, otlp_timeout=1, log_format="json")
     init_seconds = time.perf_counter() - started
     before = {
-        r: _selfstats.value("obskit_export_errors", signal="traces", reason=r)
+        r: _self_stats.value("obskit_export_errors", signal="traces", reason=r)
         for r in (first, then)
     }
-    dropped_before = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+    dropped_before = _self_stats.value("obskit_dropped", signal="traces", reason="export_failed")
     slowest = 0.0
     for _ in range(4):
         slowest = max(slowest, _make_spans(10))
         handle.force_flush(timeout=10)
     errors = {
-        r: _selfstats.value("obskit_export_errors", signal="traces", reason=r) - before[r]
+        r: _self_stats.value("obskit_export_errors", signal="traces", reason=r) - before[r]
         for r in (first, then)
     }
-    dropped = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+    dropped = _self_stats.value("obskit_dropped", signal="traces", reason="export_failed")
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     print(
         f"scenario 8 {kind}: init {init_seconds * 1e3:.1f} ms, slowest span "

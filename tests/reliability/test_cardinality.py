@@ -22,8 +22,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 
 import obskit
-from obskit import _metrics
-from obskit._metrics import DEFAULT_BUCKETS
+from obskit._metrics import registry as _registry
+from obskit._metrics.registry import DEFAULT_BUCKETS
 from tests.conftest import wsgi_request
 from tests.reliability.conftest import Target, coverage_paused
 
@@ -40,7 +40,7 @@ PATHS = {
 
 def _series_per_metric() -> dict[str, int]:
     """Label sets of each labelled metric in obskit's registry."""
-    registry = _metrics.store().registry
+    registry = _registry.store().registry
     collectors = registry._collector_to_names  # prometheus-client has no public listing
     return {
         collector._name: len(collector._metrics)
@@ -104,7 +104,7 @@ def test_random_paths_keep_series_bounded(framework: str, target: Callable[..., 
     assert max(series.values()) <= 2000 + 1
     routes = {
         key[1]
-        for key in _metrics.store()
+        for key in _registry.store()
         .registry._names_to_collectors["http_server_request_duration_seconds"]
         ._metrics
     }

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 
 import obskit
-from obskit import _selfstats
+from obskit._lifecycle import self_stats as _self_stats
 from tests.reliability.collector import FaultyCollector
 
 TIMEOUT = 2.0
@@ -95,8 +95,8 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     error reaches the app, and once the collector recovers the next batch arrives."""
     collector.mode, collector.status, collector.retry_after = mode, status, "1"
     handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
-    errors_before = _selfstats.value("obskit_export_errors", signal="traces", reason=reason)
-    unclassified = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    errors_before = _self_stats.value("obskit_export_errors", signal="traces", reason=reason)
+    unclassified = _self_stats.value("obskit_export_errors", signal="traces", reason="failure")
     _spans(20)
     started = time.monotonic()
     handle.force_flush(timeout=30)
@@ -104,10 +104,10 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     attempts = collector.attempts.get(mode, 0)
     assert 1 <= attempts <= 6
     assert elapsed <= TIMEOUT * 1.1 + 0.5
-    failed = _selfstats.value("obskit_export_errors", signal="traces", reason=reason)
+    failed = _self_stats.value("obskit_export_errors", signal="traces", reason=reason)
     assert failed == errors_before + 1
     assert (
-        _selfstats.value("obskit_export_errors", signal="traces", reason="failure") == unclassified
+        _self_stats.value("obskit_export_errors", signal="traces", reason="failure") == unclassified
     )
     assert _export_thread().is_alive()
     collector.mode = "up"
@@ -129,19 +129,19 @@ def test_while_the_collector_is_down_batches_are_dropped_without_being_sent(
     collector.stop()
     _spans(5)
     handle.force_flush(timeout=30)  # fails: connection refused
-    unreachable = _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
+    unreachable = _self_stats.value("obskit_export_errors", signal="traces", reason="unreachable")
     for _ in range(3):
-        dropped = _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+        dropped = _self_stats.value("obskit_dropped", signal="traces", reason="export_failed")
         _spans(5)
         started = time.monotonic()
         handle.force_flush(timeout=30)
         assert time.monotonic() - started < 0.5  # no retries, no encoding
         assert (
-            _selfstats.value("obskit_dropped", signal="traces", reason="export_failed")
+            _self_stats.value("obskit_dropped", signal="traces", reason="export_failed")
             == dropped + 5
         )
     assert (
-        _selfstats.value("obskit_export_errors", signal="traces", reason="unreachable")
+        _self_stats.value("obskit_export_errors", signal="traces", reason="unreachable")
         == unreachable + 3
     )
     collector.start()

@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import obskit
-from obskit import _selfstats
-from obskit._export import GuardedExporter
-from obskit._export_reasons import REASONS, ReasonRecorder, http_reason
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._traces.export_reasons import REASONS, ReasonRecorder, http_reason
+from obskit._traces.guarded_export import GuardedExporter
 from tests.reliability.collector import FaultyCollector, FaultyGrpcCollector
 
 TIMEOUT = 1.0
@@ -34,7 +34,7 @@ def _fail_one_batch(endpoint: str, protocol: str = "http/protobuf") -> dict[str,
 def _errors() -> dict[str, float]:
     return {
         dict(labels)["reason"]: amount
-        for (metric, labels), amount in _selfstats.snapshot().items()
+        for (metric, labels), amount in _self_stats.snapshot().items()
         if metric == "obskit_export_errors"
     }
 
@@ -86,7 +86,7 @@ def test_a_retry_at_the_deadline_keeps_the_reason_of_the_attempt_before(
     it, the export ran out of time."""
     import requests
 
-    from obskit._export_reasons import recording_session
+    from obskit._traces.export_reasons import recording_session
 
     collector.stop()
     recorder = ReasonRecorder()
@@ -144,10 +144,12 @@ class _FailingExporter(SpanExporter):
 
 def test_without_a_recorded_outcome_the_reason_is_failure() -> None:
     """An exporter whose attempts obskit cannot observe still counts, as reason=failure."""
-    before = _selfstats.value("obskit_export_errors", signal="traces", reason="failure")
+    before = _self_stats.value("obskit_export_errors", signal="traces", reason="failure")
     guarded = GuardedExporter(_FailingExporter(), reasons=ReasonRecorder())
     assert guarded.export([]) is SpanExportResult.FAILURE
-    assert _selfstats.value("obskit_export_errors", signal="traces", reason="failure") == before + 1
+    assert (
+        _self_stats.value("obskit_export_errors", signal="traces", reason="failure") == before + 1
+    )
 
 
 def test_reason_label_values_are_bounded() -> None:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 import obskit
 from examples.flask_app import create_app
-from obskit import _safety
+from obskit._lifecycle import internal_errors as _internal_errors
 from tests.receivers import OtlpHttpReceiver
 
 FAULTS = 100
@@ -60,7 +60,7 @@ def test_an_exporter_raising_100_times_behind_the_batch_processor_then_recovers(
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
     app = create_app(otlp_endpoint=http_receiver.endpoint, log_format="json", strict=False)
-    guarded = obskit._runtime.current()._exporter
+    guarded = obskit._lifecycle.runtime.current()._exporter
     assert guarded is not None
     # A mock of a fault (no real exporter raises on demand): the real OTLP exporter's
     # export() is wrapped to raise for its first 100 calls, then to run normally.
@@ -75,14 +75,14 @@ def test_an_exporter_raising_100_times_behind_the_batch_processor_then_recovers(
         return real_export(spans)
 
     monkeypatch.setattr(guarded.exporter, "export", raising_export)
-    before = _safety.internal_errors().get("export", 0)
+    before = _internal_errors.internal_errors().get("export", 0)
     responses = _responses(app)
-    obskit._runtime.current().force_flush(timeout=30)
+    obskit._lifecycle.runtime.current().force_flush(timeout=30)
     (batch_thread,) = [t for t in threading.enumerate() if t.name.startswith("OtelBatch")]
     late = _responses(app)  # after the faults: these spans must arrive
-    obskit._runtime.current().force_flush(timeout=30)
+    obskit._lifecycle.runtime.current().force_flush(timeout=30)
     received = http_receiver.wait_for(2 * ROUNDS * SPANS_PER_ROUND - FAULTS)
-    errors = _safety.internal_errors().get("export", 0) - before
+    errors = _internal_errors.internal_errors().get("export", 0) - before
     print(
         f"scenario 4: {calls['raised']} raised, {errors} internal errors, "
         f"{calls['exported']} exports after, {len(received)} spans received"

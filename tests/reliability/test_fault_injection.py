@@ -11,7 +11,11 @@ import pytest
 
 import obskit
 from examples.flask_app import create_app
-from obskit import _fastspan, _http, _logs, _metrics, _safety
+from obskit._fast import spans as _spans
+from obskit._http import server_request as _server_request
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._logs import pipeline as _pipeline
+from obskit._metrics import registry as _registry
 
 PATHS = ["/", "/post/3", "/missing", "/unavailable", "/stream?chunks=2&pause=0", "/fail"]
 
@@ -23,16 +27,16 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 def _inject_span_start(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
     monkeypatch.setattr(handle.tracer, "start_span", _boom)
     # obskit's own spans start on the fast path when the SDK configuration allows it.
-    monkeypatch.setattr(_fastspan.FastTracer, "start", _boom)
-    monkeypatch.setattr(_fastspan.FastTracer, "start_current", _boom)
+    monkeypatch.setattr(_spans.FastTracer, "start", _boom)
+    monkeypatch.setattr(_spans.FastTracer, "start_current", _boom)
 
 
 def _inject_observe(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
-    monkeypatch.setattr(_metrics, "_histogram_observe", _boom)
+    monkeypatch.setattr(_registry, "_histogram_observe", _boom)
 
 
 def _inject_log_processor(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
-    shared = _logs.pipeline()
+    shared = _pipeline.pipeline()
     for chain in (shared.structlog_chain, shared.record_chain):
         monkeypatch.setitem(_ListItem(chain), 0, _boom)  # type: ignore[arg-type]
 
@@ -68,7 +72,7 @@ def _inject_span_processor(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None
 
 
 def _inject_middleware(monkeypatch: pytest.MonkeyPatch, handle: Any) -> None:
-    monkeypatch.setattr(_http.ServerRequest, "response_headers", _boom)
+    monkeypatch.setattr(_server_request.ServerRequest, "response_headers", _boom)
 
 
 FAULTS: dict[str, Callable[[pytest.MonkeyPatch, Any], None]] = {
@@ -105,12 +109,12 @@ def test_production_mode_responses_match_disabled_and_faults_are_counted(
 ) -> None:
     """A fault in the hook changes no response; it is counted as an internal error."""
     app = create_app(log_format="json")
-    before = sum(_safety.internal_errors().values())
-    FAULTS[fault](monkeypatch, obskit._runtime.current())
+    before = sum(_internal_errors.internal_errors().values())
+    FAULTS[fault](monkeypatch, obskit._lifecycle.runtime.current())
     responses = _responses(app)
     monkeypatch.undo()
     assert responses == baseline
-    assert sum(_safety.internal_errors().values()) > before
+    assert sum(_internal_errors.internal_errors().values()) > before
     assert "Calling end() on an ended span" not in capsys.readouterr().out  # ended once
 
 
@@ -121,7 +125,7 @@ def test_strict_mode_surfaces_each_fault(
     """With strict=True the injected fault raises out of obskit (the request fails)."""
     app = create_app(log_format="json", strict=True)
     app.config["PROPAGATE_EXCEPTIONS"] = True
-    FAULTS[fault](monkeypatch, obskit._runtime.current())
+    FAULTS[fault](monkeypatch, obskit._lifecycle.runtime.current())
     client = app.test_client()
 
     def serve_two_requests() -> None:

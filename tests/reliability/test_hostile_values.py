@@ -19,8 +19,9 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import obskit
-from obskit import _metrics, _safety
-from obskit._metrics import LABEL_VALUE_MAX
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._metrics import registry as _registry
+from obskit._metrics.registry import LABEL_VALUE_MAX
 from tests.receivers import OtlpHttpReceiver
 from tests.reliability.conftest import coverage_paused
 
@@ -78,7 +79,7 @@ def test_hostile_span_attributes_reach_the_receiver_truncated(
         attribute_value_length_limit=LIMIT,
         log_max_line_bytes=4096,
     )
-    errors_before = sum(_safety.internal_errors().values())
+    errors_before = sum(_internal_errors.internal_errors().values())
     names = []
     for label, value in _hostile().items():
         with obskit.span(f"span.{label}", value=value, other="kept") as span:
@@ -108,7 +109,7 @@ def test_hostile_span_attributes_reach_the_receiver_truncated(
     assert spans["traced.circular"].attributes["value"].startswith("{'a': 1, 'self': {...}}")
     assert spans["traced.huge"].attributes["7"] == "int key"
     # the raising __repr__ and the cyclic dict given to obskit.span are counted, not lost
-    assert sum(_safety.internal_errors().values()) - errors_before == 2
+    assert sum(_internal_errors.internal_errors().values()) - errors_before == 2
     for line in capsys.readouterr().out.splitlines():
         assert len(line.encode()) <= 4096
         json.loads(line)
@@ -122,7 +123,7 @@ def test_hostile_span_attributes_raise_in_strict_mode() -> None:
 
 
 def _scrape() -> tuple[bytes, dict[str, Any]]:
-    body = generate_latest(_metrics.store().registry)
+    body = generate_latest(_registry.store().registry)
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     return body, families
 
@@ -134,7 +135,7 @@ def test_hostile_metric_labels_never_raise_and_are_cut(
     characters (a raising __str__ becomes a placeholder and is counted), a valid scrape."""
     obskit.init(log_max_line_bytes=4096)
     hits = obskit.counter("hostile_hits_total", "Hits.", ["value"])
-    errors_before = _safety.internal_errors().get("metrics", 0)
+    errors_before = _internal_errors.internal_errors().get("metrics", 0)
     for value in _hostile().values():
         hits.labels(value).inc()
         hits.labels(value=value).inc()
@@ -146,7 +147,7 @@ def test_hostile_metric_labels_never_raise_and_are_cut(
     assert values["x" * LABEL_VALUE_MAX] == 2
     assert values["<unrepresentable BadRepr>"] == 2
     assert values["nan"] == 2
-    assert _safety.internal_errors()["metrics"] - errors_before == 2
+    assert _internal_errors.internal_errors()["metrics"] - errors_before == 2
     assert len(body) < 100_000
     for line in capsys.readouterr().out.splitlines():
         assert len(line.encode()) <= 4096

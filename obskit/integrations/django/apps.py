@@ -7,7 +7,7 @@ import logging
 from django.apps import AppConfig
 from django.conf import settings
 
-from obskit import _runtime
+from obskit._lifecycle import runtime as _runtime
 from obskit.exceptions import ConfigError
 
 

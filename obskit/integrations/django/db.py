@@ -19,8 +19,9 @@ from django.db.backends.signals import connection_created
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from obskit import _runtime, _safety
-from obskit._metrics import ObskitHistogram, exemplar_of, observe_trusted, store
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import runtime as _runtime
+from obskit._metrics.registry import ObskitHistogram, exemplar_of, observe_trusted, store
 
 DB_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 _SYSTEMS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "oracle": "oracle.db"}
@@ -91,7 +92,7 @@ class QueryTracer:
                 )
             started = time.perf_counter()
         except Exception as error:
-            _safety.report("django.db", error)
+            _internal_errors.report("django.db", error)
             return execute(sql, params, many, context)
         try:
             return execute(sql, params, many, context)
@@ -108,7 +109,7 @@ class QueryTracer:
                     span.end()
                 observe_trusted(_histogram().labels(system, verb), elapsed, exemplar)
             except Exception as error:
-                _safety.report("django.db", error)
+                _internal_errors.report("django.db", error)
 
 
 _tracer = QueryTracer()

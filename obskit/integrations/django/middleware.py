@@ -15,21 +15,21 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.log import log_response
 
-from obskit import _safety
-from obskit._http import (
+from obskit._http.server_request import (
     ServerRequest,
     current_telemetry,
     excluded,
     server_of,
 )
+from obskit._lifecycle import internal_errors as _internal_errors
 
 _STATE = "_obskit_request"
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """A view serving obskit's metrics (OpenMetrics with exemplars when asked, gzip)."""
-    from obskit._exposition import choose_encoder, gzip_accepted
-    from obskit._metrics import store
+    from obskit._metrics.exposition import choose_encoder, gzip_accepted
+    from obskit._metrics.registry import store
 
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     body = encoder(store().exposition())
@@ -43,7 +43,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 class ObskitMiddleware:
-    """Brackets every request with a :class:`~obskit._http.ServerRequest`."""
+    """Brackets every request with a :class:`~obskit._http.server_request.ServerRequest`."""
 
     sync_capable = True
     async_capable = True
@@ -140,7 +140,7 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
             protocol or None,
         )
     except Exception as error:
-        _safety.report("django", error)
+        _internal_errors.report("django", error)
         return None
     setattr(request, _STATE, state)
     return state
@@ -179,7 +179,7 @@ def _finish_or_stream(state: ServerRequest, request: HttpRequest, response: Any)
                 response.streaming_content = _stream(state, response.streaming_content)
             return response
     except Exception as error:
-        _safety.report("django", error)
+        _internal_errors.report("django", error)
     state.finish()
     return response
 

@@ -18,8 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
-from obskit import _access_line, _logs, _metrics, _runtime, _safety
-from obskit._fastspan import (
+from obskit._fast.spans import (
     _SPAN_TYPES,
     _plain,
     attach,
@@ -31,15 +30,20 @@ from obskit._fastspan import (
     start_span,
     with_span,
 )
-from obskit._ids import SPAN_CONTEXT_IS_TUPLE, hex_ids
-from obskit._logs import clear_bound
-from obskit._metrics import (
+from obskit._http import access_line as _access_line
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import runtime as _runtime
+from obskit._logs import pipeline as _pipeline
+from obskit._logs.pipeline import clear_bound
+from obskit._metrics import registry as _registry
+from obskit._metrics.registry import (
     ObskitGauge,
     ObskitHistogram,
     add_trusted,
     observe_trusted,
     store,
 )
+from obskit._traces.ids import SPAN_CONTEXT_IS_TUPLE, hex_ids
 
 UNMATCHED = "<unmatched>"
 REDACTED = "[REDACTED]"
@@ -135,7 +139,7 @@ def http_metrics() -> HttpMetrics:
     """The HTTP metrics of the current metric store (defined on first use)."""
     global _cached
     cached = _cached
-    if cached is None or cached[0] is not _metrics._store:  # store(), without the call
+    if cached is None or cached[0] is not _registry._store:  # store(), without the call
         cached = _cached = (store(), HttpMetrics())
     return cached[1]
 
@@ -295,7 +299,7 @@ class ServerRequest:
         self._client_address = client_address if settings.capture_pii else None
         #: Whether any response header is to be recorded (else skip collecting them).
         self.captures_response_headers = bool(settings.http_capture_response_headers)
-        if _logs._BOUND is None or _logs._BOUND:  # (else nothing was ever bound)
+        if _pipeline._BOUND is None or _pipeline._BOUND:  # (else nothing was ever bound)
             clear_bound()  # bound fields never leak from the previous request on this thread
         server, server_longest = server_attributes(scheme, server_address, server_port, protocol)
         attributes = server.copy()  # a copy of a dict of the same keys: cheaper than a new one
@@ -342,7 +346,7 @@ class ServerRequest:
             try:
                 parent = propagate.extract(EnvironHeaders(environ))
             except Exception as error:  # a propagator must not break the request
-                _safety.report("http.extract", error)
+                _internal_errors.report("http.extract", error)
                 parent = _NOTHING
         span: Span | None = None
         fast = fast_tracer(tracer) if fits else None
@@ -479,7 +483,7 @@ class ServerRequest:
                     ids if valid else (),
                 )
         except Exception as internal:
-            _safety.report("http", internal)
+            _internal_errors.report("http", internal)
         finally:
             add_trusted(self._active, -1)
             # Not ended, unless it ended before something raised (a span processor's

@@ -43,7 +43,8 @@ from prometheus_client import utils as _utils
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 
-from obskit import _safety, _selfstats
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import self_stats as _self_stats
 
 # Untyped upstream helpers, as Any for mypy --strict.
 MultiProcessCollector: Any = _upstream.MultiProcessCollector
@@ -100,7 +101,7 @@ class ExemplarStore:
         if key is None:
             key = keys[index] = _record_key(histogram, bounds[index])
         if len(key) > _KEY_MAX:
-            _selfstats.add("obskit_dropped", signal="exemplars", reason="key_too_long")
+            _self_stats.add("obskit_dropped", signal="exemplars", reason="key_too_long")
             return
         trace_id = exemplar.get("trace_id", "").encode()[:32]
         span_id = exemplar.get("span_id", "").encode()[:16]
@@ -201,7 +202,9 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    _safety.report("multiprocess", TimeoutError(f"{LOCK_NAME} held too long"))
+                    _internal_errors.report(
+                        "multiprocess", TimeoutError(f"{LOCK_NAME} held too long")
+                    )
                     break
                 time.sleep(0.001)
         yield

@@ -28,16 +28,20 @@ def register() -> None:
 
 def renew_locks() -> None:
     """Replace every lock obskit owns (some may have been held by another thread)."""
-    from obskit import _logs, _metrics, _runtime, _safety, _selfstats
+    from obskit._lifecycle import internal_errors as _internal_errors
+    from obskit._lifecycle import runtime as _runtime
+    from obskit._lifecycle import self_stats as _self_stats
+    from obskit._logs import pipeline as _pipeline
+    from obskit._metrics import registry as _registry
 
     _runtime._lock = threading.RLock()
-    _safety._lock = threading.Lock()
-    _selfstats._lock = threading.Lock()
-    _logs._pipeline_lock = threading.Lock()
-    _metrics._store_lock = threading.Lock()
-    if _metrics._store is not None:
-        _metrics._store._lock = threading.RLock()
-    for store in _metrics._exemplar_stores.values():
+    _internal_errors._lock = threading.Lock()
+    _self_stats._lock = threading.Lock()
+    _pipeline._pipeline_lock = threading.Lock()
+    _registry._store_lock = threading.Lock()
+    if _registry._store is not None:
+        _registry._store._lock = threading.RLock()
+    for store in _registry._exemplar_stores.values():
         store._lock = threading.Lock()
 
 
@@ -45,11 +49,11 @@ def after_fork_in_child() -> None:
     """The hook: renew locks, then re-initialise tracing for this process."""
     try:
         renew_locks()
-        from obskit import _runtime
+        from obskit._lifecycle import runtime as _runtime
 
         _runtime.reinit_after_fork()
     except Exception as error:  # never break the child process
-        from obskit import _safety
+        from obskit._lifecycle import internal_errors as _internal_errors
 
         with contextlib.suppress(Exception):
-            _safety.report("fork", error)
+            _internal_errors.report("fork", error)

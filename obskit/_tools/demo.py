@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import obskit
 from obskit import testing
-from obskit._console import render_trace
+from obskit._traces.console_tree import render_trace
 
 log = obskit.get_logger("obskit.demo")
 
@@ -69,7 +69,7 @@ def flask_app() -> Any:
 
 def wsgi_app() -> Callable[..., Iterable[bytes]]:
     """The same routes without Flask, instrumented with obskit's HTTP core directly."""
-    from obskit._http import ServerRequest, current_telemetry
+    from obskit._http.server_request import ServerRequest, current_telemetry
 
     def route(method: str, path: str) -> tuple[str | None, Callable[[], dict[str, Any]] | None]:
         parts = path.strip("/").split("/")
@@ -206,9 +206,9 @@ def _show(
 
 
 def _serve(base: str, out: TextIO) -> None:
-    from obskit import _logs
+    from obskit._logs import pipeline as _pipeline
 
-    _logs.pipeline().writer.capture = None  # from now on, log lines go to stdout
+    _pipeline.pipeline().writer.capture = None  # from now on, log lines go to stdout
     out.write(
         f"\nServing: {base}/  {base}/slow  {base}/fail  {base}/metrics  "
         f"(POST {base}/orders/1/pay). Ctrl-C to stop.\n"

@@ -16,18 +16,19 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from obskit import _safety, _settings
-from obskit._settings import Settings
+from obskit._config import settings as _settings
+from obskit._config.settings import Settings
+from obskit._lifecycle import internal_errors as _internal_errors
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Tracer
 
-    from obskit._export import GuardedExporter
-    from obskit._metrics import ObskitHistogram
-    from obskit._metrics_server import MetricsServer
-    from obskit._provider import SwitchableTracerProvider
+    from obskit._lifecycle.global_provider import SwitchableTracerProvider
+    from obskit._metrics.registry import ObskitHistogram
+    from obskit._metrics.server import MetricsServer
+    from obskit._traces.guarded_export import GuardedExporter
 
 _log = logging.getLogger("obskit")
 _lock = threading.RLock()
@@ -45,7 +46,7 @@ class Telemetry:
     """The handle :func:`obskit.init` returns: the effective settings and what they built.
 
     Attributes:
-        settings: The effective :class:`~obskit._settings.Settings` (with their sources).
+        settings: The effective :class:`~obskit._config.settings.Settings` (with their sources).
         resource: The OpenTelemetry resource, or ``None`` when obskit is disabled.
         tracer_provider: obskit's SDK tracer provider, or ``None`` when disabled.
     """
@@ -160,11 +161,11 @@ def shutdown(timeout: float | None = None) -> bool:
 
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
-        _safety.set_strict(False)
-        if "obskit._signals" in sys.modules:
-            from obskit import _signals
+        _internal_errors.set_strict(False)
+        if "obskit._lifecycle.sigterm" in sys.modules:
+            from obskit._lifecycle import sigterm as _sigterm
 
-            _signals.uninstall()
+            _sigterm.uninstall()
         if telemetry.metrics_server is not None:
             telemetry.metrics_server.stop()
             telemetry.metrics_server = None
@@ -195,9 +196,9 @@ def current() -> Telemetry | None:
 def _build(settings: Settings) -> Telemetry:
     if settings.disabled:
         return Telemetry(settings)
-    from obskit._metrics import function_histogram, store
-    from obskit._resource import build_resource
-    from obskit._tracing import build_pipeline
+    from obskit._metrics.registry import function_histogram, store
+    from obskit._traces.pipeline import build_pipeline
+    from obskit._traces.resource import build_resource
     from obskit._version import __version__
 
     resource = build_resource(settings, os.environ)
@@ -214,7 +215,7 @@ def _build(settings: Settings) -> Telemetry:
 
 def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
     global _switch
-    _safety.set_strict(telemetry.settings.strict)
+    _internal_errors.set_strict(telemetry.settings.strict)
     provider = telemetry.tracer_provider
     if provider is None:
         if _switch is not None:
@@ -228,9 +229,10 @@ def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
         return
     from opentelemetry import propagate, trace
 
-    from obskit import _logging_setup
-    from obskit._provider import SwitchableTracerProvider
-    from obskit._tracing import build_propagator
+    from obskit._fast.status import decide as decide_fast_paths
+    from obskit._lifecycle.global_provider import SwitchableTracerProvider
+    from obskit._logs import install as _logging_setup
+    from obskit._traces.pipeline import build_propagator
 
     if _switch is None:
         _switch = SwitchableTracerProvider()
@@ -242,14 +244,15 @@ def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
                 "spans from opentelemetry.trace.get_tracer() go to it, not to obskit"
             )
     _switch.switch(provider)
+    decide_fast_paths(telemetry.settings.fast_paths)
     propagate.set_global_textmap(build_propagator(telemetry.settings))
     _logging_setup.install(telemetry.settings, telemetry.log_fields)
-    from obskit import _signals
+    from obskit._lifecycle import sigterm as _sigterm
 
     if telemetry.settings.flush_on_sigterm:
-        _signals.install()
+        _sigterm.install()
     else:
-        _signals.uninstall()
+        _sigterm.uninstall()
     if serve_metrics:
         _start_metrics_server(telemetry)
 
@@ -267,24 +270,24 @@ def _start_metrics_server(telemetry: Telemetry) -> None:
         server.stop()
         previous.metrics_server = None  # type: ignore[union-attr]
     if wanted is not None:
-        from obskit import _metrics_server
-        from obskit._metrics import store
+        from obskit._metrics import server as _server
+        from obskit._metrics.registry import store
 
-        telemetry.metrics_server = _metrics_server.start(*wanted, store().exposition())
+        telemetry.metrics_server = _server.start(*wanted, store().exposition())
 
 
 def _uninstall_logs() -> None:
-    if "obskit._logging_setup" in sys.modules:  # never installed: nothing to undo
-        from obskit import _logging_setup
+    if "obskit._logs.install" in sys.modules:  # never installed: nothing to undo
+        from obskit._logs import install as _logging_setup
 
         _logging_setup.uninstall()
 
 
 def _register_atexit() -> None:
     global _atexit_registered
-    from obskit import _fork
+    from obskit._lifecycle import after_fork as _after_fork
 
-    _fork.register()
+    _after_fork.register()
     if not _atexit_registered:
         atexit.register(_shutdown_at_exit)
         _atexit_registered = True
@@ -311,7 +314,7 @@ def _within(timeout: float, action: Callable[[], object], what: str) -> bool:
             action()
         except Exception as error:
             try:
-                _safety.report(what, error)
+                _internal_errors.report(what, error)
             except Exception:
                 _log.debug("obskit: %s failed", what, exc_info=True)
         finally:

@@ -1,6 +1,6 @@
 """The OpenTelemetry Resource: who is emitting (service, host, process, Kubernetes pod).
 
-Built from :class:`~obskit._settings.Settings` plus facts read from the environment
+Built from :class:`~obskit._config.settings.Settings` plus facts read from the environment
 mapping and the files given as arguments, so tests can feed fake ones. Precedence,
 lowest first: detected facts < ``resource_attributes`` (``OTEL_RESOURCE_ATTRIBUTES``)
 < the explicit settings (``service_name``, ``service_version``, ``environment``).
@@ -19,7 +19,7 @@ from pathlib import Path
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.version import __version__ as otel_sdk_version
 
-from obskit._settings import Settings
+from obskit._config.settings import Settings
 from obskit._version import __version__
 
 #: Kubernetes downward-API variables read for each attribute, first found wins.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,14 +25,14 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import Span, SpanContext, get_current_span
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.values import MutexValue
 
-from obskit import _selfstats
-from obskit._ids import hex_ids
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._traces.ids import hex_ids
 from obskit.exceptions import ConfigError
 
 OVERFLOW = "__overflow__"
@@ -66,7 +67,7 @@ class _Guarded:
         return MetricWrapperBase.labels(self, *values, **named)
 
     def _overflow(self: Any) -> Any:
-        _selfstats.add("obskit_metric_overflow", metric=self._name)
+        _self_stats.add("obskit_metric_overflow", metric=self._name)
         if not self._obskit_warned:
             self._obskit_warned = True
             _log.warning(
@@ -86,9 +87,9 @@ def _label_value(value: object) -> str:
     try:
         text = str(value)
     except Exception as error:
-        from obskit import _safety
+        from obskit._lifecycle import internal_errors as _internal_errors
 
-        _safety.report("metrics", error)
+        _internal_errors.report("metrics", error)
         return f"<unrepresentable {type(value).__name__}>"
     return text if len(text) <= LABEL_VALUE_MAX else text[:LABEL_VALUE_MAX]
 
@@ -113,7 +114,7 @@ class ObskitHistogram(_Guarded, Histogram):
         if exemplar is None:
             exemplar = current_exemplar()
         elif not _exemplar_fits(exemplar):
-            _selfstats.add("obskit_dropped", signal="exemplars", reason="too_long")
+            _self_stats.add("obskit_dropped", signal="exemplars", reason="too_long")
             exemplar = None
         else:  # the caller's own exemplar: prometheus-client checks its label names
             Histogram.observe(self, amount, exemplar)
@@ -237,9 +238,9 @@ def _keep_exemplar(child: Any, amount: float, exemplar: dict[str, str]) -> None:
     try:
         (_store_here or exemplar_store()).record(child, amount, exemplar)
     except Exception as error:
-        from obskit import _safety
+        from obskit._lifecycle import internal_errors as _internal_errors
 
-        _safety.report("exemplars", error)
+        _internal_errors.report("exemplars", error)
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
@@ -254,7 +255,7 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
 
 
 def exemplar_from(ids: tuple[SpanContext, str, str]) -> dict[str, str] | None:
-    """The exemplar of a span context with its hex ids (:func:`obskit._ids.hex_ids`):
+    """The exemplar of a span context with its hex ids (:func:`obskit._traces.ids.hex_ids`):
     ``{trace_id, span_id}`` if the context is valid and sampled, else None."""
     context, trace_id, span_id = ids
     if context.trace_flags & 1 and context.is_valid:  # 1: TraceFlags.SAMPLED
@@ -279,7 +280,7 @@ def _detect_multiprocess() -> str | None:
     from prometheus_client import values
 
     if getattr(values.ValueClass, "_multiprocess", False):
-        from obskit._multiprocess import directory  # only in multiprocess mode
+        from obskit._metrics.multiprocess import directory  # only in multiprocess mode
 
         return directory()
     return None
@@ -297,7 +298,7 @@ def exemplar_store() -> Any:
     pid = os.getpid()
     store_ = _exemplar_stores.get(pid)
     if store_ is None:
-        from obskit._multiprocess import EXEMPLAR_SUFFIX, ExemplarStore
+        from obskit._metrics.multiprocess import EXEMPLAR_SUFFIX, ExemplarStore
 
         assert _multiprocess_dir is not None
         path = os.path.join(_multiprocess_dir, f"exemplars_{pid}{EXEMPLAR_SUFFIX}")
@@ -316,13 +317,13 @@ if hasattr(os, "register_at_fork"):
 
 
 class _SelfCollector(Collector):
-    """Exposes obskit's own counters (``_selfstats``) as ``obskit_*_total``."""
+    """Exposes obskit's own counters (``_self_stats``) as ``obskit_*_total``."""
 
-    def collect(self) -> Iterable[CounterMetricFamily]:
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         grouped: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
-        for (metric, labels), amount in sorted(_selfstats.snapshot().items()):
+        for (metric, labels), amount in sorted(_self_stats.snapshot().items()):
             grouped.setdefault(metric, []).append((labels, amount))
-        for metric, help_text in _selfstats.HELP.items():
+        for metric, help_text in _self_stats.HELP.items():
             rows = grouped.get(metric, [])
             names = sorted({name for labels, _ in rows for name, _ in labels})
             family = CounterMetricFamily(metric, help_text, labels=names)
@@ -330,10 +331,21 @@ class _SelfCollector(Collector):
                 values = dict(labels)
                 family.add_metric([values.get(name, "") for name in names], amount)
             yield family
+        if "obskit._fast.status" in sys.modules:  # (else init() never decided)
+            from obskit._fast.status import statuses
+
+            paths = GaugeMetricFamily(
+                "obskit_fast_path_enabled",
+                "1 if the accelerator is on, 0 if its public-API path serves (see obskit doctor).",
+                labels=["path"],
+            )
+            for status in statuses():
+                paths.add_metric([status.path], 1.0 if status.enabled else 0.0)
+            yield paths
 
 
 def _file_backed_counts() -> Callable[[str, float, dict[str, str]], None]:
-    """A ``_selfstats`` mirror adding each count to a multiprocess-file-backed counter.
+    """A ``_self_stats`` mirror adding each count to a multiprocess-file-backed counter.
 
     The counters are in no registry (the multiprocess exposition reads their files) and
     are made on first count, so a process that counts nothing writes no file.
@@ -341,14 +353,14 @@ def _file_backed_counts() -> Callable[[str, float, dict[str, str]], None]:
     counters: dict[str, Counter] = {}
 
     def add(counter: str, amount: float, labels: dict[str, str]) -> None:
-        names = _selfstats.LABELS[counter]
+        names = _self_stats.LABELS[counter]
         metric = counters.get(counter)
         if metric is None:
             # One counter object per name (two would overwrite each other's file value);
-            # _selfstats' lock is renewed after a fork.
-            with _selfstats._lock:
+            # _self_stats' lock is renewed after a fork.
+            with _self_stats._lock:
                 metric = counters.get(counter) or Counter(
-                    counter, _selfstats.HELP[counter], labelnames=names, registry=None
+                    counter, _self_stats.HELP[counter], labelnames=names, registry=None
                 )
                 counters[counter] = metric
         (metric.labels(*[labels.get(name, "") for name in names]) if names else metric).inc(amount)
@@ -373,14 +385,14 @@ class MetricStore:
         self.multiprocess = _multiprocess_dir = _detect_multiprocess()
         self._exposition: CollectorRegistry | None = None
         # A scrape merges every worker's files: obskit's own counts must be in them too.
-        _selfstats.mirror = _file_backed_counts() if self.multiprocess is not None else None
+        _self_stats.mirror = _file_backed_counts() if self.multiprocess is not None else None
 
     def exposition(self) -> CollectorRegistry:
         """The registry a scrape reads: this one, or all workers merged in multiprocess mode."""
         if self.multiprocess is None:
             return self.registry
         if self._exposition is None:
-            from obskit._multiprocess import exposition_registry
+            from obskit._metrics.multiprocess import exposition_registry
 
             self._exposition = exposition_registry(self.multiprocess)
         return self._exposition

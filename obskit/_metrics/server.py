@@ -27,7 +27,7 @@ class _SilentHandler(WSGIRequestHandler):
 
 def start_http_server(port: int, addr: str, registry: CollectorRegistry) -> tuple[Any, Any]:
     """prometheus-client's ``start_http_server`` (no TLS), serving obskit's fast exposition."""
-    from obskit._exposition import make_wsgi_app
+    from obskit._metrics.exposition import make_wsgi_app
 
     infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = next(iter(infos))

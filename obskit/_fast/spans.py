@@ -79,8 +79,8 @@ try:  # the span's slot in the context, and the contextvar OpenTelemetry keeps i
 except (ImportError, AttributeError):  # pragma: no cover - depends on the installed API
     _VAR = None
 
-from obskit import _safety
-from obskit._ids import SPAN_CONTEXT_IS_TUPLE
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._traces.ids import SPAN_CONTEXT_IS_TUPLE
 
 __all__ = [
     "FastTracer",
@@ -658,7 +658,7 @@ def _same(expected: dict[str, Any], actual: dict[str, Any]) -> bool:
 
 
 def _layouts_known() -> bool:
-    """Whether SpanContext (see ``obskit._ids``) and NonRecordingSpan are laid out as the
+    """Whether SpanContext (see ``obskit._traces.ids``) and NonRecordingSpan are laid out as the
     fast path builds them."""
     span_context = SpanContext(5, 6, True, _FLAGS[1][0])
     probe: Any = _new(NonRecordingSpan)
@@ -690,7 +690,7 @@ def fast_tracer(tracer: Any) -> FastTracer | None:
                 candidate = FastTracer(tracer, *sampling)
                 fast = candidate if _verify(candidate) else None
     except Exception as error:  # an SDK we do not know: report it, use the SDK path
-        _safety.report("traced", error)
+        _internal_errors.report("traced", error)
         fast = None
     _cache = (tracer, fast)
     return fast

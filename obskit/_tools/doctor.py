@@ -14,8 +14,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TextIO
 
-from obskit import _runtime, _selfstats
-from obskit._settings import load
+from obskit._config.settings import load
+from obskit._lifecycle import runtime as _runtime
+from obskit._lifecycle import self_stats as _self_stats
 from obskit.exceptions import ConfigError
 
 
@@ -53,8 +54,8 @@ def run(out: TextIO | None = None) -> int:
 def _pipeline_checks() -> list[Check]:
     from opentelemetry import trace
 
-    from obskit import _logs
-    from obskit._api import get_logger, histogram
+    from obskit._lifecycle.lazy_api import get_logger, histogram
+    from obskit._logs import pipeline as _pipeline
 
     handle = _runtime.init()
     checks: list[Check] = []
@@ -63,12 +64,12 @@ def _pipeline_checks() -> list[Check]:
         return [
             Check("pipeline", "skip", "obskit is disabled (OTEL_SDK_DISABLED / OBSKIT_DISABLED)")
         ]
-    writer = _logs.pipeline().writer
+    writer = _pipeline.pipeline().writer
     lines: list[str] = []
-    exported = _selfstats.value("obskit_spans_exported")
+    exported = _self_stats.value("obskit_spans_exported")
     failures = sum(
         amount
-        for (name, _), amount in _selfstats.snapshot().items()
+        for (name, _), amount in _self_stats.snapshot().items()
         if name == "obskit_export_errors"
     )
     writer.capture = lines
@@ -81,16 +82,16 @@ def _pipeline_checks() -> list[Check]:
         settings = handle.settings
         exporter = settings.resolved_traces_exporter
         if exporter == "otlp":
-            from obskit._tracing import traces_endpoint
+            from obskit._traces.pipeline import traces_endpoint
 
             endpoint = traces_endpoint(settings)
             handle.force_flush(timeout=settings.otlp_timeout + 2)
             now_failed = sum(
                 amount
-                for (name, _), amount in _selfstats.snapshot().items()
+                for (name, _), amount in _self_stats.snapshot().items()
                 if name == "obskit_export_errors"
             )
-            if _selfstats.value("obskit_spans_exported") > exported and now_failed == failures:
+            if _self_stats.value("obskit_spans_exported") > exported and now_failed == failures:
                 checks.append(Check("traces", "ok", f"the span was accepted by {endpoint}"))
             else:
                 reason = _export_error(lines) or "the exporter reported a failure"
@@ -118,8 +119,25 @@ def _pipeline_checks() -> list[Check]:
     checks.append(
         _metrics_check(handle.settings.metrics_port, handle.settings.metrics_addr, trace_id)
     )
+    checks += _fast_path_checks()
     _runtime.shutdown(timeout=2)
     return checks
+
+
+def _fast_path_checks() -> list[Check]:
+    """One line per accelerator: on, or off and why (obskit works the same either way)."""
+    from obskit._fast.status import statuses
+
+    return [
+        Check(f"fast path {status.path}", "ok", "on")
+        if status.enabled
+        else Check(
+            f"fast path {status.path}",
+            "skip",
+            f"off ({status.reason}); its public-API path serves the same telemetry, slower",
+        )
+        for status in statuses()
+    ]
 
 
 def _export_error(lines: list[str]) -> str:
@@ -163,7 +181,7 @@ def _log_check(lines: list[str], trace_id: str) -> Check:
 
 
 def _metrics_check(port: int | None, addr: str, trace_id: str) -> Check:
-    from obskit._metrics import store
+    from obskit._metrics.registry import store
 
     if port:
         host = "127.0.0.1" if addr in ("0.0.0.0", "::", "") else addr

@@ -23,10 +23,10 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext, get_current_span
 
-from obskit import _logs
-from obskit._ids import hex_ids
-from obskit._logs import _DIGITS3, _utc_now_iso, get_logger, nothing_bound
-from obskit._render import render_json
+from obskit._logs import pipeline as _logs
+from obskit._logs.json_render import render_json
+from obskit._logs.pipeline import _DIGITS3, _utc_now_iso, get_logger, nothing_bound
+from obskit._traces.ids import hex_ids
 
 #: One logger for every access line: the shared pipeline it writes through is
 #: reconfigured in place by init(), so it never goes stale.
@@ -80,7 +80,7 @@ def write(
     (the float ``duration_us / 1000``). ``context``: the request span's context, whose
     ids the line carries (the current span's when None, as any log line; a request ends
     with its span current, so both are the same). ``ids``: instead of ``context``, its
-    :func:`~obskit._ids.hex_ids` if it is valid, ``()`` if not (a request has them).
+    :func:`~obskit._traces.ids.hex_ids` if it is valid, ``()`` if not (a request has them).
     """
     shared = _logs._pipeline or _logs.pipeline()
     if shared.level > 20:

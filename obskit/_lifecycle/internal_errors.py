@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from obskit import _selfstats
+from obskit._lifecycle import self_stats as _self_stats
 
 #: Seconds between two log lines about the same component.
 LOG_INTERVAL = 10.0
@@ -38,7 +38,7 @@ def report(component: str, error: BaseException) -> None:
         BaseException: ``error`` itself, in strict mode only.
     """
     now = time.monotonic()
-    _selfstats.add("obskit_internal_errors", component=component)
+    _self_stats.add("obskit_internal_errors", component=component)
     with _lock:
         due = now - _last_logged.get(component, -LOG_INTERVAL) >= LOG_INTERVAL
         if due:
@@ -57,14 +57,14 @@ def report(component: str, error: BaseException) -> None:
 
 def count(component: str) -> None:
     """Count a failure without logging it: for the log writer, where logging would recurse."""
-    _selfstats.add("obskit_internal_errors", component=component)
+    _self_stats.add("obskit_internal_errors", component=component)
 
 
 def internal_errors() -> dict[str, int]:
     """Internal errors counted so far, by component."""
     return {
         dict(labels)["component"]: int(amount)
-        for (metric, labels), amount in _selfstats.snapshot().items()
+        for (metric, labels), amount in _self_stats.snapshot().items()
         if metric == "obskit_internal_errors"
     }
 

@@ -46,7 +46,7 @@ def uninstall() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    from obskit import _runtime
+    from obskit._lifecycle import runtime as _runtime
 
     telemetry = _runtime.current()
     if telemetry is not None:

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from flask import Flask
     from opentelemetry.util.types import AttributeValue
 
-    from obskit._logs import Logger
-    from obskit._metrics import ObskitCounter, ObskitGauge, ObskitHistogram
-    from obskit._traced import span as SpanBlock
+    from obskit._logs.pipeline import Logger
+    from obskit._metrics.registry import ObskitCounter, ObskitGauge, ObskitHistogram
+    from obskit._traces.decorator import span as SpanBlock
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,7 +31,7 @@ def get_logger(name: str | None = None) -> Logger:
     Args:
         name: The ``logger`` field; default: the calling module's ``__name__``.
     """
-    from obskit._logs import get_logger as make
+    from obskit._logs.pipeline import get_logger as make
 
     if name is None:
         name = str(sys._getframe(1).f_globals.get("__name__", "root"))
@@ -76,7 +76,7 @@ def counter(
     Raises:
         ConfigError: if ``name`` is already defined with another type or labels.
     """
-    from obskit._metrics import ObskitCounter, store
+    from obskit._metrics.registry import ObskitCounter, store
 
     return store().define("counter", ObskitCounter, name, documentation, labelnames, max_series)
 
@@ -99,7 +99,7 @@ def histogram(
     Raises:
         ConfigError: if ``name`` is already defined with another type or labels.
     """
-    from obskit._metrics import ObskitHistogram, store
+    from obskit._metrics.registry import ObskitHistogram, store
 
     metrics = store()
     bounds = tuple(buckets) if buckets is not None else metrics.buckets
@@ -127,7 +127,7 @@ def gauge(
     Raises:
         ConfigError: if ``name`` is already defined with another type or labels.
     """
-    from obskit._metrics import ObskitGauge, store
+    from obskit._metrics.registry import ObskitGauge, store
 
     return store().define(
         "gauge",
@@ -142,16 +142,16 @@ def gauge(
 
 def metrics_wsgi_app() -> Callable[..., Any]:
     """A WSGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
-    from obskit._exposition import make_wsgi_app
-    from obskit._metrics import store
+    from obskit._metrics.exposition import make_wsgi_app
+    from obskit._metrics.registry import store
 
     return make_wsgi_app(store().exposition())
 
 
 def metrics_asgi_app() -> Callable[..., Any]:
     """An ASGI app serving obskit's registry (OpenMetrics with exemplars when asked, gzip)."""
-    from obskit._exposition import make_asgi_app
-    from obskit._metrics import store
+    from obskit._metrics.exposition import make_asgi_app
+    from obskit._metrics.registry import store
 
     return make_asgi_app(store().exposition())
 
@@ -182,7 +182,7 @@ def traced(fn: Any = None, /, **options: Any) -> Any:
     ``attributes``, ``record_exception`` (default True), ``span`` (False: histogram
     only), ``histogram`` (False: span only).
     """
-    from obskit._traced import traced as implementation
+    from obskit._traces.decorator import traced as implementation
 
     if fn is not None:
         return implementation(fn, **options)
@@ -194,7 +194,7 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
 
     ``with obskit.span("load-cart", cart_id=7) as s:`` yields the OpenTelemetry span.
     """
-    from obskit._traced import span as implementation
+    from obskit._traces.decorator import span as implementation
 
     return implementation(name, **attributes)
 

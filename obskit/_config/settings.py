@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from obskit._kinds import (
+from obskit._config.value_kinds import (
     Buckets,
     Choice,
     ChoiceList,
@@ -326,6 +326,13 @@ class Settings:
         Flag(),
         "Raise obskit's own internal errors instead of counting them (for test suites).",
         "OBSKIT_STRICT",
+    )
+    fast_paths: bool = _setting(
+        True,
+        Flag(),
+        "Use the accelerators that rely on dependencies' internals (each checked at start-up; "
+        "`obskit doctor` lists them). Off: only the dependencies' public APIs are used.",
+        "OBSKIT_FAST_PATHS",
     )
     #: Where each value came from: ``argument``, ``env NAME`` or ``default``.
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -31,9 +31,10 @@ from typing import Any
 import structlog
 from opentelemetry.trace import get_current_span
 
-from obskit import _safety, _selfstats
-from obskit._ids import hex_ids
-from obskit._render import render_json, safe_repr
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._logs.json_render import render_json, safe_repr
+from obskit._traces.ids import hex_ids
 
 EventDict = MutableMapping[str, Any]
 Processor = Callable[[Any, str, EventDict], Any]
@@ -218,12 +219,12 @@ class LineWriter:
                     stream.write(line + "\n")
                     stream.flush()
                 elif not _write_nonblocking(fd, (line + "\n").encode("utf-8", "replace")):
-                    _selfstats.add("obskit_dropped", signal="logs", reason="pipe_full")
+                    _self_stats.add("obskit_dropped", signal="logs", reason="pipe_full")
             finally:
                 lock.release()
         except Exception:
-            _safety.count("log_write")
-            _selfstats.add("obskit_dropped", signal="logs", reason="write_error")
+            _internal_errors.count("log_write")
+            _self_stats.add("obskit_dropped", signal="logs", reason="write_error")
 
     def _open_pipe(self, stream: object) -> int | None:
         """A non-blocking descriptor of ``stream``'s pipe; None if it is not a pipe."""
@@ -263,7 +264,7 @@ def _write_nonblocking(fd: int, data: bytes) -> bool:
             poller.register(fd, select.POLLOUT)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not poller.poll(remaining * 1000):
-            _selfstats.add("obskit_dropped", signal="logs", reason="pipe_full")
+            _self_stats.add("obskit_dropped", signal="logs", reason="pipe_full")
             return True  # the line's start is out; its end is lost
         try:
             written += os.write(fd, data[written:])
@@ -453,7 +454,7 @@ class Logger(structlog.BoundLoggerBase):
                 return getattr(self._logger, method)(line)
             return self._proxy_to_logger(method, text, **kw)
         except Exception as error:
-            _safety.report("logs", error)
+            _internal_errors.report("logs", error)
             return None
 
     def debug(self, event: object = None, *args: Any, **kw: Any) -> Any:
@@ -547,7 +548,7 @@ class TelemetryNoiseFilter(logging.Filter):
         now = record.created
         last = self._last.get(key)
         if last is not None and now - last < self.INTERVAL:
-            _selfstats.add("obskit_dropped", signal="logs", reason="rate_limited")
+            _self_stats.add("obskit_dropped", signal="logs", reason="rate_limited")
             return False
         self._last[key] = now
         return True
@@ -587,7 +588,7 @@ class BridgeHandler(logging.Handler):
                     result = processor(None, event["level"], result)
             self._pipeline.writer.msg(result)
         except Exception:
-            _safety.count("logs")
+            _internal_errors.count("logs")
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter, then emit -- without the handler lock: the writer serialises lines."""
@@ -597,7 +598,7 @@ class BridgeHandler(logging.Handler):
         return passed
 
     def handleError(self, record: logging.LogRecord) -> None:  # never print to stderr
-        _safety.count("logs")
+        _internal_errors.count("logs")
 
 
 def _rfc3339(created: float) -> str:

@@ -16,8 +16,9 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from obskit import _safety, _selfstats
-from obskit._export_reasons import ReasonRecorder
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._traces.export_reasons import ReasonRecorder
 
 
 class GuardedExporter(SpanExporter):
@@ -31,7 +32,7 @@ class GuardedExporter(SpanExporter):
 
     A failed batch is counted in ``obskit_export_errors_total`` with the ``reason``
     ``reasons`` recorded for the exporter's last attempt (an HTTP status, a timeout,
-    a reset, a gRPC status code: see :mod:`obskit._export_reasons`), else ``"failure"``.
+    a reset, a gRPC status code: see :mod:`obskit._traces.export_reasons`), else ``"failure"``.
     """
 
     def __init__(
@@ -65,12 +66,12 @@ class GuardedExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed:
-            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="shutdown")
+            _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="shutdown")
             return SpanExportResult.FAILURE
         if self._unreachable():
             self.down = True
-            _selfstats.add("obskit_export_errors", signal="traces", reason="unreachable")
-            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+            _self_stats.add("obskit_export_errors", signal="traces", reason="unreachable")
+            _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             return SpanExportResult.FAILURE
         self.down = False
         if self._reasons is not None:
@@ -80,17 +81,17 @@ class GuardedExporter(SpanExporter):
         except Exception as error:
             self._failing = True
             reason = self._reasons.reason() if self._reasons is not None else None
-            _selfstats.add("obskit_export_errors", signal="traces", reason=reason or "exception")
-            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
-            _safety.report("export", error)
+            _self_stats.add("obskit_export_errors", signal="traces", reason=reason or "exception")
+            _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+            _internal_errors.report("export", error)
             return SpanExportResult.FAILURE
         self._failing = result is not SpanExportResult.SUCCESS
         if result is SpanExportResult.SUCCESS:
-            _selfstats.add("obskit_spans_exported", len(spans))
+            _self_stats.add("obskit_spans_exported", len(spans))
         else:
             reason = self._reasons.reason() if self._reasons is not None else None
-            _selfstats.add("obskit_export_errors", signal="traces", reason=reason or "failure")
-            _selfstats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+            _self_stats.add("obskit_export_errors", signal="traces", reason=reason or "failure")
+            _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
         return result
 
     def shutdown(self) -> None:
@@ -102,13 +103,13 @@ class GuardedExporter(SpanExporter):
         try:
             self.exporter.shutdown()
         except Exception as error:
-            _safety.report("export", error)
+            _internal_errors.report("export", error)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         try:
             return self.exporter.force_flush(timeout_millis)
         except Exception as error:
-            _safety.report("export", error)
+            _internal_errors.report("export", error)
             return False
 
 
@@ -151,10 +152,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             return
         guard = self._guard
         if guard is not None and guard.down and batch._queue:
-            _selfstats.add("obskit_dropped", signal="traces", reason="export_failed")
+            _self_stats.add("obskit_dropped", signal="traces", reason="export_failed")
             return
         if len(batch._queue) >= batch._max_queue_size:
-            _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
+            _self_stats.add("obskit_dropped", signal="traces", reason="queue_full")
         batch.emit(span)
 
     def _on_end_generic(self, span: ReadableSpan) -> None:
@@ -163,9 +164,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             batch = getattr(self, "_batch_processor", None)
             queue = getattr(batch, "_queue", None)
             if self._guard is not None and self._guard.down and queue:
-                _selfstats.add("obskit_dropped", signal="traces", reason="export_failed")
+                _self_stats.add("obskit_dropped", signal="traces", reason="export_failed")
                 return
             limit = getattr(batch, "_max_queue_size", None)
             if queue is not None and limit is not None and len(queue) >= limit:
-                _selfstats.add("obskit_dropped", signal="traces", reason="queue_full")
+                _self_stats.add("obskit_dropped", signal="traces", reason="queue_full")
         super().on_end(span)

@@ -1,7 +1,8 @@
 """The tracing pipeline: sampler, span limits, exporter and processor from Settings.
 
 ``build_pipeline`` is pure: it returns a new SDK ``TracerProvider`` and touches no
-global. ``_runtime`` installs it behind :class:`~obskit._provider.SwitchableTracerProvider`.
+global. The runtime installs it behind
+:class:`~obskit._lifecycle.global_provider.SwitchableTracerProvider`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 
-from obskit._settings import Settings
+from obskit._config.settings import Settings
 from obskit.exceptions import ConfigError
 
 if TYPE_CHECKING:  # imported where an exporter is built: not with traces_exporter="none"
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from obskit._export import GuardedExporter
-    from obskit._export_reasons import ReasonRecorder
+    from obskit._traces.export_reasons import ReasonRecorder
+    from obskit._traces.guarded_export import GuardedExporter
 
 _DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
 
@@ -64,12 +65,12 @@ def build_exporter(
     """
     exporter = settings.resolved_traces_exporter
     if exporter == "console":
-        from obskit._console import ConsoleTreeExporter
+        from obskit._traces.console_tree import ConsoleTreeExporter
 
         return ConsoleTreeExporter()
     if exporter == "none":
         return None
-    from obskit._export_reasons import record_grpc_outcomes, recording_session
+    from obskit._traces.export_reasons import record_grpc_outcomes, recording_session
 
     endpoint = traces_endpoint(settings)
     if settings.otlp_protocol == "grpc":
@@ -122,9 +123,9 @@ def build_pipeline(
         return provider, None
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from obskit._console import ConsoleTreeExporter
-    from obskit._export import CountingBatchSpanProcessor, GuardedExporter
-    from obskit._export_reasons import ReasonRecorder
+    from obskit._traces.console_tree import ConsoleTreeExporter
+    from obskit._traces.export_reasons import ReasonRecorder
+    from obskit._traces.guarded_export import CountingBatchSpanProcessor, GuardedExporter
 
     reasons = ReasonRecorder()
     exporter = build_exporter(settings, reasons)

@@ -14,8 +14,8 @@ from typing import Any
 
 import structlog
 
-from obskit._logs import BridgeHandler, pipeline, structlog_settings
-from obskit._settings import Settings
+from obskit._config.settings import Settings
+from obskit._logs.pipeline import BridgeHandler, pipeline, structlog_settings
 
 
 @dataclass

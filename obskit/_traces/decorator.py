@@ -35,10 +35,12 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from obskit import _metrics, _runtime, _safety
-from obskit._fastspan import FastTracer, fast_tracer, trusted_attributes
-from obskit._fastspan import detach as _fast_detach
-from obskit._metrics import exemplar_of, observe_trusted
+from obskit._fast.spans import FastTracer, fast_tracer, trusted_attributes
+from obskit._fast.spans import detach as _fast_detach
+from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._lifecycle import runtime as _runtime
+from obskit._metrics import registry as _registry
+from obskit._metrics.registry import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -152,7 +154,7 @@ class _Site:
             span = self._sdk_start()
             return span, _attach(_set_span(span))
         except Exception as error:
-            _safety.report("traced", error)
+            _internal_errors.report("traced", error)
             return None, None
 
     def start(self) -> tuple[Span | None, Any]:
@@ -177,7 +179,7 @@ class _Site:
             span = self._sdk_start()
             return span, _set_span(span)
         except Exception as error:
-            _safety.report("traced", error)
+            _internal_errors.report("traced", error)
             return None, None
 
     def _sdk_start(self) -> Span:
@@ -206,9 +208,9 @@ class _Site:
             child = self.ok_child
             if child is not None:
                 try:
-                    _metrics._histogram_observe(child, elapsed, None)
+                    _registry._histogram_observe(child, elapsed, None)
                 except Exception as internal:
-                    _safety.report("traced", internal)
+                    _internal_errors.report("traced", internal)
             return
         try:
             failed = error is not None and not isinstance(error, GeneratorExit)
@@ -225,11 +227,11 @@ class _Site:
                     None if span is None or type(span) is NonRecordingSpan else exemplar_of(span)
                 )
                 if exemplar is None:  # observe_trusted's own first step, one call less
-                    _metrics._histogram_observe(child, elapsed, None)
+                    _registry._histogram_observe(child, elapsed, None)
                 else:
                     _observe(child, elapsed, exemplar)
         except Exception as internal:
-            _safety.report("traced", internal)
+            _internal_errors.report("traced", internal)
         if span is not None and type(span) is not NonRecordingSpan:  # whose end() is a no-op
             try:
                 fast = self.fast
@@ -238,7 +240,7 @@ class _Site:
                 else:
                     span.end()
             except Exception as internal:
-                _safety.report("traced", internal)
+                _internal_errors.report("traced", internal)
 
 
 def _sync_wrapper(site: _Site) -> Callable[..., Any]:
@@ -371,7 +373,7 @@ def _site_for(
     if code is not None:
         static["code.file.path"] = code.co_filename
         static["code.line.number"] = code.co_firstlineno
-    static.update(_safety.safe_attributes(attributes or {}))  # checked once, not per call
+    static.update(_internal_errors.safe_attributes(attributes or {}))  # checked once, not per call
     site = _Site(qualified, name or qualified, static, record_exception, span, histogram)
     return site, function
 
@@ -422,9 +424,9 @@ class _SyncFunctionWrapper(_FunctionWrapper):
                 raise
             elapsed = _perf_counter() - started
             try:
-                _metrics._histogram_observe(site.ok_child, elapsed, None)
+                _registry._histogram_observe(site.ok_child, elapsed, None)
             except Exception as internal:
-                _safety.report("traced", internal)
+                _internal_errors.report("traced", internal)
             return result
         span, token = site.open()
         started = _perf_counter()
@@ -559,14 +561,14 @@ class span:
         try:
             return self._open(telemetry.tracer)
         except Exception as error:
-            _safety.report("span", error)
+            _internal_errors.report("span", error)
         # Most likely a hostile attribute value (raising __str__, a cyclic dict): keep
         # the span, with such values as their text.
-        self.attributes = _safety.safe_attributes(self.attributes)
+        self.attributes = _internal_errors.safe_attributes(self.attributes)
         try:
             return self._open(telemetry.tracer)
         except Exception as error:
-            _safety.report("span", error)
+            _internal_errors.report("span", error)
             self._span = None
             return trace.INVALID_SPAN
 
@@ -599,7 +601,7 @@ class span:
             else:
                 current.end()
         except Exception as internal:
-            _safety.report("span", internal)
+            _internal_errors.report("span", internal)
         finally:
             _fast_detach(self._token)
 

@@ -1,0 +1,1 @@
+"""Configuration: the settings table, its value kinds, and the generated reference page."""

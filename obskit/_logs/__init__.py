@@ -1,0 +1,1 @@
+"""Logs: the structlog pipeline, safe JSON rendering, installing it into logging."""

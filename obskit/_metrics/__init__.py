@@ -1,0 +1,1 @@
+"""Metrics: obskit's registry and guard, exposition, multiprocess mode, the server."""

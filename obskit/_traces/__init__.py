@@ -1,0 +1,1 @@
+"""Traces: the tracer pipeline, resource, exporters, @traced/span(), ids, the console tree."""

@@ -10,6 +10,11 @@ own MIDDLEWARE list:
 - obskit: ``ObskitMiddleware`` (span + RED metrics with exemplars + access log line
   written as JSON to /dev/null).
 
+The instrumentor's spans and obskit's come from the same provider (obskit's, which
+OpenTelemetry's global API hands out), whose ended spans go through a
+``BatchSpanProcessor`` to an exporter that drops them (``_floor.discard_spans``): both
+pay what a deployment pays to end a span, neither pays for an export.
+
 Absent peers are skipped with a note (``pip install -e '.[bench]'`` in a separate
 virtualenv). Run: ``python benchmarks/bench_django.py [rounds] [requests]``.
 """
@@ -40,6 +45,7 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _floor import discard_spans  # noqa: E402
 from _per_request import driver, measure_and_report  # noqa: E402
 
 
@@ -63,7 +69,11 @@ def main() -> None:
 
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 11
     requests = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    obskit.init(service_name="bench", traces_exporter="none", log_format="json", db_spans=False)
+    handle = obskit.init(
+        service_name="bench", traces_exporter="none", log_format="json", db_spans=False
+    )
+    assert handle.tracer_provider is not None
+    discard_spans(handle.tracer_provider)  # the instrumentor's spans come from it too
     common = "django.middleware.common.CommonMiddleware"
     notes: list[str] = []
     cases: dict[str, Callable[[int], float]] = {"bare Django": driver(handler([common]))}

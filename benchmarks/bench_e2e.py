@@ -10,8 +10,9 @@ Cases (all the same app, access log lines to /dev/null):
 - ``hand-wired``: the same per-request work written by hand with OpenTelemetry's SDK,
   prometheus-client and structlog through Flask's request hooks (``e2e_app.hand_wired``):
   the floor obskit is compared with elsewhere;
-- ``obskit``: ``init()`` + ``instrument_flask`` in each worker, spans not exported,
-  each worker with its own metrics (the ``ratios`` in the JSON, as before);
+- ``obskit``: ``init()`` + ``instrument_flask`` in each worker, spans not exported
+  (handed, as the hand-written floor's are, to a ``BatchSpanProcessor`` whose exporter
+  drops them), each worker with its own metrics (the ``ratios`` in the JSON, as before);
 - ``obskit multiprocess``: as documented for gunicorn (``from
   obskit.integrations.gunicorn import *`` in ``gunicorn.conf.py``): one ``/metrics``
   for all workers, so every metric update is an mmap write plus the exemplar store;
@@ -115,7 +116,9 @@ def serve(
     process = subprocess.Popen(
         [
             *wrapper,
-            os.path.realpath(sys.executable),
+            # This interpreter as it was started: in a virtualenv its bin/python, which
+            # finds the virtualenv's packages (the file it links to would not).
+            sys.executable,
             "-m",
             "gunicorn",
             *config,

@@ -9,6 +9,11 @@ Cases, interleaved round by round in one process, each on its own app instance:
 - obskit: ``instrument_flask`` (span + RED metrics with exemplars + access log line,
   written as JSON to /dev/null).
 
+The instrumentor's spans and obskit's come from the same provider (obskit's, which
+OpenTelemetry's global API hands out), whose ended spans go through a
+``BatchSpanProcessor`` to an exporter that drops them (``_floor.discard_spans``): both
+pay what a deployment pays to end a span, neither pays for an export.
+
 The instrumentors are optional (``pip install -e '.[bench]'``); absent ones are
 skipped with a note. Run: ``python benchmarks/bench_flask.py [rounds] [requests]``.
 """
@@ -25,6 +30,7 @@ from prometheus_client import CollectorRegistry
 import obskit
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _floor import discard_spans
 from _per_request import driver, measure_and_report
 
 
@@ -41,7 +47,9 @@ def hello_app() -> Flask:
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 11
     requests = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    obskit.init(service_name="bench", traces_exporter="none", log_format="json")
+    handle = obskit.init(service_name="bench", traces_exporter="none", log_format="json")
+    assert handle.tracer_provider is not None
+    discard_spans(handle.tracer_provider)  # the instrumentor's spans come from it too
     notes: list[str] = []
     cases: dict[str, Callable[[int], float]] = {"bare Flask": driver(hello_app())}
     otel_app = prom_app = both_app = None

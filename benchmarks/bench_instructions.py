@@ -14,6 +14,9 @@ Cases (the hello-world app of bench_flask.py, driven in process as there):
   with OpenTelemetry's SDK, prometheus-client and structlog (``e2e_app.hand_wired``);
 - ``obskit``: ``init()`` + ``instrument_flask``, spans not exported.
 
+In both cases with spans they go through a ``BatchSpanProcessor`` to an exporter that
+drops them (``_floor.discard_spans``), as in the end-to-end benchmark.
+
 The same count through a real server: one gunicorn sync worker serving the
 end-to-end benchmark's app (``e2e_app``, bare and with obskit) on 127.0.0.1 under
 valgrind, sent ``requests`` real HTTP requests one at a time after the warm-up; the
@@ -56,9 +59,13 @@ def child(case: str, requests: int) -> None:
 
     app = hello_app()
     if case == "obskit":
+        from _floor import discard_spans
+
         import obskit
 
-        obskit.init(service_name="bench", traces_exporter="none", log_format="json")
+        handle = obskit.init(service_name="bench", traces_exporter="none", log_format="json")
+        assert handle.tracer_provider is not None
+        discard_spans(handle.tracer_provider)
         obskit.instrument_flask(app)
     elif case == "hand-wired":
         from e2e_app import hand_wired
@@ -90,7 +97,9 @@ def instructions(case: str, requests: int) -> int:
     """Instructions the child executes in all (start-up, warm-up and ``requests``)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     output = subprocess.run(
-        [*CACHEGRIND, os.path.realpath(sys.executable), __file__, "--child", case, str(requests)],
+        # sys.executable as started (a virtualenv's bin/python finds its packages; valgrind
+        # runs it like any other program).
+        [*CACHEGRIND, sys.executable, __file__, "--child", case, str(requests)],
         capture_output=True,
         text=True,
         env=env,

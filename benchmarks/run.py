@@ -7,8 +7,11 @@ Markdown. Scripts whose optional peers or tools are missing print a note and ski
 those cases.
 
 Run: ``python benchmarks/run.py`` (``--quick`` for fewer rounds). The Flask and
-Django peers live in the ``bench`` extra; install it in a separate virtualenv and
-run this script with that interpreter to include them.
+Django peers live in the ``bench`` extra; install it in a separate virtualenv
+(``pip install -e '.[bench]' gunicorn``; the contrib instrumentations pin an older
+OpenTelemetry, and pip gave up resolving ``[bench,dev]`` together on 2026-12-06) and
+run this script with that interpreter to include them. Every script starts its child
+processes with ``sys.executable`` as it is, so they run in the same virtualenv.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from obskit._config import otel_env
 from obskit._config.settings import load
 from obskit.exceptions import ConfigError
 
@@ -62,6 +63,11 @@ def _config(assignments: list[str]) -> int:
             value = dict.fromkeys(settings.otlp_headers, "***")
         rows.append((name, _show(value), source))
     rows.append(("(traces exporter in effect)", settings.resolved_traces_exporter, "derived"))
+    # The OpenTelemetry SDK's own variables that are set (checked; obskit passes them on).
+    for item, spec in otel_env.declared():
+        source = settings.otel_env.source(item.name)
+        if source != "default":
+            rows.append((spec.name, _show(getattr(settings.otel_env, item.name)), source))
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for name, shown, source in rows:
         print(f"{name:<{widths[0]}}  {shown:<{widths[1]}}  {source}")

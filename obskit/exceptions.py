@@ -14,7 +14,8 @@ class ConfigError(ObskitError, ValueError):
     allowed; the same facts are available as attributes for programs.
 
     Args:
-        setting: The obskit setting name, e.g. ``"traces_sampler"``.
+        setting: The obskit setting name, e.g. ``"traces_sampler"``, or the name of an
+            OpenTelemetry variable obskit checks for the SDK, e.g. ``"OTEL_BSP_MAX_QUEUE_SIZE"``.
         value: The value as given (or as read from the environment).
         source: ``"argument"``, ``"env OTEL_TRACES_SAMPLER"``, ...
         allowed: A human description of the allowed values.

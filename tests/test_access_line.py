@@ -11,8 +11,11 @@ import pytest
 import structlog
 from opentelemetry import trace
 
+from obskit._fast import log_lines as _lines
+from obskit._fast import status
 from obskit._http import access_line as _access_line
 from obskit._logs import pipeline as _pipeline
+from obskit._logs import processors
 
 TIMESTAMP = "2026-11-28T12:00:00.123456Z"
 
@@ -36,9 +39,10 @@ CASES: list[tuple[str, str, str, int | None, int, str | None]] = [
 @pytest.fixture
 def lines(spans: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """obskit initialised (service fields, 4 KiB lines), a fixed clock, lines captured."""
+    structlog.contextvars.clear_contextvars()  # (whatever an earlier test left bound)
     spans(service_name="shop", service_version="2.1", environment="prod", log_max_line_bytes=4096)
-    monkeypatch.setattr(_access_line, "_utc_now_iso", lambda: TIMESTAMP)
-    monkeypatch.setattr(_pipeline, "_utc_now_iso", lambda: TIMESTAMP)  # lines over the cap
+    for module in (_access_line, _lines, processors):  # (lines the logger writes, too)
+        monkeypatch.setattr(module, "utc_now_iso", lambda: TIMESTAMP)
     shared = _pipeline.pipeline()
     captured: list[str] = []
     shared.writer.capture = captured
@@ -68,9 +72,7 @@ def _chain_line(case: tuple[str, str, str, int | None, int, str | None]) -> str:
         event["timestamp"] = TIMESTAMP
         return event
 
-    shared.structlog_chain[:] = [
-        stamp if isinstance(p, structlog.processors.TimeStamper) else p for p in chain
-    ]
+    shared.structlog_chain[:] = [stamp if p is processors.add_timestamp else p for p in chain]
     try:
         _access_line.access_log.info(f"{method} {path} {status}", **fields)
     finally:
@@ -109,6 +111,7 @@ def test_cached_line_templates_stay_exact(
 ) -> None:
     """Per (method, route, status) templates: percent signs in routes, paths and fields,
     more distinct routes than are kept, and new service fields after a reconfigure."""
+    status.decide(True)  # templates are made while the log-line accelerator is on
     monkeypatch.setattr(_access_line, "_TEMPLATES_MAX", 3)
     cases: list[tuple[str, str, str, int | None, int, str | None]] = [
         ("GET", "/p/%s/%%/%d", "/p/%s/%%/%d%", 200, 1500, "10.0.0.1%s"),
@@ -158,17 +161,25 @@ def test_the_request_span_given_is_the_one_on_the_line(lines: list[str]) -> None
         assert lines[1] == _chain_line(CASES[0])
 
 
-def test_the_direct_path_is_taken_for_plain_requests(
-    lines: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("on", [True, False], ids=["accelerated", "public"])
+def test_the_direct_path_is_taken_for_plain_requests_while_log_lines_is_on(
+    lines: list[str], monkeypatch: pytest.MonkeyPatch, on: bool
 ) -> None:
-    """Without bound fields the logger is not called at all (the measured fast path)."""
+    """Without bound fields the logger is not called at all (the measured fast path),
+    as long as the log-line accelerator is on; off, the logger writes the line."""
+    status.decide(on)
+    called: list[str] = []
 
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("the chain was used")
+    def info(event: str, **fields: Any) -> None:
+        called.append(event)
 
-    monkeypatch.setattr(_access_line.access_log, "info", refuse)
+    monkeypatch.setattr(_access_line.access_log, "info", info)
     _access_line.write(*CASES[0])
-    assert json.loads(lines[0])["http.route"] == "/hello/<name>"
+    if on:
+        assert called == []
+        assert json.loads(lines[0])["http.route"] == "/hello/<name>"
+    else:
+        assert called == ["GET /hello/world 200"]
 
 
 def test_bound_fields_go_through_the_chain(lines: list[str]) -> None:
@@ -185,12 +196,14 @@ def test_bound_fields_go_through_the_chain(lines: list[str]) -> None:
     assert "request_id" not in json.loads(lines[0])
 
 
-def test_clear_bound_equals_clear_contextvars(lines: list[str]) -> None:
+@pytest.mark.parametrize("on", [True, False], ids=["accelerated", "public"])
+def test_request_started_clears_like_clear_contextvars(lines: list[str], on: bool) -> None:
     """What the request start uses to drop the previous request's bound fields."""
+    status.decide(on)
     structlog.contextvars.bind_contextvars(a=1, b=2)
-    assert not _pipeline.nothing_bound()
-    _pipeline.clear_bound()
-    assert _pipeline.nothing_bound()
+    assert not _lines.nothing_bound()
+    _pipeline.request_started()
+    assert _lines.nothing_bound()
     assert structlog.contextvars.get_contextvars() == {}
 
 
@@ -198,9 +211,9 @@ def test_a_configured_field_named_like_an_access_field_uses_the_chain() -> None:
     """Service fields never override the access fields: such a config is not formatted here."""
     shared = _pipeline.Pipeline()
     shared.configure(fields={"http.route": "x"}, renderer="json", max_bytes=4096)
-    assert _access_line._fields_tail(shared._fields) is None
+    assert _access_line._fields_tail(shared.fields) is None
     shared.configure(fields={"service.name": 'a"b'}, renderer="json", max_bytes=4096)
-    assert _access_line._fields_tail(shared._fields) == ', "service.name": "a\\"b"'
+    assert _access_line._fields_tail(shared.fields) == ', "service.name": "a\\"b"'
 
 
 def test_console_output_and_levels_are_honoured(

@@ -1,14 +1,20 @@
-"""Spans reach a real OTLP receiver (HTTP and gRPC) with the right resource and links."""
+"""Spans reach a real OTLP receiver (HTTP and gRPC) with the right resource and links;
+an export never outlasts its timeout."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import obskit
+from obskit._lifecycle import self_stats as _self_stats
+from obskit._traces.guarded_export import GRACE, CountingBatchSpanProcessor, GuardedExporter
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 
 
@@ -147,3 +153,114 @@ def test_force_flush_sends_buffered_spans_now(http_receiver: OtlpHttpReceiver) -
     assert http_receiver.spans == []
     assert handle.force_flush(timeout=10) is True
     assert len(http_receiver.spans) == 2
+
+
+class _StuckExporter(SpanExporter):
+    """Blocks in export() until released, like an OTLP exporter before 1.28 that retries
+    a failing collector for a minute whatever its timeout (its shutdown() does not stop it)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.calls += 1
+        self.release.wait(10)
+        return SpanExportResult.SUCCESS
+
+
+def _timeouts() -> float:
+    return _self_stats.value("obskit_export_errors", signal="traces", reason="timeout")
+
+
+def test_an_export_past_its_timeout_is_cut_off_and_the_next_waits_for_it() -> None:
+    """With a timeout, an export whose exporter is still busy at the deadline fails then
+    (counted as reason timeout); the next export never runs the exporter a second time
+    at once but waits for the first within its own timeout; once the exporter is free
+    again, exports go through."""
+    stuck = _StuckExporter()
+    guarded = GuardedExporter(stuck, timeout=0.3)
+    before = _timeouts()
+    try:
+        for _ in range(2):
+            started = time.monotonic()
+            assert guarded.export([]) is SpanExportResult.FAILURE
+            assert 0.3 <= time.monotonic() - started < 0.3 + GRACE + 0.3
+        assert stuck.calls == 1
+        assert _timeouts() - before == 2
+    finally:
+        stuck.release.set()
+    assert guarded.export([]) is SpanExportResult.SUCCESS
+    assert stuck.calls == 2
+
+
+def test_shutdown_ends_an_exports_wait_at_once() -> None:
+    """shutdown() (obskit.shutdown() past its deadline) ends a waiting export at once,
+    even when the exporter's own shutdown does not interrupt it."""
+    stuck = _StuckExporter()
+    guarded = GuardedExporter(stuck, timeout=30)
+    results: list[SpanExportResult] = []
+    waiting = threading.Thread(target=lambda: results.append(guarded.export([])))
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not stuck.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        guarded.shutdown()
+        waiting.join(timeout=5)
+        assert time.monotonic() - started < 1
+        assert results == [SpanExportResult.FAILURE]
+    finally:
+        stuck.release.set()
+
+
+def test_a_timed_export_runs_in_the_callers_context() -> None:
+    """The export thread sees the context of the batch processor's thread, which tells
+    instrumented HTTP clients not to trace the export's own requests."""
+    seen: list[object] = []
+
+    class Looking(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            seen.append(context.get_value("obskit-test-marker"))
+            return SpanExportResult.SUCCESS
+
+    token = context.attach(context.set_value("obskit-test-marker", "set by the caller"))
+    try:
+        assert GuardedExporter(Looking(), timeout=5).export([]) is SpanExportResult.SUCCESS
+    finally:
+        context.detach(token)
+    assert seen == ["set by the caller"]
+
+
+def test_the_processor_counts_what_waits_in_its_queue() -> None:
+    """CountingBatchSpanProcessor.queued (obskit's own count: the SDK publishes none)
+    follows the SDK's queue: it stays at the queue's size while the queue is full, each
+    span dropped then counted as queue_full, and is 0 once a flush has exported all."""
+    held = _StuckExporter()
+    processor = CountingBatchSpanProcessor(
+        held, max_queue_size=4, max_export_batch_size=2, schedule_delay_millis=60_000
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    before = _self_stats.value("obskit_dropped", signal="traces", reason="queue_full")
+    try:
+        for i in range(2):  # one batch: the worker takes it and blocks in export
+            tracer.start_span(f"first{i}").end()
+        deadline = time.monotonic() + 5
+        while not held.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert held.calls == 1
+        assert processor.queued == 0
+        for i in range(7):
+            tracer.start_span(f"s{i}").end()
+        assert processor.queued == 4
+        dropped = _self_stats.value("obskit_dropped", signal="traces", reason="queue_full")
+        assert dropped - before == 3
+        held.release.set()
+        assert processor.force_flush(timeout_millis=5000)
+        assert processor.queued == 0
+    finally:
+        held.release.set()
+        provider.shutdown()

@@ -3,12 +3,21 @@ when there is nothing to extract; both are equivalent to the dict + extract() th
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Flask, Response, stream_with_context
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    after_this_request,
+    got_request_exception,
+    stream_with_context,
+)
+from flask.ctx import AppContext
 from opentelemetry import baggage, propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import TextMapPropagator
@@ -16,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 import obskit
+from obskit._fast import spans as _spans
 from obskit._http import server_request as _server_request
 from obskit._http.server_request import EnvironHeaders
 from tests.conftest import openmetrics, wsgi_request
@@ -119,7 +129,9 @@ def test_other_propagators_always_extract(spans: Callable[..., InMemorySpanExpor
         propagate.set_global_textmap(saved)
     assert len(recording.carriers) == 2
     assert recording.carriers[0]["x-b3-traceid"] == "80f198ee56343ba864fe8b2a57d3eff7"
-    assert _server_request._w3c_only()  # obskit's own composite again
+    handle = obskit._lifecycle.runtime.current()
+    assert handle is not None
+    assert handle.w3c_propagator is propagate.get_global_textmap()  # obskit's own again
 
 
 def _active(method: str = "GET") -> float:
@@ -161,18 +173,30 @@ def test_active_requests_count_requests_in_flight(
 def test_an_app_overriding_process_response_keeps_it(
     spans: Callable[..., InMemorySpanExporter],
 ) -> None:
-    """obskit notes whether a response streams by wrapping ``app.process_response``: an
-    app's own override still runs (its header is sent), once per request, and both a
-    buffered and a streamed response are timed and counted as before."""
+    """An app class overriding ``process_response`` (Flask's documented override point;
+    from Flask 3.2 it takes the context first) still has it run once per request, its
+    header sent; a buffered and a streamed response are timed and counted as before."""
     exporter = spans(service_name="paths")
     calls: list[str] = []
 
-    class ShopFlask(Flask):
-        def process_response(self, response: Response) -> Response:
-            calls.append(response.status)
-            response = super().process_response(response)
-            response.headers["X-Shop"] = "1"
-            return response
+    def process(response: Response) -> Response:
+        calls.append(response.status)
+        response.headers["X-Shop"] = "1"
+        return response
+
+    if "ctx" in inspect.signature(Flask.process_response).parameters:
+
+        class ShopFlask(Flask):
+            def process_response(  # type: ignore[override,unused-ignore]
+                self, ctx: AppContext, response: Response
+            ) -> Response:
+                return process(super().process_response(ctx, response))  # type: ignore[arg-type,call-arg,unused-ignore]
+
+    else:
+
+        class ShopFlask(Flask):  # type: ignore[no-redef]
+            def process_response(self, response: Response) -> Response:  # type: ignore[override,unused-ignore]
+                return process(super().process_response(response))  # type: ignore[call-arg,unused-ignore]
 
     app = ShopFlask("override")
 
@@ -197,29 +221,101 @@ def test_an_app_overriding_process_response_keeps_it(
     assert _active() == 0.0
 
 
-def test_a_raising_after_request_hook_keeps_the_route(
+def test_the_apps_own_after_request_functions_run_once_each(
     spans: Callable[..., InMemorySpanExporter],
 ) -> None:
-    """An ``after_request`` hook that raises turns the answer into a 500; the request is
-    still named and counted by its route template, with the error on its span."""
+    """obskit's ``after_request`` function sits among the app's own (registered before
+    and after ``instrument_flask``, a blueprint's, ``after_this_request``): each of
+    them runs once per request and its header is sent, and the response obskit sees
+    streaming is timed to its last chunk."""
+    exporter = spans(service_name="paths")
+    calls: list[str] = []
+    app = Flask("hooks")
+    shop = Blueprint("shop", __name__)
+
+    @shop.get("/items/<int:item_id>")
+    def item(item_id: int) -> Response:
+        @after_this_request
+        def once(response: Response) -> Response:
+            calls.append("this-request")
+            response.headers["X-Once"] = "1"
+            return response
+
+        return Response(stream_with_context(f"{_active()}\n" for _ in range(item_id)))
+
+    @shop.after_request
+    def blueprint_hook(response: Response) -> Response:
+        calls.append("blueprint")
+        response.headers["X-Blueprint"] = "1"
+        return response
+
+    @app.after_request
+    def before(response: Response) -> Response:
+        calls.append("before")
+        response.headers["X-Before"] = "1"
+        return response
+
+    app.register_blueprint(shop, url_prefix="/shop")
+    obskit.instrument_flask(app)
+
+    @app.after_request
+    def after(response: Response) -> Response:
+        calls.append("after")
+        response.headers["X-After"] = "1"
+        return response
+
+    status, headers, body = wsgi_request(app, "/shop/items/2")
+    assert (status, body) == (200, b"1.0\n1.0\n")  # in flight while streaming
+    assert {name: headers[name] for name in ("X-Once", "X-Blueprint", "X-Before", "X-After")} == {
+        "X-Once": "1",
+        "X-Blueprint": "1",
+        "X-Before": "1",
+        "X-After": "1",
+    }
+    assert "traceresponse" in headers
+    assert calls == ["this-request", "blueprint", "after", "before"]  # Flask's order
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET /shop/items/<int:item_id>"
+    assert _active() == 0.0
+
+
+@pytest.mark.parametrize("registered", ["before", "after"])
+def test_a_raising_after_request_hook_keeps_the_route(
+    spans: Callable[..., InMemorySpanExporter], registered: str
+) -> None:
+    """An ``after_request`` hook that raises turns the answer into a 500, whether Flask
+    runs it before obskit's or after (registered after or before ``instrument_flask``):
+    the request is still named and counted by its route template, with the error on
+    its span, and the user's exception reaches ``got_request_exception`` unchanged."""
     exporter = spans(service_name="paths")
     app = Flask("hook")
+    failure = RuntimeError("hook")
+    seen: list[BaseException] = []
 
     @app.get("/orders/<int:order_id>")
     def order(order_id: int) -> str:
         return str(order_id)
 
-    @app.after_request
     def broken(response: Response) -> Response:
-        raise RuntimeError("hook")
+        raise failure
 
+    def receiver(sender: Flask, exception: BaseException, **extra: Any) -> None:
+        seen.append(exception)
+
+    if registered == "before":
+        app.after_request(broken)
     obskit.instrument_flask(app)
-    assert wsgi_request(app, "/orders/7")[0] == 500
+    if registered == "after":
+        app.after_request(broken)
+    with got_request_exception.connected_to(receiver, app):
+        assert wsgi_request(app, "/orders/7")[0] == 500
+    assert seen == [failure]
     (span,) = exporter.get_finished_spans()
     assert span.name == "GET /orders/<int:order_id>"
     assert span.attributes["http.route"] == "/orders/<int:order_id>"
     assert span.attributes["http.response.status_code"] == 500
     assert span.status.status_code.name == "ERROR"
+    assert span.events[0].attributes["exception.message"] == "hook"
     assert _active() == 0.0
 
 
@@ -321,8 +417,7 @@ def test_a_span_of_another_type_gives_its_ids_everywhere(
     access line and (sampled only) exemplar."""
     spans(service_name="paths")
     context = _OtherContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, False, flags)
-    monkeypatch.setattr(_server_request, "fast_tracer", lambda tracer: None)
-    monkeypatch.setattr(_server_request, "start_span", lambda *args, **kwargs: _OtherSpan(context))
+    monkeypatch.setattr(_spans, "start_span", lambda *args, **kwargs: _OtherSpan(context))
     app = Flask("other")
 
     @app.get("/other")

@@ -390,15 +390,18 @@ def test_context_helpers_carry_ids_into_threads(capsys: pytest.CaptureFixture[st
 
     with trace.get_tracer("t").start_as_current_span("parent") as span:
         obskit.bind(request_id="r-9")
-        wrapped = threading.Thread(target=obskit.context.wrap(work), args=("wrapped",))
-        wrapped.start()
-        wrapped.join()
-        plain = threading.Thread(target=work, args=("plain",))
-        plain.start()
-        plain.join()
-        with obskit.context.ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(work, "pooled-1").result()
-            pool.submit(work, "pooled-2").result()
+        try:
+            wrapped = threading.Thread(target=obskit.context.wrap(work), args=("wrapped",))
+            wrapped.start()
+            wrapped.join()
+            plain = threading.Thread(target=work, args=("plain",))
+            plain.start()
+            plain.join()
+            with obskit.context.ThreadPoolExecutor(max_workers=1) as pool:
+                pool.submit(work, "pooled-1").result()
+                pool.submit(work, "pooled-2").result()
+        finally:
+            obskit.unbind("request_id")  # the test's thread runs the next tests
     lines = {line["event"]: line for line in _lines(capsys)}
     for label in ("wrapped", "pooled-1", "pooled-2"):
         assert (lines[label]["trace_id"], lines[label]["span_id"]) == _ids(span)

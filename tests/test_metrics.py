@@ -264,25 +264,50 @@ def test_self_telemetry_counts_exported_spans_and_export_failures(
     assert exposed("obskit_dropped")[("export_failed", "traces")] >= 1
 
 
-def test_unchecked_observe_fills_the_buckets_prometheus_client_fills() -> None:
-    """obskit's hot-path observe picks the same bucket as Histogram.observe, edges and NaN too."""
-    import math
+def test_removed_and_cleared_label_sets_free_room_under_the_cap() -> None:
+    """The cap counts the label sets in use (the overflow series too): after remove(),
+    remove_by_labels() and clear() new label sets get series of their own again."""
+    from obskit._metrics.registry import label_values
 
-    from prometheus_client import CollectorRegistry, Histogram
+    obskit.init(metrics_max_series=3, log_stdlib=False)
+    hits = obskit.counter("room_total", "Room.", ["user", "zone"])
+    for user in "abc":
+        hits.labels(user, "z").inc()
+    assert label_values(hits.labels("d", "z")) == ("__overflow__", "__overflow__")
+    hits.remove("a", "z")
+    hits.remove("b", "z")  # c and the overflow series left: room for one
+    assert label_values(hits.labels("d", "z")) == ("d", "z")
+    assert label_values(hits.labels("e", "z")) == ("__overflow__", "__overflow__")
+    hits.remove_by_labels({"user": "d"})
+    assert label_values(hits.labels(user="e", zone="z")) == ("e", "z")
+    assert label_values(hits.labels("f", "z")) == ("__overflow__", "__overflow__")
+    hits.clear()
+    for user in "xyz":
+        assert label_values(hits.labels(user, "z")) == (user, "z")
+    users = {s.labels["user"] for s in openmetrics()["room"].samples if s.name == "room_total"}
+    assert users == set("xyz")
 
-    from obskit._metrics import registry as _registry
 
-    values = [0.0, -0.0, -1.0, 0.005, 0.0050001, 0.3, 1.0, 9.99, 10.0, 11.0, math.inf]
-    values += [-math.inf, math.nan, 1e-300, 123456.0]
-    registry = CollectorRegistry()
-    theirs = Histogram("theirs", "t", ["k"], registry=registry).labels("x")
-    ours = Histogram("ours", "o", ["k"], registry=registry).labels("x")
-    for value in values:
-        theirs.observe(value)
-        _registry._observe_unchecked(ours, value, None)
-    counts = [bucket.get() for bucket in theirs._buckets]
-    assert [bucket.get() for bucket in ours._buckets] == counts
-    assert sum(counts) == len(values) - 1  # NaN fits no bucket
+def test_long_label_values_are_cut_alike_in_labels_and_remove() -> None:
+    """A label value over 1,024 characters is cut in labels() and in remove() alike, so
+    remove() finds the series labels() made."""
+    hits = obskit.counter("long_total", "Long.", ["path"])
+    value = "x" * 5000
+    hits.labels(value).inc()
+    (sample,) = [s for s in openmetrics()["long"].samples if s.name == "long_total"]
+    assert sample.labels["path"] == "x" * 1024
+    hits.remove(value)
+    assert [s for s in openmetrics()["long"].samples if s.name == "long_total"] == []
+
+
+def test_observing_a_labelled_histogram_without_labels_raises_prometheus_clients_error() -> None:
+    """``observe()`` on a labelled histogram itself (not a child) raises the ValueError
+    prometheus-client raises, with the accelerators on or off."""
+    for fast_paths in (True, False):
+        obskit.init(fast_paths=fast_paths)
+        latency = obskit.histogram("parent_seconds", "Parent.", ["route"])
+        with pytest.raises(ValueError, match="missing label values"):
+            latency.observe(1.0)
 
 
 def test_exemplars_come_only_from_valid_sampled_spans() -> None:

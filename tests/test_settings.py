@@ -83,6 +83,7 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "histogram_buckets": [("0.1,1", (0.1, 1.0)), ("1,2", (1.0, 2.0)), ("2,3", (2.0, 3.0))],
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
+    "fast_paths": [("false", False), ("true", True), ("true", True)],
 }
 SETTINGS = [item.name for item, _ in declared()]
 SPECS = {item.name: spec for item, spec in declared()}
@@ -347,9 +348,92 @@ def test_error_message_shape() -> None:
     )
 
 
-def test_names_lists_every_field_but_sources() -> None:
-    """Every Settings field except `sources` is a declared setting."""
+def test_names_lists_every_field_but_sources_and_the_sdk_variables() -> None:
+    """Every Settings field except `sources` and `otel_env` is a declared setting."""
     import dataclasses
 
-    fields = [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+    fields = [f.name for f in dataclasses.fields(Settings) if f.name not in ("sources", "otel_env")]
     assert _settings.names() == fields
+
+
+def test_the_general_attribute_length_limit_is_the_span_limits_fallback() -> None:
+    """OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT limits span attributes when neither
+    OBSKIT_ATTRIBUTE_VALUE_LENGTH_LIMIT nor OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT is set
+    (as the specification says), and is named as the source."""
+    settings = load({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "77"}, {})
+    assert settings.attribute_value_length_limit == 77
+    assert settings.sources["attribute_value_length_limit"] == (
+        "env OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+    )
+    environ = {
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "77",
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "9",
+    }
+    both = load(environ, {})
+    assert both.attribute_value_length_limit == 9
+    assert both.otel_env.attribute_value_length_limit == 77  # still the event/link limit
+    assert load(environ, {"attribute_value_length_limit": 5}).attribute_value_length_limit == 5
+
+
+@pytest.mark.parametrize(
+    ("winner", "variable", "text"),
+    [
+        ("OBSKIT_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "abc"),
+        ("OBSKIT_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2.5"),
+        ("OBSKIT_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "a b=1"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+        ("OBSKIT_PROPAGATORS", "OTEL_PROPAGATORS", "tracecontext,nope"),
+    ],
+)
+def test_variables_the_sdk_reads_itself_are_checked_even_when_another_wins(
+    winner: str, variable: str, text: str
+) -> None:
+    """A variable the SDK or exporter reads on its own (whatever obskit passes it) must be
+    valid even when a variable of higher precedence gives obskit its value."""
+    name = next(name for name, spec in SPECS.items() if variable in spec.sdk_reads)
+    good = {"OBSKIT_OTLP_TIMEOUT": "2", "OBSKIT_PROPAGATORS": "baggage"}.get(winner, "k=v")
+    assert getattr(load({winner: good}, {}), name) is not None
+    with pytest.raises(obskit.ConfigError) as caught:
+        load({winner: good, variable: text}, {})
+    assert caught.value.setting == name
+    assert caught.value.source == f"env {variable}"
+    assert caught.value.value == text
+
+
+def test_propagator_names_must_be_spelt_as_the_sdk_loads_them() -> None:
+    """OTEL_PROPAGATORS is loaded by `import opentelemetry.propagate` itself, case-sensitively:
+    a name obskit would accept in another case fails init() instead of that import."""
+    assert load({"OTEL_PROPAGATORS": "tracecontext,baggage"}, {}).propagators == (
+        "tracecontext",
+        "baggage",
+    )
+    assert load({"OTEL_PROPAGATORS": "None"}, {}).propagators == ("none",)
+    with pytest.raises(obskit.ConfigError, match="spelt as registered") as caught:
+        load({"OTEL_PROPAGATORS": "TraceContext"}, {})
+    assert caught.value.source == "env OTEL_PROPAGATORS"
+    assert "tracecontext" in caught.value.allowed
+
+
+def test_sdk_disabled_cannot_be_overridden_into_a_silent_pipeline() -> None:
+    """OTEL_SDK_DISABLED=true with obskit told to run (OBSKIT_DISABLED=false or
+    disabled=False) is one ConfigError: the SDK's tracer provider would record nothing."""
+    for environ, overrides in [
+        ({"OTEL_SDK_DISABLED": "TRUE ", "OBSKIT_DISABLED": "false"}, {}),
+        ({"OTEL_SDK_DISABLED": "true"}, {"disabled": False}),
+    ]:
+        with pytest.raises(obskit.ConfigError, match="OTEL_SDK_DISABLED") as caught:
+            load(environ, overrides)
+        assert caught.value.setting == "disabled"
+    assert load({"OTEL_SDK_DISABLED": "1"}, {}).disabled  # obskit's spelling: all off
+    assert not load({"OTEL_SDK_DISABLED": "no", "OBSKIT_DISABLED": "false"}, {}).disabled
+
+
+def test_headers_are_valid_http_headers() -> None:
+    """OTLP header names are HTTP tokens (kept lowercase, as the SDK keeps them); values
+    have no control characters; in a variable, no quote, semicolon or backslash."""
+    headers = load({"OTEL_EXPORTER_OTLP_HEADERS": "API-Key=a%20b,x-team=pay"}, {})
+    assert headers.otlp_headers == {"api-key": "a b", "x-team": "pay"}
+    assert load({}, {"otlp_headers": {"X-Token": "t"}}).otlp_headers == {"x-token": "t"}
+    for bad in ({"a b": "1"}, {"k": "line\nbreak"}, 'k="quoted"', "k=a;b", "(k)=1"):
+        with pytest.raises(obskit.ConfigError, match="otlp_headers"):
+            load({}, {"otlp_headers": bad})

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import obskit
 from obskit._lifecycle import internal_errors as _internal_errors
-from obskit._metrics import registry as _registry
+from obskit._traces import decorator as _decorator
 from tests.conftest import openmetrics
 
 HISTOGRAM = "obskit_function_duration_seconds"
@@ -75,7 +75,7 @@ def test_histogram_only_observe_fault_is_reported_not_raised(
     def boom(*args: Any) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(_registry, "_histogram_observe", boom)
+    monkeypatch.setattr(_decorator, "_observe_plain", boom)
     before = sum(_internal_errors.internal_errors().values())
     assert ok() == 7
     assert sum(_internal_errors.internal_errors().values()) == before + 1

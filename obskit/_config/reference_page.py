@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from obskit._config import otel_env
 from obskit._config.settings import declared, default_of
 
 _INTRO = """\
@@ -29,15 +30,41 @@ says. Any invalid value makes `init()` raise `obskit.ConfigError`, whose message
 names the setting, the value, where it came from and what is allowed. Run
 `obskit config` to see every effective value and its source.
 
-The `OTEL_EXPORTER_OTLP_*TIMEOUT` variables are in **milliseconds** (as the
+The `OTEL_EXPORTER_OTLP_*TIMEOUT` variables are whole **milliseconds** (as the
 specification says); obskit's own `otlp_timeout` and `OBSKIT_OTLP_TIMEOUT` are
-in seconds. Variables obskit does not list here (`OTEL_BSP_*`,
-`OTEL_EXPORTER_OTLP_CERTIFICATE`, `OTEL_EXPORTER_OTLP_COMPRESSION`, ...) are read by
-the OpenTelemetry SDK itself as usual.
+in seconds.
 
 | Setting | Environment variables | Default | Allowed | Description |
 |---|---|---|---|---|
 """
+
+_SDK_INTRO = """
+## Variables the OpenTelemetry SDK reads
+
+The OpenTelemetry SDK and the OTLP exporters read these variables themselves. They are
+not `init()` arguments, but obskit checks each one in `init()` (and `obskit config`,
+`obskit doctor`) before it builds any SDK object, with the same `obskit.ConfigError`,
+and then passes the checked values to the SDK explicitly: a bad value fails `init()`
+whatever the installed SDK version would do with it, and whatever was imported first.
+A `_TRACES_` variable wins over the general one. When obskit is disabled they are not
+checked (nothing reads them).
+
+{shared}
+
+| Variable | Default | Allowed | Description |
+|---|---|---|---|
+"""
+
+
+def _shared() -> str:
+    """The sentence about settings' variables that the SDK reads on its own as well."""
+    names = [f"`{var}`" for _, spec in declared() for var in spec.sdk_reads]
+    return (
+        "The SDK also reads some of the settings' variables above on its own, whatever"
+        f" obskit passes it ({', '.join(names)}): obskit checks each of them even when"
+        " an argument or a variable of higher precedence wins, and fails `init()` if"
+        " `OTEL_SDK_DISABLED` is `true` while obskit is told to run."
+    )
 
 
 def render() -> str:
@@ -45,12 +72,26 @@ def render() -> str:
     rows = []
     for item, spec in declared():
         env = "<br>".join(f"`{var}`" for var in spec.env)
-        default = default_of(item)
-        if isinstance(default, tuple):
-            default = ",".join(str(item) for item in default)
-        shown = "—" if default in (None, {}) else f"`{default}`"
+        shown = _shown(default_of(item))
         rows.append(f"| `{item.name}` | {env} | {shown} | {spec.kind.describe()} | {spec.doc} |")
-    return _INTRO + "\n".join(rows) + "\n"
+    sdk_rows = [
+        f"| `{spec.name}` | {_shown(field.default)} | {spec.kind.describe()} | {spec.doc} |"
+        for field, spec in otel_env.declared()
+    ]
+    return (
+        _INTRO
+        + "\n".join(rows)
+        + "\n"
+        + _SDK_INTRO.format(shared=_shared())
+        + "\n".join(sdk_rows)
+        + "\n"
+    )
+
+
+def _shown(default: object) -> str:
+    if isinstance(default, tuple):
+        default = ",".join(str(item) for item in default)
+    return "—" if default in (None, {}) else f"`{default}`"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ generated from it.
 Precedence: argument to ``init()`` > ``OBSKIT_*`` variable > standard ``OTEL_*``
 variable > default. An argument of ``None`` counts as not given. An environment
 variable that is empty counts as unset (as the OpenTelemetry specification says).
-``load()`` is the only place in obskit that raises on bad input.
+``load()`` is the only place in obskit that raises on bad input: it also checks the
+variables the OpenTelemetry SDK reads on its own (:mod:`obskit._config.otel_env`),
+before any SDK object is built.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from obskit._config.value_kinds import (
     Buckets,
     Choice,
     ChoiceList,
     Flag,
+    Headers,
     Invalid,
     Kind,
     Names,
@@ -32,6 +35,9 @@ from obskit._config.value_kinds import (
     Url,
 )
 from obskit.exceptions import ConfigError
+
+if TYPE_CHECKING:  # imported by load(): `import obskit` stays cheap
+    from obskit._config.otel_env import OtelEnv
 
 _SAMPLERS = (
     "always_on",
@@ -54,24 +60,43 @@ _PLUGIN_PROPAGATORS = {
 
 
 class Spec:
-    """How one setting is read: its kind, its environment variables and its doc."""
+    """How one setting is read: its kind, its environment variables and its doc.
 
-    __slots__ = ("doc", "env", "kind")
+    ``sdk_reads`` names those of its variables that the OpenTelemetry SDK or exporter
+    also reads on its own, whatever obskit passes it: they are checked even when a
+    variable of higher precedence (or an argument) wins.
+    """
 
-    def __init__(self, kind: Kind, env: tuple[str, ...], doc: str) -> None:
+    __slots__ = ("doc", "env", "kind", "sdk_reads")
+
+    def __init__(
+        self, kind: Kind, env: tuple[str, ...], doc: str, sdk_reads: tuple[str, ...] = ()
+    ) -> None:
         self.kind = kind
         self.env = env
         self.doc = doc
+        self.sdk_reads = sdk_reads
 
 
-def _setting(default: Any, kind: Kind, doc: str, *env: str) -> Any:
-    return field(default=default, metadata={"obskit": Spec(kind, env, doc)})
+def _setting(default: Any, kind: Kind, doc: str, *env: str, sdk_reads: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"obskit": Spec(kind, env, doc, sdk_reads)})
 
 
-def _mapping(default: Mapping[str, str], doc: str, *env: str) -> Any:
-    return field(
-        default_factory=lambda: dict(default), metadata={"obskit": Spec(Pairs(), env, doc)}
-    )
+def _mapping(
+    default: Mapping[str, str],
+    doc: str,
+    *env: str,
+    kind: Pairs | None = None,
+    sdk_reads: tuple[str, ...] = (),
+) -> Any:
+    spec = Spec(kind or Pairs(), env, doc, sdk_reads)
+    return field(default_factory=lambda: dict(default), metadata={"obskit": spec})
+
+
+def _no_otel_env() -> OtelEnv:
+    from obskit._config.otel_env import OtelEnv
+
+    return OtelEnv()
 
 
 @dataclass(frozen=True)
@@ -132,10 +157,13 @@ class Settings:
     )
     otlp_headers: dict[str, str] = _mapping(
         {},
-        "Headers sent with each OTLP export (e.g. an API key).",
+        "Headers sent with each OTLP export (e.g. an API key); names are kept lowercase.",
         "OBSKIT_OTLP_HEADERS",
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         "OTEL_EXPORTER_OTLP_HEADERS",
+        kind=Headers(),
+        # Newer http/protobuf exporters add these variables' headers to the ones passed.
+        sdk_reads=("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"),
     )
     otlp_timeout: float = _setting(
         10.0,
@@ -148,10 +176,12 @@ class Settings:
                 "OTEL_EXPORTER_OTLP_TIMEOUT": 0.001,
             },
         ),
-        "Seconds one OTLP export may take (the `OTEL_*` variables are milliseconds).",
+        "Seconds one OTLP export may take (the `OTEL_*` variables are whole milliseconds).",
         "OBSKIT_OTLP_TIMEOUT",
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
         "OTEL_EXPORTER_OTLP_TIMEOUT",
+        # The gRPC span exporter parses it whatever timeout it is given.
+        sdk_reads=("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",),
     )
     traces_sampler: str = _setting(
         "parentbased_always_on",
@@ -173,14 +203,16 @@ class Settings:
         "Context propagation formats, in order (W3C trace context and baggage by default).",
         "OBSKIT_PROPAGATORS",
         "OTEL_PROPAGATORS",
+        # `import opentelemetry.propagate` loads it (and raises for an unknown name).
+        sdk_reads=("OTEL_PROPAGATORS",),
     )
     attribute_value_length_limit: int = _setting(
         4096,
         Number(1, 1_048_576, integer=True),
-        "Longest string kept in a span attribute; longer values are truncated.",
+        "Longest string kept in a span attribute; longer values are truncated"
+        " (default: `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` if set, else 4096).",
         "OBSKIT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     )
     log_level: str = _setting(
         "info",
@@ -334,6 +366,8 @@ class Settings:
         "`obskit doctor` lists them). Off: only the dependencies' public APIs are used.",
         "OBSKIT_FAST_PATHS",
     )
+    #: The checked OpenTelemetry variables the SDK would otherwise read itself.
+    otel_env: OtelEnv = field(default_factory=_no_otel_env, repr=False)
     #: Where each value came from: ``argument``, ``env NAME`` or ``default``.
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -386,6 +420,8 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, object]) -> Setting
                 "unknown setting; see `obskit config` for the list",
                 f"did you mean {close[0]!r}?" if close else "",
             )
+    from obskit._config import otel_env
+
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for item, spec in declared():
@@ -393,14 +429,27 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, object]) -> Setting
         if source == "default":
             values[item.name] = default_of(item)
         else:
-            try:
-                values[item.name] = spec.kind.parse(value, source)
-            except Invalid as bad:
-                raise ConfigError(item.name, value, source, bad.allowed, bad.hint) from None
+            values[item.name] = _parse(item.name, spec, value, source)
         sources[item.name] = source
-    settings = Settings(**values, sources=sources)
-    _check(settings)
+        for var in spec.sdk_reads:  # the SDK reads it even when another value wins
+            text = environ.get(var)
+            if text is not None and text.strip() and source != f"env {var}":
+                _parse(item.name, spec, text, f"env {var}")
+    env = otel_env.OtelEnv() if values["disabled"] else otel_env.load(environ)
+    if sources["attribute_value_length_limit"] == "default" and env.attribute_value_length_limit:
+        # The specification's fallback: the general limit applies to spans too.
+        values["attribute_value_length_limit"] = env.attribute_value_length_limit
+        sources["attribute_value_length_limit"] = env.source("attribute_value_length_limit")
+    settings = Settings(**values, otel_env=env, sources=sources)
+    _check(settings, environ)
     return settings
+
+
+def _parse(name: str, spec: Spec, value: object, source: str) -> Any:
+    try:
+        return spec.kind.parse(value, source)
+    except Invalid as bad:
+        raise ConfigError(name, value, source, bad.allowed, bad.hint) from None
 
 
 def _pick(
@@ -423,25 +472,79 @@ def _entry_points(**selection: str) -> Any:
     return importlib.metadata.entry_points(**selection)
 
 
-def _check(settings: Settings) -> None:
-    """Checks that span several settings or the installed packages."""
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
     import importlib.util
 
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package raises instead
+        return False
+
+
+#: The OTLP span exporter module and its distribution, by protocol.
+_EXPORTERS = {
+    "http/protobuf": (
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry-exporter-otlp-proto-http",
+    ),
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp-proto-grpc"),
+}
+
+
+def _check(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Checks that span several settings or the installed packages."""
     if settings.disabled:
         return
-    if settings.resolved_traces_exporter == "otlp":
-        module = (
-            "opentelemetry.exporter.otlp.proto.grpc"
-            if settings.otlp_protocol == "grpc"
-            else "opentelemetry.exporter.otlp.proto.http"
+    disabled_text = environ.get("OTEL_SDK_DISABLED", "")
+    if disabled_text.strip().lower() == "true":  # the SDK's own test, in its TracerProvider
+        raise ConfigError(
+            "disabled",
+            False,
+            settings.sources["disabled"],
+            "false only while OTEL_SDK_DISABLED is not true: the OpenTelemetry SDK reads"
+            " OTEL_SDK_DISABLED=true itself and would record no span",
+            "unset OTEL_SDK_DISABLED (or set OBSKIT_DISABLED=true)",
         )
-        if importlib.util.find_spec(module) is None:
+    if settings.resolved_traces_exporter == "otlp":
+        module, package = _EXPORTERS[settings.otlp_protocol]
+        if not _installed(module):
+            source = settings.sources["traces_exporter"]
+            if source == "default":
+                endpoint = settings.sources["otlp_traces_endpoint"]
+                if endpoint == "default":
+                    endpoint = settings.sources["otlp_endpoint"]
+                source = f"default, as an OTLP endpoint is set by {endpoint}"
             raise ConfigError(
                 "traces_exporter",
                 "otlp",
-                settings.sources["traces_exporter"],
-                "the OTLP exporter is not installed",
-                "pip install 'obskit[otlp]'",
+                source,
+                f"otlp needs the OTLP {settings.otlp_protocol} span exporter ({module}),"
+                " which is not installed",
+                f"install the OTLP exporter: pip install {package}"
+                " (or this package's [otlp] extra)",
+            )
+    _check_propagators(settings, environ)
+
+
+def _check_propagators(settings: Settings, environ: Mapping[str, str]) -> None:
+    text = environ.get("OTEL_PROPAGATORS", "")
+    # `import opentelemetry.propagate` loads each name itself, as spelt (case matters), and
+    # raises for one that is not installed: whichever value obskit uses, check it first.
+    for name in (item.strip() for item in text.split(",") if text.strip()):
+        if name.lower() == "none":
+            break
+        if not _entry_points(group="opentelemetry_propagator", name=name):
+            known = sorted({e.name for e in _entry_points(group="opentelemetry_propagator")})
+            package = _PLUGIN_PROPAGATORS.get(name)
+            raise ConfigError(
+                "propagators",
+                text,
+                "env OTEL_PROPAGATORS",
+                "installed propagators, spelt as registered (OpenTelemetry reads this"
+                f" variable itself): none, {', '.join(known)}",
+                f"propagator {name!r} is not installed"
+                + (f": pip install {package}" if package else ""),
             )
     for name in settings.propagators:
         package = _PLUGIN_PROPAGATORS.get(name)

@@ -4,7 +4,7 @@ Kinds are plain classes (not dataclasses: each dataclass costs about a milliseco
 at import). Each kind takes a value from one of two places: an argument to ``init()`` (already
 a Python value, or a string) or an environment variable (always a string). It
 returns the converted value or raises :class:`Invalid` with a description of what
-is allowed; ``_settings`` turns that into a :class:`~obskit.ConfigError` naming the
+is allowed; ``load()`` turns that into a :class:`~obskit.ConfigError` naming the
 setting and the source.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
@@ -142,27 +144,39 @@ class Number:
 
     def parse(self, value: object, source: str) -> float | int:
         number: float | int
+        scale = self.env_scale.get(source.removeprefix("env "), 1.0)
+        # A scaled variable is an OTEL_* millisecond count: a whole number, as the
+        # specification says (SDK 1.27's gRPC exporter reads it with int()).
+        whole = self.integer or scale != 1.0
+        allowed = self.describe() if scale == 1.0 else self._describe_scaled(scale)
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise Invalid(f"{self.describe()} (got {type(value).__name__})")
+            raise Invalid(f"{allowed} (got {type(value).__name__})")
         if isinstance(value, str):
-            text = _text(value, self.describe())
+            text = _text(value, allowed)
             try:
-                number = int(text) if self.integer else float(text)
+                number = int(text) if whole else float(text)
             except ValueError:
-                raise Invalid(self.describe()) from None
+                raise Invalid(allowed) from None
         elif self.integer and not isinstance(value, int):
-            raise Invalid(f"{self.describe()} (got {type(value).__name__})")
+            raise Invalid(f"{allowed} (got {type(value).__name__})")
         else:
             number = value
-        scale = self.env_scale.get(source.removeprefix("env "), 1.0)
         if scale != 1.0:
             number = number * scale
         if not math.isfinite(number):
-            raise Invalid(self.describe())
+            raise Invalid(allowed)
         too_low = number <= self.low if self.open_low else number < self.low
         if too_low or number > self.high:
-            raise Invalid(self.describe())
+            raise Invalid(allowed)
         return int(number) if self.integer else float(number)
+
+    def _describe_scaled(self, scale: float) -> str:
+        bracket = "(" if self.open_low else "["
+        unit = "milliseconds" if scale == 0.001 else f"units of {_num(scale)}"
+        return (
+            f"an integer in {bracket}{_num(round(self.low / scale))}, "
+            f"{_num(round(self.high / scale))}] ({unit})"
+        )
 
 
 def _num(value: float) -> str:
@@ -201,6 +215,130 @@ class Pairs:
                 raise Invalid(f"{self.describe()} (bad entry {chunk.strip()!r})")
             pairs[key] = urllib.parse.unquote(item.strip())
         return pairs
+
+
+#: RFC 9110 token characters: what a header name may contain (the SDK's own pattern).
+_HEADER_NAME = re.compile(r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+")
+#: What a header value may contain in an ``OTEL_*_HEADERS`` variable before
+#: percent-decoding (the SDK's liberal pattern: no quote, comma, semicolon or backslash).
+_HEADER_VALUE = re.compile(r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+#: Control characters, which no header value may carry once decoded.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Headers(Pairs):
+    """Pairs that are valid HTTP/gRPC headers: names are tokens (kept lowercase, as the
+    SDK keeps them), values carry no control characters.
+
+    The OTLP exporters drop a malformed ``OTEL_EXPORTER_OTLP_HEADERS`` entry with a
+    warning; obskit rejects it instead, so a credential is never silently not sent.
+    """
+
+    def describe(self) -> str:
+        return "name=value headers separated by commas, names made of token characters"
+
+    def parse(self, value: object, source: str) -> dict[str, str]:
+        if isinstance(value, str):
+            for chunk in value.split(","):
+                key, _, item = chunk.strip().partition("=")
+                if chunk.strip() and not _HEADER_VALUE.fullmatch(item.strip()):
+                    raise Invalid(f"{self.describe()} (bad value for {key.strip()!r})")
+        pairs = super().parse(value, source)
+        headers = {}
+        for key, item in pairs.items():
+            if not _HEADER_NAME.fullmatch(key):
+                raise Invalid(f"{self.describe()} (bad name {key!r})")
+            if _CONTROL.search(item):
+                raise Invalid(f"{self.describe()} (control character in the value of {key!r})")
+            headers[key.lower()] = item
+        return headers
+
+
+class Count:
+    """A whole number from ``low`` up: the SDK's limits, queue sizes and delays."""
+
+    __slots__ = ("low", "unit")
+
+    def __init__(self, low: int = 0, unit: str = "") -> None:
+        self.low = low
+        self.unit = unit
+
+    def describe(self) -> str:
+        words = {0: "a non-negative integer", 1: "a positive integer"}
+        text = words.get(self.low, f"an integer of at least {self.low}")
+        return f"{text} ({self.unit})" if self.unit else text
+
+    def parse(self, value: object, source: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise Invalid(f"{self.describe()} (got {type(value).__name__})")
+        if isinstance(value, str):
+            try:
+                number = int(_text(value, self.describe()))
+            except ValueError:
+                raise Invalid(self.describe()) from None
+        else:
+            number = value
+        if number < self.low:
+            raise Invalid(self.describe())
+        return number
+
+
+class TrueFalse:
+    """Exactly ``true`` or ``false`` (any case): the SDK compares its own boolean
+    variables with ``"true"``, so ``1`` or ``yes`` would silently mean false there."""
+
+    def describe(self) -> str:
+        return "true or false (exactly)"
+
+    def parse(self, value: object, source: str) -> bool:
+        if isinstance(value, bool):
+            return value
+        word = _text(value, self.describe()).lower()
+        if word not in ("true", "false"):
+            raise Invalid(self.describe())
+        return word == "true"
+
+
+class File:
+    """The path of an existing, readable file (a PEM certificate or key)."""
+
+    def describe(self) -> str:
+        return "the path of a readable file"
+
+    def parse(self, value: object, source: str) -> str:
+        path = _text(value, self.describe())
+        if not os.path.exists(path):
+            raise Invalid(f"{self.describe()} (no such file)")
+        if not os.path.isfile(path):
+            raise Invalid(f"{self.describe()} (not a regular file)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            raise Invalid(f"{self.describe()} ({error.strerror or error})") from None
+        return path
+
+
+class EntryPoint:
+    """The name of an installed entry point of ``group`` (how the SDK loads plug-ins)."""
+
+    __slots__ = ("group",)
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def describe(self) -> str:
+        return f"the name of an installed `{self.group}` entry point"
+
+    def parse(self, value: object, source: str) -> str:
+        import importlib.metadata  # only when such a variable is set (~15 ms)
+
+        name = _text(value, self.describe())
+        if not importlib.metadata.entry_points(group=self.group, name=name):
+            installed = sorted({e.name for e in importlib.metadata.entry_points(group=self.group)})
+            shown = ", ".join(installed) if installed else "none is installed"
+            raise Invalid(f"{self.describe()} (installed: {shown})")
+        return name
 
 
 class Url:
@@ -275,4 +413,19 @@ class Names:
         return tuple(item.lower() if self.lower else item for item in items)
 
 
-Kind = Text | Choice | ChoiceList | Flag | Number | Pairs | Url | Buckets | Names
+Kind = (
+    Text
+    | Choice
+    | ChoiceList
+    | Flag
+    | Number
+    | Pairs
+    | Headers
+    | Url
+    | Buckets
+    | Names
+    | Count
+    | TrueFalse
+    | File
+    | EntryPoint
+)

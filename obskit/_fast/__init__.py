@@ -9,4 +9,11 @@ which and why), never break a contract. ``OBSKIT_FAST_PATHS=0`` turns them all o
 """
 
 #: The accelerator modules, imported by :func:`obskit._fast.status.decide`.
-MODULES = ("obskit._fast.spans",)
+MODULES = (
+    "obskit._fast.exposition",
+    "obskit._fast.histogram",
+    "obskit._fast.ids",
+    "obskit._fast.log_lines",
+    "obskit._fast.propagation",
+    "obskit._fast.spans",
+)

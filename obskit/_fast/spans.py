@@ -14,8 +14,17 @@ holds, checked once per tracer (sampler kind, id generator, self-metrics, field
 layout verified against a span the SDK constructor builds) and cheaply per call
 (sampler and tracer config unchanged, processors known); otherwise
 :func:`fast_tracer` returns ``None`` / :meth:`FastTracer.start` returns ``None`` and
-the caller uses ``tracer.start_span``. ``tests/test_fastspan.py`` compares spans
+the caller uses ``tracer.start_span``. ``tests/fast/test_spans.py`` compares spans
 made both ways, field by field and as encoded OTLP protobuf.
+
+The accelerator is registered as ``spans``: its check (the SDK's private names import,
+the span and context layouts match, a probe span built both ways is identical) runs
+once at ``init()``. While it is off every entry point here makes the SDK's public
+calls (``tracer.start_span``, ``span.end()``, ``context.attach`` ...), which serve the
+same spans. Contract modules use only the entry points: :class:`SpanStarter` (for
+``@traced``/``span()``), :func:`start_span`, :func:`attribute_limits`,
+:func:`identity`, :func:`finish_span`, :func:`end_span`, :func:`with_span`,
+:func:`attach` and :func:`detach`.
 """
 
 from __future__ import annotations
@@ -55,7 +64,6 @@ try:  # private SDK names: any change upstream disables the fast path, never obs
     )
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
     from opentelemetry.sdk.trace._tracer_metrics import noop as _sdk_noop
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
@@ -67,8 +75,10 @@ try:  # private SDK names: any change upstream disables the fast path, never obs
     from opentelemetry.sdk.util import BoundedList
 
     _AVAILABLE = True
-except ImportError:  # pragma: no cover - depends on the installed SDK
+    _import_error = ""
+except ImportError as missing:  # pragma: no cover - depends on the installed SDK
     _AVAILABLE = False
+    _import_error = str(missing)
 
 try:  # the span's slot in the context, and the contextvar OpenTelemetry keeps it in
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
@@ -79,21 +89,29 @@ try:  # the span's slot in the context, and the contextvar OpenTelemetry keeps i
 except (ImportError, AttributeError):  # pragma: no cover - depends on the installed API
     _VAR = None
 
+from obskit._fast import status
+from obskit._fast.ids import SPAN_CONTEXT_IS_TUPLE, flags_and_validity, hex_ids
 from obskit._lifecycle import internal_errors as _internal_errors
-from obskit._traces.ids import SPAN_CONTEXT_IS_TUPLE
 
 __all__ = [
     "FastTracer",
+    "SpanStarter",
     "attach",
+    "attribute_limits",
     "detach",
     "end_span",
     "fast_tracer",
+    "finish_span",
+    "identity",
     "plain_fit",
-    "rename_and_set",
+    "plain_values",
     "start_span",
     "trusted_attributes",
     "with_span",
 ]
+
+#: Whether the accelerator is on (set by :func:`_apply` when ``init()`` decides).
+_on = False
 
 _new = object.__new__
 _time_ns = time.time_ns
@@ -112,16 +130,25 @@ _FLAGS = (
     (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.SAMPLED | _RANDOM)),
 )
 _SPAN_TYPES = frozenset([_Span, NonRecordingSpan] if _AVAILABLE else [NonRecordingSpan])
-_QUIET_ON_START = frozenset(
-    [SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start]
-    if _AVAILABLE
-    else []
-)
-_QUIET_ON_ENDING = frozenset(
-    [SpanProcessor._on_ending, BatchSpanProcessor._on_ending, SimpleSpanProcessor._on_ending]
-    if _AVAILABLE
-    else []
-)
+_QUIET: tuple[frozenset[Any], frozenset[Any]] | None = None
+
+
+def _quiet() -> tuple[frozenset[Any], frozenset[Any]]:
+    """The no-op ``on_start`` and ``_on_ending`` methods of the SDK's processors.
+
+    Found when first needed: importing the export module at ``init()`` costs an
+    app that exports nothing (and it is loaded by then if a processor is in use).
+    """
+    global _QUIET
+    if _QUIET is None:
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        kinds = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+        _QUIET = (
+            frozenset(kind.on_start for kind in kinds),
+            frozenset(kind._on_ending for kind in kinds),
+        )
+    return _QUIET
 
 
 def _default_status() -> Any:
@@ -173,8 +200,13 @@ def trusted_attributes(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, 
     """``attributes`` as the SDK would store them on ``tracer``'s spans, or None.
 
     None when the SDK would drop, truncate or convert any of them with a warning:
-    then per-call validation (and its log lines) must stay.
+    then per-call validation (and its log lines) must stay. Always None while the
+    accelerator is off.
     """
+    return _trusted(tracer, attributes) if _on else None
+
+
+def _trusted(tracer: Any, attributes: Mapping[str, Any]) -> dict[str, Any] | None:
     limits = tracer._span_limits
     maxlen = limits.max_span_attributes
     if maxlen is not None and len(attributes) > maxlen:
@@ -196,17 +228,21 @@ def plain_fit(tracer: Any, attributes: Mapping[str, Any]) -> bool:
     The cheap per-call form of :func:`trusted_attributes` for attributes obskit builds
     from plain values (an HTTP request's): True means they may be passed as trusted.
     The keys are obskit's own attribute names: that they are strings is not checked.
+    False while the accelerator is off.
     """
+    if not _on:
+        return False
     limits = tracer._span_limits
     maxlen = limits.max_span_attributes
     if maxlen is not None and len(attributes) > maxlen:
         return False
-    return _plain(attributes, limits.max_span_attribute_length)
+    return plain_values(attributes, limits.max_span_attribute_length)
 
 
-def _plain(attributes: Mapping[str, Any], limit: int | None) -> bool:
+def plain_values(attributes: Mapping[str, Any], limit: int | None) -> bool:
     """``str`` values of at most ``limit`` characters or ``int``s (``bool`` is not one),
-    and no empty key. For attributes obskit names: that keys are strings is not checked.
+    and no empty key (public API only). For attributes obskit names: that keys are
+    strings is not checked.
     """
     if "" in attributes:
         return False  # the SDK drops it with a warning
@@ -242,7 +278,8 @@ def rename_and_set(
     about an ended span, as before).
     """
     if (
-        not _SETITEM_LOCKED
+        not _on
+        or not _SETITEM_LOCKED
         or type(span) is not _Span
         or (_Span.update_name, _Span.set_attribute) != _SDK_METHODS
         or (end and span.__dict__.get("_record_end_metrics") is not _sdk_noop)
@@ -251,7 +288,7 @@ def rename_and_set(
     bounded = span._attributes
     if type(bounded) is not BoundedAttributes or getattr(bounded, "_immutable", False):
         return False
-    if bounded.maxlen == 0 or not _plain(attributes, bounded.max_value_len):
+    if bounded.maxlen == 0 or not plain_values(attributes, bounded.max_value_len):
         return False
     # acquire/try/finally rather than `with`: the same, ~1,000 instructions less per lock.
     span_lock = span._lock
@@ -295,12 +332,18 @@ def _detach_var(token: Any) -> None:
         _context_log.exception("Failed to detach context")
 
 
-#: Restores the context a :meth:`FastTracer.start_current` or :func:`attach` token replaced.
-detach: Any = _detach_var if _VAR is not None else otel_context.detach
+def detach(token: Any) -> None:
+    """Restore the context a :meth:`SpanStarter.open` or :func:`attach` token replaced."""
+    if _on and _VAR is not None:
+        _detach_var(token)
+    else:
+        otel_context.detach(token)
 
 
 def with_span(context: Context, span: Span) -> Context:
     """``trace.set_span_in_context(span, context)``: a copy of ``context`` holding ``span``."""
+    if not _on:
+        return set_span_in_context(span, context)
     if not context:
         return Context({_SPAN_KEY: span})  # the same, for an empty context, in one step
     copied = Context(context)  # Context refuses item assignment itself
@@ -310,7 +353,7 @@ def with_span(context: Context, span: Span) -> Context:
 
 def attach(context: Context) -> Any:
     """``opentelemetry.context.attach(context)``; the token is for :func:`detach`."""
-    if _VAR is not None and otel_context._RUNTIME_CONTEXT is _RUNTIME:
+    if _on and _VAR is not None and otel_context._RUNTIME_CONTEXT is _RUNTIME:
         return _VAR.set(context)
     return otel_context.attach(context)
 
@@ -322,10 +365,11 @@ _known: tuple[Any, bool, bool] = ((), True, True)
 
 def _learn(processors: Any) -> tuple[Any, bool, bool]:
     global _known
+    quiet_start, quiet_ending = _quiet() if processors else (frozenset(), frozenset())
     known = (
         processors,
-        all(type(p).on_start in _QUIET_ON_START for p in processors),
-        all(type(p)._on_ending in _QUIET_ON_ENDING for p in processors),
+        all(type(p).on_start in quiet_start for p in processors),
+        all(type(p)._on_ending in quiet_ending for p in processors),
     )
     _known = known
     return known
@@ -341,7 +385,7 @@ def end_span(span: Any) -> None:
     if type(span) is NonRecordingSpan:
         return  # its end() does nothing
     if (
-        not _AVAILABLE
+        not _on
         or type(span) is not _Span
         or span.__dict__.get("_record_end_metrics") is not _sdk_noop
     ):
@@ -388,7 +432,9 @@ class FastTracer:
         "_bound",
         "_empty_events",
         "_empty_links",
+        "_id_generator",
         "_parent_based",
+        "_random_root",
         "_sampler",
         "_template",
         "tracer",
@@ -399,6 +445,12 @@ class FastTracer:
         self._sampler = tracer.sampler
         self._parent_based = parent_based
         self._bound = bound
+        #: None for the SDK's RandomIdGenerator (its two calls inlined), else the
+        #: tracer's own generator (``obskit.testing``'s sequential ids, a user's).
+        generator = tracer.id_generator
+        self._id_generator = None if type(generator) is RandomIdGenerator else generator
+        random_root = getattr(generator, "is_trace_id_random", None)  # (newer SDKs)
+        self._random_root = random_root is not None and bool(random_root())
         limits = tracer._span_limits
         # Empty deques with the limits as maxlen: a span's copies them (cheaper than new ones).
         self._empty_events: deque[Any] = deque((), limits.max_events)  # noqa: RUF037
@@ -555,15 +607,23 @@ class FastTracer:
             trace_state = parent[4]
         else:
             parent = None
-            trace_id = getrandbits(128)
-            while not trace_id:
+            generator = self._id_generator
+            if generator is None:
                 trace_id = getrandbits(128)
-            random_id = True
+                while not trace_id:
+                    trace_id = getrandbits(128)
+            else:
+                trace_id = generator.generate_trace_id()
+            random_id = self._random_root
             sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
             trace_state = DEFAULT_TRACE_STATE
-        span_id = getrandbits(64)
-        while not span_id:
+        generator = self._id_generator
+        if generator is None:
             span_id = getrandbits(64)
+            while not span_id:
+                span_id = getrandbits(64)
+        else:
+            span_id = generator.generate_span_id()
         flags_out = _FLAGS[sampled][random_id]
         # SpanContext.__new__ only computes is_valid: both ids are non-zero and in range.
         span_context = _tuple_new(
@@ -594,17 +654,20 @@ def start_span(
     kind: SpanKind = SpanKind.INTERNAL,
     context: otel_context.Context | None = None,
     attributes: Mapping[str, Any] | None = None,
+    trusted: bool = False,
 ) -> Span:
     """``tracer.start_span(name, context, kind, attributes)``, by the fast path when it applies.
 
     The one entry point for obskit code that starts spans on obskit's tracer (for an
     HTTP server span: ``kind=SpanKind.SERVER, context=<extracted>``). Attributes are
-    validated per call exactly as the SDK does; pair with :func:`end_span`. Raises
-    what ``tracer.start_span`` raises: callers keep their own error guard.
+    validated per call exactly as the SDK does, unless ``trusted``: ``str``/``int``
+    values the caller checked against :func:`attribute_limits`. Pair with
+    :func:`end_span` or :func:`finish_span`. Raises what ``tracer.start_span``
+    raises: callers keep their own error guard.
     """
     fast = fast_tracer(tracer)
     if fast is not None:
-        span = fast.start(name, attributes, kind=kind, context=context)
+        span = fast.start(name, attributes, trusted=trusted, kind=kind, context=context)
         if span is not None:
             return span
     started: Span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
@@ -634,7 +697,7 @@ def _verify(fast: FastTracer) -> bool:
         instrumentation_scope=tracer._instrumentation_scope,
         record_end_metrics=_sdk_noop,
     )
-    trusted = trusted_attributes(tracer, attributes)
+    trusted = _trusted(tracer, attributes)
     built = fast._build("obskit.check", span_context, None, SpanKind.INTERNAL, trusted, True)
     return _same(vars(reference), vars(built))
 
@@ -670,27 +733,187 @@ _cache: tuple[Any, FastTracer | None] = (None, None)
 
 
 def fast_tracer(tracer: Any) -> FastTracer | None:
-    """The fast path for ``tracer`` (an SDK ``Tracer`` obskit made), or None if it cannot be."""
+    """The fast path for ``tracer`` (an SDK ``Tracer`` obskit made), or None if it cannot be
+    (the accelerator is off, or this tracer's sampler, processors or self-metrics are not
+    ones the fast path knows)."""
     global _cache
+    if not _on:
+        return None
     cached_tracer, cached = _cache
     if cached_tracer is tracer:
         return cached
-    fast: FastTracer | None = None
     try:
-        if (
-            _AVAILABLE
-            and type(tracer) is Tracer
-            and _layouts_known()
-            and type(tracer.id_generator) is RandomIdGenerator
-            and type(tracer._tracer_metrics) is NoOpTracerMetrics
-            and type(tracer.span_processor) is SynchronousMultiSpanProcessor
-        ):
-            sampling = _sampling(tracer.sampler)
-            if sampling is not None:
-                candidate = FastTracer(tracer, *sampling)
-                fast = candidate if _verify(candidate) else None
+        fast, _ = _make_fast(tracer)
     except Exception as error:  # an SDK we do not know: report it, use the SDK path
         _internal_errors.report("traced", error)
         fast = None
     _cache = (tracer, fast)
     return fast
+
+
+def _make_fast(tracer: Any) -> tuple[FastTracer | None, str]:
+    """A verified :class:`FastTracer` for ``tracer``, or None and the reason."""
+    if not _AVAILABLE:
+        return None, f"the SDK's private names did not import ({_import_error})"
+    if type(tracer) is not Tracer:
+        return None, f"the tracer is a {type(tracer).__name__}, not the SDK's Tracer"
+    if not _layouts_known():
+        return None, "SpanContext or NonRecordingSpan is laid out differently"
+    if type(tracer._tracer_metrics) is not NoOpTracerMetrics:
+        return None, "the SDK's tracer self-metrics are on"
+    if type(tracer.span_processor) is not SynchronousMultiSpanProcessor:
+        return None, "the span processor is not the SDK's SynchronousMultiSpanProcessor"
+    sampling = _sampling(tracer.sampler)
+    if sampling is None:
+        return None, f"the sampler {tracer.sampler!r} is not one the fast path reproduces"
+    candidate = FastTracer(tracer, *sampling)
+    if not _verify(candidate):
+        return None, "a span built by the fast path differs from the SDK's"
+    return candidate, ""
+
+
+def _check() -> str | None:
+    """Whether this SDK builds the spans the fast path builds: one probe tracer, verified."""
+    if not _AVAILABLE:
+        return f"opentelemetry-sdk lacks the private names it builds on ({_import_error})"
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # An explicit resource: the default one runs resource detectors (on a thread pool).
+    provider = TracerProvider(
+        sampler=ALWAYS_ON,
+        resource=Resource({"service.name": "obskit.check"}),
+        shutdown_on_exit=False,
+    )
+    try:
+        _, reason = _make_fast(provider.get_tracer("obskit.check"))
+    finally:
+        provider.shutdown()
+    return reason or None
+
+
+def _apply(on: bool) -> None:
+    global _on, _cache
+    _on = on
+    _cache = (None, None)
+
+
+status.register("spans", _check, _apply)
+
+
+# --- the entry points contract modules call -------------------------------------------
+
+
+def attribute_limits(tracer: Any) -> tuple[int | None, int | None] | None:
+    """(attribute count limit, value length limit) of ``tracer``'s spans, when the fast
+    path can store pre-checked attributes on them; None while it cannot (then the
+    attributes go through the SDK's own per-call validation)."""
+    if fast_tracer(tracer) is None:
+        return None
+    limits = tracer._span_limits
+    return limits.max_span_attributes, limits.max_span_attribute_length
+
+
+def identity(span: Any) -> tuple[tuple[Any, str, str], int, bool]:
+    """``(hex_ids(context), trace_flags, is_valid)`` of ``span``'s context."""
+    # get_span_context(), read directly from the SDK's spans when on
+    fast = _on and type(span) in _SPAN_TYPES
+    context = span._context if fast else span.get_span_context()
+    flags, valid = flags_and_validity(context)
+    return hex_ids(context), flags, valid
+
+
+def finish_span(span: Any, name: str | None, attributes: Mapping[str, Any]) -> None:
+    """Rename ``span`` (unless ``name`` is None), set ``attributes`` and end it.
+
+    Raises what the SDK's calls raise (a span processor's ``on_end``): the caller
+    guards; if the span did not end, :func:`end_span` is still safe to call.
+    """
+    if rename_and_set(span, name, attributes, end=True):
+        return
+    if name is not None:
+        span.update_name(name)
+    for key, value in attributes.items():
+        span.set_attribute(key, value)
+    end_span(span)
+
+
+class SpanStarter:
+    """Starts one decorated function's spans on one tracer, and ends them.
+
+    One call sequence for every ``@traced`` call and ``span()`` block: :meth:`open`
+    (or :meth:`start` for a generator's steps), then :meth:`end`; the fast path when
+    it applies to this tracer and these attributes, else the SDK's public calls.
+    """
+
+    __slots__ = ("attributes", "fast", "name", "skip_unsampled", "tracer", "trusted")
+
+    def __init__(
+        self, tracer: Any, name: str, attributes: Mapping[str, Any], skip_unsampled: bool
+    ) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.attributes = attributes
+        #: The sampler is parent-based: a child of an unsampled parent is never recorded.
+        self.skip_unsampled = skip_unsampled
+        self.fast = fast_tracer(tracer)
+        #: The attributes as the SDK stores them, pre-cleaned once; None: validate per call.
+        self.trusted = _trusted(tracer, attributes) if self.fast is not None else None
+
+    def open(self) -> tuple[Span, Any]:
+        """Start the span and make it current: ``(span, token for detach())``."""
+        fast = self.fast
+        if fast is not None:
+            trusted = self.trusted
+            opened = (
+                fast.start_current(self.name, self.attributes, False)
+                if trusted is None
+                else fast.start_current(self.name, trusted, True)
+            )
+            if opened is not None:
+                return opened
+        span = self._public_start()
+        return span, otel_context.attach(set_span_in_context(span))
+
+    def start(self) -> Span:
+        """Start the span under the current one, without making it current."""
+        fast = self.fast
+        if fast is not None:
+            trusted = self.trusted
+            span = (
+                fast.start(self.name, self.attributes)
+                if trusted is None
+                else fast.start(self.name, trusted, trusted=True)
+            )
+            if span is not None:
+                return span
+        return self._public_start()
+
+    def _public_start(self) -> Span:
+        if self.skip_unsampled:
+            parent = _current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                # A parent-based sampler drops every child of an unsampled parent:
+                # skip the SDK's sampling machinery, keep fresh ids for log correlation.
+                return NonRecordingSpan(
+                    SpanContext(
+                        parent.trace_id,
+                        self._new_span_id(),
+                        is_remote=False,
+                        trace_flags=parent.trace_flags,
+                        trace_state=parent.trace_state,
+                    )
+                )
+        started: Span = self.tracer.start_span(self.name, attributes=self.attributes)
+        return started
+
+    def _new_span_id(self) -> int:
+        generate = getattr(self.tracer, "id_generator", None)
+        if generate is not None:
+            return int(generate.generate_span_id())
+        span_id = getrandbits(64)
+        while not span_id:
+            span_id = getrandbits(64)
+        return span_id
+
+    end = staticmethod(end_span)

@@ -7,12 +7,15 @@ render can be written with one format string: the same fields, in the same order
 with the same values and the same escaping as ``get_logger("obskit.access").info(...)``
 through the JSON chain.
 
-The direct path is taken only when that equivalence is certain: the JSON chain is
-unchanged since ``init()`` (no console renderer, no test clock, no injected fault),
-no structlog context variable is bound (``obskit.bind()`` fields go through the
-chain, which merges them), no configured field has an access-line name, and the
-line fits the size cap (otherwise the chain truncates it). Anything else takes the
-ordinary logger call. ``tests/test_access_line.py`` compares both byte for byte.
+The direct path is taken only when that equivalence is certain: the access logger's
+line would be rendered by the log-line accelerator (:func:`obskit._fast.log_lines.renders_plain`:
+it is on, the JSON chain is unchanged since ``init()`` -- no console renderer, no
+test clock, no injected fault -- and no structlog context variable is bound, since
+``obskit.bind()`` fields are merged by the chain), no configured field has an
+access-line name, and the line fits the size cap (otherwise the chain truncates it).
+The template reproduces that accelerator's rendering, which is obskit's own code;
+anything else takes the ordinary logger call. ``tests/test_access_line.py`` compares
+both byte for byte.
 """
 
 from __future__ import annotations
@@ -21,16 +24,25 @@ import json
 import re
 from typing import Any
 
-from opentelemetry.trace import SpanContext, get_current_span
+from opentelemetry import context as otel_context
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    get_current_span,
+    set_span_in_context,
+)
 
-from obskit._logs import pipeline as _logs
+from obskit._fast.log_lines import renders_plain
 from obskit._logs.json_render import render_json
-from obskit._logs.pipeline import _DIGITS3, _utc_now_iso, get_logger, nothing_bound
+from obskit._logs.pipeline import get_logger, pipeline
+from obskit._logs.processors import DIGITS3, utc_now_iso
 from obskit._traces.ids import hex_ids
 
-#: One logger for every access line: the shared pipeline it writes through is
-#: reconfigured in place by init(), so it never goes stale.
+#: One logger for every access line, and the pipeline it writes through (one per
+#: process, reconfigured in place by init(): neither goes stale).
 access_log = get_logger("obskit.access")
+_shared = pipeline()
 
 _escape = json.encoder.encode_basestring_ascii
 #: Whether a method needs no JSON escaping (the normalised methods all match).
@@ -79,14 +91,15 @@ def write(
     ``duration_us``: whole microseconds, written as ``duration_ms`` with three decimals
     (the float ``duration_us / 1000``). ``context``: the request span's context, whose
     ids the line carries (the current span's when None, as any log line; a request ends
-    with its span current, so both are the same). ``ids``: instead of ``context``, its
-    :func:`~obskit._traces.ids.hex_ids` if it is valid, ``()`` if not (a request has them).
+    with its span current, so both are usually the same). ``ids``: instead of
+    ``context``, its :func:`~obskit._traces.ids.hex_ids` if it is valid, ``()`` if not
+    (a request has them).
     """
-    shared = _logs._pipeline or _logs.pipeline()
+    shared = _shared
     if shared.level > 20:
         return
     line = None
-    if shared.fast_structlog(access_log._processors) and nothing_bound():
+    if renders_plain(access_log, shared):
         line = _format(
             shared, method, route, path, status, duration_us, client_address, context, ids
         )
@@ -102,12 +115,22 @@ def write(
     }
     if client_address:
         fields["client.address"] = client_address
-    access_log.info(f"{method} {path} {status}", **fields)
+    if ids is not None:
+        context = ids[0] if ids else INVALID_SPAN_CONTEXT
+    if context is None or get_current_span().get_span_context() is context:
+        access_log.info(f"{method} {path} {status}", **fields)
+        return
+    # The line carries the request span's ids, whichever span is current now.
+    token = otel_context.attach(set_span_in_context(NonRecordingSpan(context)))
+    try:
+        access_log.info(f"{method} {path} {status}", **fields)
+    finally:
+        otel_context.detach(token)
 
 
 #: The text after the whole milliseconds for each remainder of microseconds, as repr()
 #: ends the quotient: 0 -> ".0", 230 -> ".23", 5 -> ".005".
-_FRACTIONS = tuple("." + (digits.rstrip("0") or "0") for digits in _DIGITS3)
+_FRACTIONS = tuple("." + (digits.rstrip("0") or "0") for digits in DIGITS3)
 
 
 def milliseconds_text(duration_us: int) -> str:
@@ -161,8 +184,8 @@ def _format(
     ids: tuple[Any, ...] | None = None,
 ) -> str | None:
     cached = _templates
-    if cached[0] is not shared._fields:
-        cached = _new_templates(shared._fields)
+    if cached[0] is not shared.fields:
+        cached = _new_templates(shared.fields)
     tail = cached[1]
     if tail is None:
         return None
@@ -192,9 +215,9 @@ def _format(
     line = (
         f"{start}{quoted_path}{after_path}{duration_us // 1000}{_FRACTIONS[duration_us % 1000]}"
         f"{after_duration}{client}{after_client}{quoted_path[1:-1]}{after_event_path}"
-        f"{_utc_now_iso()}{after_time}{ids_text}{end}"
+        f"{utc_now_iso()}{after_time}{ids_text}{end}"
     )
-    return line if len(line) <= shared._max_bytes else None
+    return line if len(line) <= shared.max_bytes else None
 
 
 def _new_templates(

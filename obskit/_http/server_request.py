@@ -8,7 +8,6 @@ the access log line, redaction, the ``traceresponse`` header.
 
 from __future__ import annotations
 
-import functools
 import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,34 +15,21 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from obskit._fast.spans import (
-    _SPAN_TYPES,
-    _plain,
-    attach,
-    detach,
-    end_span,
-    fast_tracer,
-    plain_fit,
-    rename_and_set,
-    start_span,
-    with_span,
-)
+from obskit._fast import propagation, spans
 from obskit._http import access_line as _access_line
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
 from obskit._logs import pipeline as _pipeline
-from obskit._logs.pipeline import clear_bound
-from obskit._metrics import registry as _registry
 from obskit._metrics.registry import (
     ObskitGauge,
     ObskitHistogram,
     add_trusted,
+    label_values,
     observe_trusted,
     store,
 )
-from obskit._traces.ids import SPAN_CONTEXT_IS_TUPLE, hex_ids
 
 UNMATCHED = "<unmatched>"
 REDACTED = "[REDACTED]"
@@ -118,7 +104,7 @@ class HttpMetrics:
         child = self._durations.get(key)
         if child is None:
             child = self.duration.labels(method, route, status)
-            if child._labelvalues == key:
+            if label_values(child) == key:
                 self._durations[key] = child
         return child
 
@@ -127,7 +113,7 @@ class HttpMetrics:
         child = self._actives.get(method)
         if child is None:
             child = self.active.labels(method)
-            if child._labelvalues == (method,):
+            if label_values(child) == (method,):
                 self._actives[method] = child
         return child
 
@@ -139,8 +125,9 @@ def http_metrics() -> HttpMetrics:
     """The HTTP metrics of the current metric store (defined on first use)."""
     global _cached
     cached = _cached
-    if cached is None or cached[0] is not _registry._store:  # store(), without the call
-        cached = _cached = (store(), HttpMetrics())
+    metrics = store()
+    if cached is None or cached[0] is not metrics:
+        cached = _cached = (metrics, HttpMetrics())
     return cached[1]
 
 
@@ -218,7 +205,7 @@ def server_attributes(
             server["network.protocol.version"] = protocol
         longest = (
             max((len(value) for value in server.values() if type(value) is str), default=0)
-            if _plain(server, None)  # str and int values only (any length)
+            if spans.plain_values(server, None)  # str and int values only (any length)
             else None
         )
         # The method and path first (as in OpenTelemetry's instrumentations), set per request.
@@ -256,6 +243,7 @@ class ServerRequest:
     __slots__ = (
         "_active",
         "_client_address",
+        "_errored",
         "_finished",
         "_flags",
         "_ids",
@@ -296,11 +284,11 @@ class ServerRequest:
         self.streamed = False
         self._started = time.perf_counter_ns()
         self._finished = False
+        self._errored = False
         self._client_address = client_address if settings.capture_pii else None
         #: Whether any response header is to be recorded (else skip collecting them).
         self.captures_response_headers = bool(settings.http_capture_response_headers)
-        if _pipeline._BOUND is None or _pipeline._BOUND:  # (else nothing was ever bound)
-            clear_bound()  # bound fields never leak from the previous request on this thread
+        _pipeline.request_started()  # bound fields never leak from the previous request
         server, server_longest = server_attributes(scheme, server_address, server_port, protocol)
         attributes = server.copy()  # a copy of a dict of the same keys: cheaper than a new one
         attributes["http.request.method"] = normalized
@@ -309,18 +297,20 @@ class ServerRequest:
         if agent:
             attributes["user_agent.original"] = agent
         tracer = telemetry.tracer
-        if (
+        uncommon = (
             normalized == "_OTHER"
             or query
             or self._client_address
             or settings.http_capture_request_headers
-        ):
-            captured = self._add_uncommon(attributes, method, query, environ)
-            fits = not captured and plain_fit(tracer, attributes)
+        )
+        captured = uncommon and self._add_uncommon(attributes, method, query, environ)
+        limits = spans.attribute_limits(tracer)  # None: the SDK validates them per call
+        if limits is None:
+            fits = False
+        elif uncommon:
+            fits = not captured and spans.plain_fit(tracer, attributes)
         else:  # plain_fit's checks, for the values that are not the server's (checked once)
-            limits = tracer._span_limits
-            longest = limits.max_span_attribute_length
-            count = limits.max_span_attributes
+            count, longest = limits
             fits = (
                 server_longest is not None
                 and type(path) is str
@@ -335,11 +325,10 @@ class ServerRequest:
                     )
                 )
             )
-        w3c = _w3c  # _w3c_only(), without its two calls for the propagator seen last
         if (
             environ.get("HTTP_TRACEPARENT") is None
             and environ.get("HTTP_BAGGAGE") is None
-            and (w3c[1] if w3c[0] is _textmap() else _w3c_only())
+            and telemetry.w3c_propagator is propagation.global_textmap()
         ):
             parent = _NOTHING  # what extract() returns: nothing to continue
         else:
@@ -348,31 +337,20 @@ class ServerRequest:
             except Exception as error:  # a propagator must not break the request
                 _internal_errors.report("http.extract", error)
                 parent = _NOTHING
-        span: Span | None = None
-        fast = fast_tracer(tracer) if fits else None
-        if fast is not None:
-            span = fast.start(
-                normalized, attributes, trusted=True, kind=SpanKind.SERVER, context=parent
-            )
-        if span is None:
-            span = start_span(
-                tracer, normalized, kind=SpanKind.SERVER, context=parent, attributes=attributes
-            )
-        self.span = span
-        self.context = with_span(parent, span)
-        # The span's context: its get_span_context(), read directly from the SDK's spans.
-        context: SpanContext = (
-            span._context  # type: ignore[attr-defined]
-            if type(span) in _SPAN_TYPES
-            else span.get_span_context()
+        span = spans.start_span(
+            tracer,
+            normalized,
+            kind=SpanKind.SERVER,
+            context=parent,
+            attributes=attributes,
+            trusted=fits,
         )
-        #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log.
-        self._ids = hex_ids(context)
-        #: Its trace flags, and whether it is valid (by index: no property calls).
-        if SPAN_CONTEXT_IS_TUPLE and type(context) is SpanContext:
-            self._flags = (context[3], context[5])
-        else:
-            self._flags = (context.trace_flags, context.is_valid)
+        self.span = span
+        self.context = spans.with_span(parent, span)
+        #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log;
+        #: its trace flags, and whether it is valid.
+        self._ids, flags, valid = spans.identity(span)
+        self._flags = (flags, valid)
         self._active = metrics.active_child(normalized)
         add_trusted(self._active, 1)
 
@@ -404,9 +382,12 @@ class ServerRequest:
 
     def attach(self) -> object:
         """Make the request's span current (returns the token for :meth:`detach`)."""
-        return attach(self.context)
+        return spans.attach(self.context)
 
-    detach = staticmethod(detach)  #: Undo :meth:`attach`.
+    @staticmethod
+    def detach(token: object) -> None:
+        """Undo :meth:`attach`."""
+        spans.detach(token)
 
     def response_headers(
         self, status: int, headers: Mapping[str, str] | None = None
@@ -429,6 +410,7 @@ class ServerRequest:
         """An exception escaped the view (the framework may still answer 500)."""
         self.span.record_exception(error, escaped=True)
         self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        self._errored = True
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the request: span name/attributes/status, metrics, access log. Once only.
@@ -446,8 +428,8 @@ class ServerRequest:
             status = self.status if self.status is not None else (500 if error else None)
             if error is not None:
                 self.record_exception(error)
-            elif status is not None and status >= 500:
-                span.set_status(Status(StatusCode.ERROR))
+            elif status is not None and status >= 500 and not self._errored:
+                span.set_status(Status(StatusCode.ERROR))  # (keeps a recorded error's text)
             name = f"{self.method} {self.route}" if self.route else None
             attributes: dict[str, Any] = {}
             if self.route:
@@ -456,12 +438,8 @@ class ServerRequest:
                 attributes["http.response.status_code"] = status
             # The span ends here, before the metrics and the access line (which carry
             # its ids, not the live span); its duration is the request's, as measured.
-            ended = rename_and_set(span, name, attributes, end=True)
-            if not ended:
-                if name is not None:
-                    span.update_name(name)
-                for key, value in attributes.items():
-                    span.set_attribute(key, value)
+            spans.finish_span(span, name, attributes)
+            ended = True
             flags, valid = self._flags
             ids = self._ids
             # metrics.exemplar_from(ids), inlined: sampled and valid.
@@ -489,7 +467,7 @@ class ServerRequest:
             # Not ended, unless it ended before something raised (a span processor's
             # on_end): end_time is the SDK span's; other spans have none, end_span decides.
             if not ended and getattr(span, "end_time", None) is None:
-                end_span(span)
+                spans.end_span(span)
 
 
 #: The environ keys of the headers every request looks up.
@@ -553,35 +531,6 @@ class EnvironHeaders(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._names())
-
-
-#: (the global text-map propagator seen last, whether it is W3C trace context and/or
-#: baggage only: then a request without those headers continues nothing).
-_w3c: tuple[Any, bool] = (None, False)
-#: ``propagate.get_global_textmap()``, as a read of the module variable it returns (a
-#: Python call less per request), unless that function does more.
-_textmap: Any = (
-    functools.partial(vars(propagate).__getitem__, "_HTTP_TEXT_FORMAT")
-    if propagate.get_global_textmap.__code__.co_names == ("_HTTP_TEXT_FORMAT",)
-    else propagate.get_global_textmap
-)
-
-
-def _w3c_only() -> bool:
-    global _w3c
-    textmap = propagate.get_global_textmap()
-    cached = _w3c
-    if cached[0] is not textmap:
-        from opentelemetry.baggage.propagation import W3CBaggagePropagator
-        from opentelemetry.propagators.composite import CompositePropagator
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        known = (TraceContextTextMapPropagator, W3CBaggagePropagator)
-        only = type(textmap) is CompositePropagator and all(
-            type(member) in known for member in getattr(textmap, "_propagators", [None])
-        )
-        cached = _w3c = (textmap, only)
-    return cached[1]
 
 
 def current_telemetry() -> Any:

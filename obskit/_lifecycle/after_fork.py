@@ -1,59 +1,64 @@
-"""After ``fork()``: fresh locks, and a fresh tracing pipeline in the child.
+"""After ``fork()``: the one registry of what a forked child must renew, then tracing.
 
 A lock held by another thread at the moment of fork stays held forever in the child,
-where that thread does not exist; so the child first replaces every lock obskit
-owns. Then, if obskit was initialised before the fork (gunicorn ``--preload``,
-multiprocessing), the child builds its own exporter and export thread, with its own
-``process.pid`` in the resource. OpenTelemetry's batch processor already empties
-its queue in the child, so a span buffered before the fork is exported once, by
-the parent.
+where that thread does not exist; so each module that owns a lock (or per-process
+state) registers a callback with :func:`in_child`, and the child runs them all, in
+registration order, before anything else. Then, if obskit was initialised before the
+fork (gunicorn ``--preload``, multiprocessing, Celery prefork), the child builds its own
+exporter and export thread, with its own ``process.pid`` in the resource.
+OpenTelemetry's batch processor already empties its queue in the child, so a span
+buffered before the fork is exported once, by the parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
+from collections.abc import Callable
 
-_registered = False
+__all__ = ["after_fork_in_child", "in_child", "register"]
+
+#: What a forked child runs first, in registration order.
+_callbacks: list[Callable[[], None]] = []
+_hooked = False
+
+
+def in_child(callback: Callable[[], None]) -> Callable[[], None]:
+    """Run ``callback`` in every child forked from now on (usable as a decorator).
+
+    Called by a module for the locks and per-process state it owns, when it is
+    imported; the process-wide hook is installed by :func:`register` (at ``init()``,
+    or by a module when it makes per-process state before that).
+    """
+    _callbacks.append(callback)
+    return callback
 
 
 def register() -> None:
-    """Install the after-fork hook (once per process; called by ``init()``)."""
-    global _registered
-    if not _registered and hasattr(os, "register_at_fork"):
+    """Install the process-wide after-fork hook (once per process)."""
+    global _hooked
+    if not _hooked and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=after_fork_in_child)
-        _registered = True
-
-
-def renew_locks() -> None:
-    """Replace every lock obskit owns (some may have been held by another thread)."""
-    from obskit._lifecycle import internal_errors as _internal_errors
-    from obskit._lifecycle import runtime as _runtime
-    from obskit._lifecycle import self_stats as _self_stats
-    from obskit._logs import pipeline as _pipeline
-    from obskit._metrics import registry as _registry
-
-    _runtime._lock = threading.RLock()
-    _internal_errors._lock = threading.Lock()
-    _self_stats._lock = threading.Lock()
-    _pipeline._pipeline_lock = threading.Lock()
-    _registry._store_lock = threading.Lock()
-    if _registry._store is not None:
-        _registry._store._lock = threading.RLock()
-    for store in _registry._exemplar_stores.values():
-        store._lock = threading.Lock()
+        _hooked = True
 
 
 def after_fork_in_child() -> None:
-    """The hook: renew locks, then re-initialise tracing for this process."""
+    """The hook: every registered callback, then tracing re-initialised for this process."""
+    for callback in list(_callbacks):
+        try:
+            callback()
+        except Exception as error:  # never break the child process
+            _report(error)
     try:
-        renew_locks()
         from obskit._lifecycle import runtime as _runtime
 
         _runtime.reinit_after_fork()
-    except Exception as error:  # never break the child process
-        from obskit._lifecycle import internal_errors as _internal_errors
+    except Exception as error:
+        _report(error)
 
-        with contextlib.suppress(Exception):
-            _internal_errors.report("fork", error)
+
+def _report(error: Exception) -> None:
+    from obskit._lifecycle import internal_errors as _internal_errors
+
+    with contextlib.suppress(Exception):
+        _internal_errors.report("fork", error)

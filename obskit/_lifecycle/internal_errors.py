@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from obskit._lifecycle import after_fork
 from obskit._lifecycle import self_stats as _self_stats
 
 #: Seconds between two log lines about the same component.
@@ -21,6 +22,14 @@ LOG_INTERVAL = 10.0
 
 _log = logging.getLogger("obskit")
 _lock = threading.Lock()
+
+
+@after_fork.in_child
+def _renew_lock() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
 _last_logged: dict[str, float] = {}
 _strict = False
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from obskit._config import settings as _settings
 from obskit._config.settings import Settings
+from obskit._lifecycle import after_fork
 from obskit._lifecycle import internal_errors as _internal_errors
 
 if TYPE_CHECKING:
@@ -32,6 +33,14 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("obskit")
 _lock = threading.RLock()
+
+
+@after_fork.in_child
+def _renew_lock() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
 _current: Telemetry | None = None
 _switch: SwitchableTracerProvider | None = None
 _atexit_registered = False
@@ -69,6 +78,9 @@ class Telemetry:
         self.metrics_server: MetricsServer | None = None
         #: Fields every log line carries (service identity), from the resource.
         self.log_fields: dict[str, str] = {}
+        #: The propagator obskit installed, if it reads only W3C ``traceparent``/
+        #: ``tracestate``/``baggage`` (then a request without them continues nothing).
+        self.w3c_propagator: object | None = None
         if resource is not None:
             for key in ("service.name", "service.version", "deployment.environment.name"):
                 value = resource.attributes.get(key)
@@ -182,7 +194,7 @@ def reinit_after_fork() -> None:
     previous.metrics_server = None  # the serving thread lives in the parent
     telemetry = _build(previous.settings)
     with _lock:
-        _install(telemetry, serve_metrics=False)
+        _install(telemetry, serve_metrics=False, decide=False)  # (decided in the parent)
         _current = telemetry
     # Its queue was emptied at fork; stop the export thread it restarted in this child.
     threading.Thread(target=previous._stop, args=(1.0,), daemon=True).start()
@@ -213,7 +225,7 @@ def _build(settings: Settings) -> Telemetry:
     return telemetry
 
 
-def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
+def _install(telemetry: Telemetry, serve_metrics: bool = True, decide: bool = True) -> None:
     global _switch
     _internal_errors.set_strict(telemetry.settings.strict)
     provider = telemetry.tracer_provider
@@ -244,8 +256,12 @@ def _install(telemetry: Telemetry, serve_metrics: bool = True) -> None:
                 "spans from opentelemetry.trace.get_tracer() go to it, not to obskit"
             )
     _switch.switch(provider)
-    decide_fast_paths(telemetry.settings.fast_paths)
-    propagate.set_global_textmap(build_propagator(telemetry.settings))
+    if decide:
+        decide_fast_paths(telemetry.settings.fast_paths)
+    textmap = build_propagator(telemetry.settings)
+    propagate.set_global_textmap(textmap)
+    if set(telemetry.settings.propagators) <= {"tracecontext", "baggage", "none"}:
+        telemetry.w3c_propagator = textmap
     _logging_setup.install(telemetry.settings, telemetry.log_fields)
     from obskit._lifecycle import sigterm as _sigterm
 
@@ -285,9 +301,7 @@ def _uninstall_logs() -> None:
 
 def _register_atexit() -> None:
     global _atexit_registered
-    from obskit._lifecycle import after_fork as _after_fork
-
-    _after_fork.register()
+    after_fork.register()
     if not _atexit_registered:
         atexit.register(_shutdown_at_exit)
         _atexit_registered = True

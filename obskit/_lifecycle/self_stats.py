@@ -12,6 +12,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 
+from obskit._lifecycle import after_fork
+
 #: The self-telemetry counters and their help texts; labels are given at ``add()``.
 HELP = {
     "obskit_spans_exported": "Spans accepted by the trace exporter.",
@@ -34,6 +36,14 @@ LABELS: dict[str, tuple[str, ...]] = {
 mirror: Callable[[str, float, dict[str, str]], None] | None = None
 
 _lock = threading.Lock()
+
+
+@after_fork.in_child
+def _renew_lock() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
 _values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
 

@@ -1,4 +1,4 @@
-"""The log pipeline: structlog processors, the JSON/console renderers, the stdlib bridge.
+"""The log pipeline: structlog processor chains, the JSON/console output, the stdlib bridge.
 
 One :class:`Pipeline` (level, processor chains, output stream) is shared by every
 logger obskit hands out and by the handler it puts on the root ``logging`` logger,
@@ -10,12 +10,15 @@ Fields (the log line contract): ``timestamp`` (RFC 3339 UTC), ``level``, ``event
 ``logger``, ``service.name`` (+ version, environment), ``trace_id``/``span_id``
 whenever a valid span is current (sampled or not), bound and passed key/values,
 and exceptions as ``exception.type``/``exception.message``/``exception.stacktrace``
-(the OpenTelemetry semantic-convention names).
+(the processors in :mod:`obskit._logs.processors`).
+
+Only structlog's documented API is used here. Rendering a line without running the
+chain one processor at a time, and the bound-field shortcuts, are accelerators in
+:mod:`obskit._fast.log_lines`, whose entry points fall back to that API.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import select
@@ -23,149 +26,45 @@ import stat
 import sys
 import threading
 import time
-import traceback
 import weakref
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from opentelemetry.trace import get_current_span
 
+from obskit._fast import log_lines as _lines
+from obskit._lifecycle import after_fork
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
-from obskit._logs.json_render import render_json, safe_repr
+from obskit._logs.json_render import render_json
+from obskit._logs.processors import (
+    EventDict,
+    Processor,
+    add_exception_fields,
+    add_level,
+    add_logger_name,
+    add_timestamp,
+    add_trace_context,
+    rfc3339,
+    short_trace,
+)
 from obskit._traces.ids import hex_ids
 
-EventDict = MutableMapping[str, Any]
-Processor = Callable[[Any, str, EventDict], Any]
-
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-#: structlog method names and the level each logs at.
-_merge = structlog.contextvars.merge_contextvars
-_METHODS = {
-    "debug": "debug",
-    "info": "info",
-    "msg": "info",
-    "warning": "warning",
-    "warn": "warning",
-    "error": "error",
-    "exception": "error",
-    "critical": "critical",
-    "fatal": "critical",
-}
 #: LogRecord attributes that are not user ``extra=`` fields.
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
 )
+#: Modules whose frames a ``stack_info=True`` stack leaves out: it ends at the app's call.
+_STACK_IGNORES = ["obskit._logs", "obskit._fast"]
 
+_write = _lines.write
+_merge_bound = _lines.merge_bound
 
-# --- processors -----------------------------------------------------------------
-
-
-def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
-    """Add ``trace_id``/``span_id`` of the current span when it is valid (sampled or not)."""
-    context = get_current_span().get_span_context()
-    if context.is_valid:
-        _, event["trace_id"], event["span_id"] = hex_ids(context)
-    return event
-
-
-#: structlog's registry of the context variables ``bind_contextvars`` created (None
-#: in a structlog without it: then the helpers below defer to structlog's functions).
-_BOUND: dict[str, Any] | None = getattr(structlog.contextvars, "_CONTEXT_VARS", None)
-
-
-def nothing_bound() -> bool:
-    """Whether no structlog context variable has a value in the current context."""
-    if not _BOUND:
-        return _BOUND is not None  # none was ever bound (or an unknown structlog)
-    return all(variable.get() is Ellipsis for variable in tuple(_BOUND.values()))
-
-
-def clear_bound() -> None:
-    """``structlog.contextvars.clear_contextvars()``, without copying the context.
-
-    Equivalent: a variable that is not set reads as unset (``...``) either way.
-    """
-    if not _BOUND:
-        if _BOUND is None:
-            structlog.contextvars.clear_contextvars()
-        return
-    for variable in tuple(_BOUND.values()):
-        if variable.get() is not Ellipsis:
-            variable.set(Ellipsis)
-
-
-#: (whole second, its "YYYY-MM-DDTHH:MM:SS" text): the date part of the last timestamp.
-_last_second: tuple[int, str] = (-1, "")
-
-
-def _second_text(second: int) -> str:
-    global _last_second
-    cached = _last_second
-    if cached[0] != second:
-        moment = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
-        cached = _last_second = (second, moment.strftime("%Y-%m-%dT%H:%M:%S"))
-    return cached[1]
-
-
-#: "000" to "999": the microseconds as two table lookups (cheaper than "%06d").
-_DIGITS3 = tuple(f"{n:03d}" for n in range(1000))
-
-
-def _utc_now_iso() -> str:
-    """Now as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it (no datetime per line)."""
-    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
-    cached = _last_second
-    text = cached[1] if cached[0] == second else _second_text(second)
-    if not micro:
-        return text + "Z"  # isoformat() leaves out a zero fraction
-    return f"{text}.{_DIGITS3[micro // 1000]}{_DIGITS3[micro % 1000]}Z"
-
-
-def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
-    """Turn ``exc_info`` into ``exception.type``/``.message``/``.stacktrace`` fields."""
-    exc_info = event.pop("exc_info", None)
-    if not exc_info:
-        return event
-    if isinstance(exc_info, BaseException):
-        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-    elif not isinstance(exc_info, tuple):
-        exc_info = sys.exc_info()
-    kind, error, trace = exc_info
-    if kind is None:
-        return event
-    event["exception.type"] = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
-    try:
-        event["exception.message"] = str(error)
-    except Exception:
-        event["exception.message"] = safe_repr(error)
-    try:
-        event["exception.stacktrace"] = "".join(traceback.format_exception(kind, error, trace))
-    except Exception:
-        event["exception.stacktrace"] = "<traceback could not be formatted>"
-    return event
-
-
-def _add_level(logger: Any, method: str, event: EventDict) -> EventDict:
-    event["level"] = _METHODS.get(method, method)
-    return event
-
-
-def _add_logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
-    name = getattr(logger, "name", None)
-    if name is not None and "logger" not in event:
-        event["logger"] = name
-    return event
-
-
-def _short_trace(logger: Any, method: str, event: EventDict) -> EventDict:
-    """Console only: show 8 hex digits of the trace id instead of both full ids."""
-    trace_id = event.pop("trace_id", None)
-    event.pop("span_id", None)
-    if trace_id:
-        event["trace"] = trace_id[:8]
-    return event
+#: What a request's start calls: fields bound (``obskit.bind()``) while the previous
+#: request on this thread was served are cleared (nothing to do if none ever were).
+request_started = _lines.clear_bound_fields
 
 
 # --- output ---------------------------------------------------------------------
@@ -197,10 +96,10 @@ class LineWriter:
         self._lock = threading.Lock()
         #: The stream last written to and its non-blocking pipe descriptor (or None).
         self._pipe: tuple[object, int | None] = (None, None)
-        if hasattr(os, "register_at_fork"):
-            # A lock held by another thread at fork time would stay held in the child.
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+        # A lock held by another thread at fork time would stay held in the child.
+        ref = weakref.ref(self)
+        after_fork.in_child(lambda: _renew_lock(ref))
+        after_fork.register()
 
     def msg(self, line: str) -> None:
         captured = self.capture
@@ -290,14 +189,20 @@ class Pipeline:
         self.structlog_chain: list[Processor] = []
         self.record_chain: list[Processor] = []
         #: What configure() put in the chains when it renders JSON (None for console).
-        #: While a chain still equals its snapshot, lines are rendered by the inlined
-        #: equivalent (:meth:`render_event`, :meth:`render_record`) instead of calling
-        #: each processor; any change (a test's clock, an injected fault) falls back.
+        #: While a chain still equals its snapshot, its lines may be rendered by the
+        #: inlined equivalent (:mod:`obskit._fast.log_lines`, :meth:`render_record`)
+        #: instead of calling each processor; any change (a test's clock, an injected
+        #: fault) falls back to the chain.
         self.structlog_snapshot: list[Processor] | None = None
         self.record_snapshot: list[Processor] | None = None
-        self._fields: dict[str, str] = {}
-        self._max_bytes = 16384
-        self._stack: Processor = structlog.processors.StackInfoRenderer()
+        #: The configured fields (service name, version, environment) every line carries.
+        self.fields: dict[str, str] = {}
+        #: The longest line, in bytes; longer events are truncated.
+        self.max_bytes = 16384
+        #: The chains' ``stack_info=True`` processor.
+        self.stack_renderer: Processor = structlog.processors.StackInfoRenderer(
+            additional_ignores=_STACK_IGNORES
+        )
         self.configure(fields={}, renderer="json", max_bytes=16384)
 
     def configure(
@@ -319,7 +224,7 @@ class Pipeline:
         tail: list[Processor]
         if renderer == "console":
             console = structlog.dev.ConsoleRenderer(colors=colors)
-            tail = [_short_trace, console]
+            tail = [short_trace, console]
         else:
 
             def render(logger: Any, method: str, event: EventDict) -> str:
@@ -327,13 +232,12 @@ class Pipeline:
 
             tail = [add_exception_fields, render]
         merge = structlog.contextvars.merge_contextvars
-        timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp")
-        stack = structlog.processors.StackInfoRenderer()
+        stack = structlog.processors.StackInfoRenderer(additional_ignores=_STACK_IGNORES)
         self.structlog_chain[:] = [
             merge,
-            _add_level,
-            _add_logger_name,
-            timestamp,
+            add_level,
+            add_logger_name,
+            add_timestamp,
             add_trace_context,
             add_fields,
             stack,
@@ -344,51 +248,12 @@ class Pipeline:
         json_output = renderer != "console"
         self.structlog_snapshot = list(self.structlog_chain) if json_output else None
         self.record_snapshot = list(self.record_chain) if json_output else None
-        self._fields = dict(fields)
-        self._max_bytes = max_bytes
-        self._stack = stack
+        self.fields = dict(fields)
+        self.max_bytes = max_bytes
+        self.stack_renderer = stack
         self.level = LEVELS[level]
         self.writer.stream = stream
         self.clock = None
-
-    def fast_structlog(self, processors: Any) -> bool:
-        """Whether a logger with ``processors`` may use :meth:`render_event`."""
-        snapshot = self.structlog_snapshot
-        return (
-            snapshot is not None
-            and processors is self.structlog_chain
-            and self.structlog_chain == snapshot
-        )
-
-    def render_event(
-        self, logger: Any, method: str, context: dict[str, Any], text: str | None, kw: Any
-    ) -> str:
-        """The JSON line the structlog chain renders, with its processors inlined.
-
-        Same fields, same order, same values as running ``structlog_chain``; only
-        valid while :meth:`fast_structlog` holds.
-        """
-        event: EventDict = context.copy()
-        event.update(kw)
-        if text is not None:
-            event["event"] = text
-        if not nothing_bound():  # merging copies the whole context: only when needed
-            _merge(None, method, event)
-        event["level"] = _METHODS.get(method, method)
-        name = getattr(logger, "name", None)
-        if name is not None and "logger" not in event:
-            event["logger"] = name
-        event["timestamp"] = _utc_now_iso()
-        span_context = get_current_span().get_span_context()
-        if span_context.is_valid:
-            _, event["trace_id"], event["span_id"] = hex_ids(span_context)
-        for key, value in self._fields.items():
-            event.setdefault(key, value)
-        if "stack_info" in event:
-            event = self._stack(logger, method, event)
-        if "exc_info" in event:
-            event = add_exception_fields(logger, method, event)
-        return render_json(event, self._max_bytes)
 
     def render_record(self, event: dict[str, Any]) -> str | None:
         """The JSON line ``record_chain`` renders for a bridged record's fields, inlined.
@@ -398,16 +263,15 @@ class Pipeline:
         snapshot = self.record_snapshot
         if snapshot is None or self.record_chain != snapshot:
             return None
-        if not nothing_bound():
-            _merge(None, "", event)
+        _merge_bound(event)
         span_context = get_current_span().get_span_context()
         if span_context.is_valid:
             _, event["trace_id"], event["span_id"] = hex_ids(span_context)
-        for key, value in self._fields.items():
+        for key, value in self.fields.items():
             event.setdefault(key, value)
         if "exc_info" in event:
             add_exception_fields(None, "", event)
-        return render_json(event, self._max_bytes)
+        return render_json(event, self.max_bytes)
 
     def use_clock(self, clock: Callable[[], str]) -> None:
         """Stamp every line with ``clock()`` instead of the time (deterministic tests)."""
@@ -417,14 +281,17 @@ class Pipeline:
             return event
 
         self.clock = clock
-        self.structlog_chain[:] = [
-            stamp if isinstance(p, structlog.processors.TimeStamper) else p
-            for p in self.structlog_chain
-        ]
+        self.structlog_chain[:] = [stamp if p is add_timestamp else p for p in self.structlog_chain]
 
 
 _pipeline: Pipeline | None = None
 _pipeline_lock = threading.Lock()
+
+
+@after_fork.in_child
+def _renew_pipeline_lock() -> None:
+    global _pipeline_lock
+    _pipeline_lock = threading.Lock()
 
 
 def pipeline() -> Pipeline:
@@ -449,10 +316,7 @@ class Logger(structlog.BoundLoggerBase):
             return None
         try:
             text = None if event is None else str(event) % args if args else str(event)
-            if shared.fast_structlog(self._processors):
-                line = shared.render_event(self._logger, method, self._context, text, kw)
-                return getattr(self._logger, method)(line)
-            return self._proxy_to_logger(method, text, **kw)
+            return _write(self, shared, method, text, kw)
         except Exception as error:
             _internal_errors.report("logs", error)
             return None
@@ -570,7 +434,7 @@ class BridgeHandler(logging.Handler):
                 "logger": record.name,
                 "timestamp": clock()
                 if (clock := self._pipeline.clock)
-                else _rfc3339(record.created),
+                else rfc3339(record.created),
             }
             attributes = record.__dict__
             if not attributes.keys() <= _RECORD_ATTRS:
@@ -599,9 +463,3 @@ class BridgeHandler(logging.Handler):
 
     def handleError(self, record: logging.LogRecord) -> None:  # never print to stderr
         _internal_errors.count("logs")
-
-
-def _rfc3339(created: float) -> str:
-    """``created`` (a LogRecord's epoch seconds) as RFC 3339 UTC with microseconds."""
-    second, micro = divmod(round(created * 1_000_000), 1_000_000)
-    return f"{_second_text(second)}.{micro:06d}Z"

@@ -87,13 +87,18 @@ class ExemplarStore:
         self._map = mmap.mmap(self._file.fileno(), 0)
         self._capacity = (len(self._map) - _HEADER.size) // _RECORD
 
+    def renew_lock(self) -> None:
+        """In a forked child: a new lock (another thread may have held this one)."""
+        self._lock = threading.Lock()
+
     def record(self, histogram: Any, amount: float, exemplar: dict[str, str]) -> None:
-        """Remember ``exemplar`` for the bucket of ``histogram`` that ``amount`` falls in."""
-        bounds = histogram._upper_bounds
+        """Remember ``exemplar`` for the bucket of ``histogram`` (an obskit histogram child
+        or a histogram without labels) that ``amount`` falls in."""
+        bounds = histogram._obskit_bounds
         index = bisect.bisect_left(bounds, amount)  # the first bound >= amount
         if index >= len(bounds) or not amount <= bounds[index]:
             raise ValueError(f"no bucket for {amount!r}")  # NaN: reported, not recorded
-        keys: list[bytes | None] | None = getattr(histogram, "_obskit_exemplar_keys", None)
+        keys: list[bytes | None] | None = histogram._obskit_exemplar_keys
         if keys is None:
             # One record key per bucket of this child, built on its first exemplar.
             keys = histogram._obskit_exemplar_keys = [None] * len(bounds)
@@ -141,9 +146,11 @@ class ExemplarStore:
 
 def _record_key(histogram: Any, bound: float) -> bytes:
     """The record key of one bucket series: JSON [sample name, sorted labels with le]."""
-    labels = dict(zip(histogram._labelnames, histogram._labelvalues, strict=False))
+    from obskit._metrics.registry import label_values, metric_name
+
+    labels = dict(zip(histogram._obskit_labelnames, label_values(histogram), strict=False))
     labels["le"] = floatToGoString(bound)
-    return json.dumps([f"{histogram._name}_bucket", sorted(labels.items())]).encode()
+    return json.dumps([f"{metric_name(histogram)}_bucket", sorted(labels.items())]).encode()
 
 
 def read_exemplars(path: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar]:

@@ -10,16 +10,21 @@ Every metric obskit hands out is a prometheus-client metric subclass with two
 additions: ``labels()`` sends label sets beyond the cap to one ``__overflow__``
 series, and a histogram's ``observe()`` attaches the current sampled span's
 ``trace_id``/``span_id`` as an OpenMetrics exemplar.
+
+This module uses prometheus-client's public API only. What obskit needs to know about
+a metric (its label names, a child's label values, a histogram's bucket bounds, the
+label sets handed out) it keeps itself, from what it passed to the constructor and to
+``labels()``. The hot paths (:func:`observe_trusted`, :func:`add_trusted`) go through
+:mod:`obskit._fast.histogram`, which falls back to ``Histogram.observe``/``Gauge.inc``.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
+import math
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -28,9 +33,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar
-from prometheus_client.values import MutexValue
 
+from obskit._fast import histogram as _fast_histogram
+from obskit._lifecycle import after_fork
 from obskit._lifecycle import self_stats as _self_stats
 from obskit._traces.ids import hex_ids
 from obskit.exceptions import ConfigError
@@ -48,35 +53,112 @@ M = TypeVar("M", bound="_Guarded")
 
 
 class _Guarded:
-    """Mixin: a cap on distinct label sets, with one overflow series beyond it."""
+    """Mixin: what obskit keeps about a metric, and a cap on distinct label sets with one
+    overflow series beyond it.
+
+    prometheus-client makes each child with the parent's class and constructor
+    arguments, so a child knows its label names (and a histogram child its buckets)
+    from its own constructor; its label values are set by the parent's ``labels()``.
+    """
 
     _obskit_cap = 0  # 0: unguarded (children, or metrics without labels)
     _obskit_warned = False
+    #: The family name (``describe()``'s), found when first needed.
+    _obskit_name: str | None = None
+    #: The label names given to the constructor.
+    _obskit_labelnames: tuple[str, ...] = ()
+    #: A child's label values, set when ``labels()`` first hands it out; None on a
+    #: parent, on a metric without labels and on a child obskit did not hand out.
+    _obskit_values: tuple[str, ...] | None = None
+    #: A parent's label sets handed out and not removed: what the cap counts.
+    _obskit_series: dict[tuple[str, ...], None]
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Iterable[str] = (), *args: Any, **kw: Any
+    ) -> None:
+        labels = tuple(labelnames)
+        self._obskit_labelnames = labels
+        self._obskit_series = {}
+        super().__init__(name, documentation, labels, *args, **kw)  # type: ignore[call-arg]
 
     def labels(self: Any, *values: object, **named: object) -> Any:
         values = tuple(map(_label_value, values))
         if named:
             named = {name: _label_value(value) for name, value in named.items()}
+        series = self._obskit_series
         cap = self._obskit_cap
-        if cap and len(self._metrics) >= cap:
+        if cap and len(series) >= cap:
             if named and not values:
-                values = tuple(named.get(name, "") for name in self._labelnames)
+                values = tuple(named.get(name, "") for name in self._obskit_labelnames)
                 named = {}
-            if values not in self._metrics:
+            if values not in series:
                 return self._overflow()
-        return MetricWrapperBase.labels(self, *values, **named)
+        child = MetricWrapperBase.labels(self, *values, **named)
+        if child._obskit_values is None:  # new (prometheus-client checked the names)
+            key = values if values or not named else tuple(map(named.get, self._obskit_labelnames))
+            child._obskit_values = key
+            series[key] = None
+        return child
+
+    def remove(self: Any, *values: Any) -> None:
+        """prometheus-client's ``remove()``, for the label values as ``labels()`` keeps them."""
+        values = tuple(map(_label_value, values))
+        MetricWrapperBase.remove(self, *values)
+        self._obskit_series.pop(values, None)
+
+    if hasattr(MetricWrapperBase, "remove_by_labels"):  # (prometheus-client 0.24 and later)
+
+        def remove_by_labels(self: Any, labels: dict[str, str]) -> None:
+            """prometheus-client's ``remove_by_labels()``, for values as ``labels()`` keeps them."""
+            if isinstance(labels, dict):
+                labels = {name: _label_value(value) for name, value in labels.items()}
+            MetricWrapperBase.remove_by_labels(self, labels)
+            where = [(self._obskit_labelnames.index(k), v) for k, v in labels.items()]
+            series = self._obskit_series
+            for key in list(series):
+                if all(key[index] == value for index, value in where):
+                    series.pop(key, None)
+
+    def clear(self: Any) -> None:
+        """prometheus-client's ``clear()``: every label set removed."""
+        MetricWrapperBase.clear(self)
+        self._obskit_series.clear()
 
     def _overflow(self: Any) -> Any:
-        _self_stats.add("obskit_metric_overflow", metric=self._name)
+        name = self._obskit_name
+        if name is None:
+            name = self._obskit_name = self.describe()[0].name
+        _self_stats.add("obskit_metric_overflow", metric=name)
         if not self._obskit_warned:
             self._obskit_warned = True
             _log.warning(
                 "obskit: metric %s reached %d label sets; further ones go to the %s series",
-                self._name,
+                name,
                 self._obskit_cap,
                 OVERFLOW,
             )
-        return MetricWrapperBase.labels(self, *([OVERFLOW] * len(self._labelnames)))
+        values = (OVERFLOW,) * len(self._obskit_labelnames)
+        child = MetricWrapperBase.labels(self, *values)
+        if child._obskit_values is None:
+            child._obskit_values = values
+            self._obskit_series[values] = None
+        return child
+
+
+def label_values(child: Any) -> tuple[str, ...]:
+    """The label values ``labels()`` handed ``child`` out for: ``("__overflow__", ...)``
+    for the overflow series; ``()`` for a metric without labels (or a child obskit's
+    ``labels()`` did not make)."""
+    values: tuple[str, ...] | None = child._obskit_values
+    return values if values is not None else ()
+
+
+def metric_name(metric: Any) -> str:
+    """The family name of one of obskit's metrics (a counter's without ``_total``)."""
+    name: str | None = metric._obskit_name
+    if name is None:
+        name = metric._obskit_name = metric.describe()[0].name
+    return name
 
 
 def _label_value(value: object) -> str:
@@ -102,8 +184,36 @@ class ObskitGauge(_Guarded, Gauge):
     """A prometheus-client Gauge with obskit's series cap."""
 
 
+def bucket_bounds(buckets: Iterable[float | str]) -> tuple[float, ...]:
+    """A histogram's upper bounds as prometheus-client documents them: the buckets as
+    floats, ``+Inf`` added if missing."""
+    bounds = [float(bound) for bound in buckets]
+    if bounds and bounds[-1] != math.inf:
+        bounds.append(math.inf)
+    return tuple(bounds)
+
+
 class ObskitHistogram(_Guarded, Histogram):
     """A prometheus-client Histogram with the series cap and automatic trace exemplars."""
+
+    #: The upper bounds of the buckets, ``+Inf`` last.
+    _obskit_bounds: tuple[float, ...] = ()
+    #: Per bucket, the key of its record in the worker's exemplar file (multiprocess
+    #: mode), made on the bucket's first exemplar.
+    _obskit_exemplar_keys: list[bytes | None] | None = None
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Iterable[str] = (),
+        *args: Any,
+        buckets: Sequence[float | str] = Histogram.DEFAULT_BUCKETS,
+        **kw: Any,
+    ) -> None:
+        buckets = tuple(buckets)
+        self._obskit_bounds = bucket_bounds(buckets)
+        super().__init__(name, documentation, labelnames, *args, buckets=buckets, **kw)
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         """Observe ``amount``; inside a sampled span, with its ids as the exemplar.
@@ -118,101 +228,25 @@ class ObskitHistogram(_Guarded, Histogram):
             exemplar = None
         else:  # the caller's own exemplar: prometheus-client checks its label names
             Histogram.observe(self, amount, exemplar)
-            _keep_exemplar(self, amount, exemplar)
+            if self._obskit_values is not None or not self._obskit_labelnames:
+                _keep_exemplar(self, amount, exemplar)
             return
-        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        if self._obskit_values is None and self._obskit_labelnames:
+            # A parent (prometheus-client says it is missing label values), or a child
+            # obskit's labels() did not make: the public call decides.
+            Histogram.observe(self, amount, exemplar)
+            return
         observe_trusted(self, amount, exemplar)
 
 
-_now = time.time
-_bisect = bisect.bisect_left
-_tuple_new = tuple.__new__
-#: The names prometheus-client's ``Histogram.observe`` uses in the versions that
-#: :func:`_observe_unchecked` mirrors; any other set turns the mirror off.
-_OBSERVE_NAMES = {
-    "_raise_if_not_observable",
-    "_sum",
-    "inc",
-    "enumerate",
-    "_upper_bounds",
-    "_buckets",
-    "_validate_exemplar",
-    "set_exemplar",
-    "Exemplar",
-    "time",
-}
+#: ``Histogram.observe(child, amount, exemplar)`` for an observable child and an
+#: exemplar obskit built (or None): the accelerator when it is on. (``@traced`` calls it
+#: directly for an observation without exemplar.)
+_histogram_observe: Callable[[Any, float, dict[str, str] | None], None] = _fast_histogram.observe
 
-
-#: ``MutexValue.inc``/``set_exemplar`` are "under the lock, set one field": inlined below.
-_INLINE_MUTEX = MutexValue.inc.__code__.co_names == (
-    "_lock",
-    "_value",
-) and MutexValue.set_exemplar.__code__.co_names == ("_lock", "_exemplar")
-#: ``Exemplar`` is the NamedTuple (labels, value, timestamp): one made by tuple.__new__
-#: is the same object its generated ``__new__`` makes, without that Python call.
-_EXEMPLAR_IS_TUPLE = getattr(Exemplar, "_fields", None) == ("labels", "value", "timestamp")
-
-
-def _observe_unchecked(child: Any, amount: float, exemplar: dict[str, str] | None) -> None:
-    """prometheus-client's ``Histogram.observe`` minus its checks, for an observable child
-    and an exemplar obskit built (valid label names, within the size limit)."""
-    total = child._sum
-    buckets = child._buckets
-    if _INLINE_MUTEX and type(total) is MutexValue:  # single-process values: no calls
-        # acquire/try/finally rather than `with`: the same, ~1,000 instructions less.
-        lock = total._lock
-        lock.acquire()
-        try:
-            total._value += amount
-        finally:
-            lock.release()
-        bounds = child._upper_bounds
-        # The first bucket with amount <= bound (the last bound is +Inf); NaN fits none.
-        i = _bisect(bounds, amount)
-        if i < len(bounds) and amount <= bounds[i]:
-            bucket = buckets[i]
-            # The count and its exemplar under one acquisition of the lock.
-            recorded = None
-            if exemplar:
-                fields = (exemplar, amount, _now())
-                recorded = _tuple_new(Exemplar, fields) if _EXEMPLAR_IS_TUPLE else Exemplar(*fields)
-            lock = bucket._lock
-            lock.acquire()
-            try:
-                bucket._value += 1
-                if recorded is not None:
-                    bucket._exemplar = recorded
-            finally:
-                lock.release()
-        return
-    total.inc(amount)
-    for i, bound in enumerate(child._upper_bounds):
-        if amount <= bound:
-            buckets[i].inc(1)
-            if exemplar:
-                buckets[i].set_exemplar(Exemplar(exemplar, amount, _now()))
-            break
-
-
-def add_trusted(child: Any, amount: float) -> None:
-    """``Gauge.inc(amount)`` on an observable child of a gauge not in ``mostrecent`` mode."""
-    value = child._value
-    if _INLINE_MUTEX and type(value) is MutexValue:
-        lock = value._lock
-        lock.acquire()  # not `with`: see _observe_unchecked
-        try:
-            value._value += amount
-        finally:
-            lock.release()
-        return
-    value.inc(amount)
-
-
-_histogram_observe: Callable[[Any, float, dict[str, str] | None], None] = (
-    _observe_unchecked
-    if set(Histogram.observe.__code__.co_names) == _OBSERVE_NAMES
-    else Histogram.observe
-)
+#: ``Gauge.inc(child, amount)`` on an observable child of a gauge not in ``mostrecent``
+#: mode: the accelerator when it is on.
+add_trusted: Callable[[Any, float], None] = _fast_histogram.add
 
 
 def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, str] | None) -> None:
@@ -276,10 +310,12 @@ def _exemplar_fits(exemplar: dict[str, str]) -> bool:
 
 
 def _detect_multiprocess() -> str | None:
-    """The multiprocess directory if prometheus-client was imported in multiprocess mode."""
+    """The multiprocess directory if prometheus-client was imported in multiprocess mode
+    (its value class, chosen at import from ``PROMETHEUS_MULTIPROC_DIR``, is not the
+    single-process ``MutexValue``)."""
     from prometheus_client import values
 
-    if getattr(values.ValueClass, "_multiprocess", False):
+    if values.ValueClass is not values.MutexValue:
         from obskit._metrics.multiprocess import directory  # only in multiprocess mode
 
         return directory()
@@ -312,8 +348,20 @@ def _forget_store_in_child() -> None:
     _store_here = None
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_store_in_child)
+@after_fork.in_child
+def _renew_locks() -> None:
+    """The store's locks (another thread may have held one at fork), and no exemplar
+    store: the child writes its own file."""
+    global _store_lock
+    _forget_store_in_child()
+    _store_lock = threading.Lock()
+    if _store is not None:
+        _store.renew_locks()
+    for exemplars in _exemplar_stores.values():
+        exemplars.renew_lock()
+
+
+after_fork.register()  # (an app may fork after using metrics, before any init())
 
 
 class _SelfCollector(Collector):
@@ -386,6 +434,10 @@ class MetricStore:
         self._exposition: CollectorRegistry | None = None
         # A scrape merges every worker's files: obskit's own counts must be in them too.
         _self_stats.mirror = _file_backed_counts() if self.multiprocess is not None else None
+
+    def renew_locks(self) -> None:
+        """In a forked child: a new lock (another thread may have held this one)."""
+        self._lock = threading.RLock()
 
     def exposition(self) -> CollectorRegistry:
         """The registry a scrape reads: this one, or all workers merged in multiprocess mode."""
@@ -500,7 +552,7 @@ def function_histogram(metrics: MetricStore) -> ObskitHistogram:
         None,
         buckets=metrics.buckets,
     )
-    if tuple(histogram._upper_bounds[:-1]) != metrics.buckets:
+    if histogram._obskit_bounds[:-1] != metrics.buckets:
         metrics.forget(FUNCTION_HISTOGRAM)
         histogram = function_histogram(metrics)
     return histogram

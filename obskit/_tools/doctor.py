@@ -38,7 +38,15 @@ def run(out: TextIO | None = None) -> int:
     except ConfigError as error:
         out.write(f"✗ configuration: {error}\n")
         return 2
-    checks = [Check("configuration", "ok", f"{len(settings.sources)} settings valid")]
+    checked = len(settings.otel_env.sources)
+    checks = [
+        Check(
+            "configuration",
+            "ok",
+            f"{len(settings.sources)} settings valid"
+            + (f", {checked} OpenTelemetry SDK variable(s) checked" if checked else ""),
+        )
+    ]
     checks += _pipeline_checks()
     for check in checks:
         mark = {"ok": "✓", "fail": "✗", "skip": "-"}[check.status]

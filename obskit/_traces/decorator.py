@@ -16,51 +16,36 @@ context" errors when a generator is closed early or abandoned).
 from __future__ import annotations
 
 import inspect
-import random
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
-    INVALID_SPAN_ID,
     NonRecordingSpan,
     Span,
-    SpanContext,
     Status,
     StatusCode,
 )
 from opentelemetry.util.types import AttributeValue
 
-from obskit._fast.spans import FastTracer, fast_tracer, trusted_attributes
-from obskit._fast.spans import detach as _fast_detach
+from obskit._fast.histogram import observe as _observe_plain
+from obskit._fast.spans import SpanStarter, end_span
+from obskit._fast.spans import attach as _attach
+from obskit._fast.spans import detach as _detach
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
-from obskit._metrics import registry as _registry
 from obskit._metrics.registry import exemplar_of, observe_trusted
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _perf_counter = time.perf_counter
-_attach = otel_context.attach
-_detach = otel_context.detach
 _set_span = trace.set_span_in_context
 _observe = observe_trusted
-_get_current_span = trace.get_current_span
-_random_bits = random.getrandbits
 _NOTHING = (None, None)
-
-
-def _new_span_id() -> int:
-    """A random non-zero span id, as the SDK's RandomIdGenerator makes them."""
-    span_id = _random_bits(64)
-    while span_id == INVALID_SPAN_ID:
-        span_id = _random_bits(64)
-    return span_id
 
 
 class _Site:
@@ -69,18 +54,16 @@ class _Site:
     __slots__ = (
         "attributes",
         "error_child",
-        "fast",
         "function",
         "histogram",
         "ok_child",
         "on",
         "record_exception",
-        "skip_unsampled",
         "span",
         "span_name",
+        "starter",
         "telemetry",
         "tracer",
-        "trusted",
     )
 
     def __init__(
@@ -102,10 +85,8 @@ class _Site:
         self.tracer: trace.Tracer | None = None
         self.ok_child: Any = None
         self.error_child: Any = None
-        self.skip_unsampled = False
-        self.fast: FastTracer | None = None
-        #: The attributes the fast path passes: pre-cleaned (trusted) or as given.
-        self.trusted: dict[str, AttributeValue] | None = None
+        #: Starts and ends this function's spans on the current tracer (None: no spans).
+        self.starter: SpanStarter | None = None
         self.on = False
 
     def active(self) -> bool:
@@ -117,7 +98,7 @@ class _Site:
         telemetry = _runtime._current
         if telemetry is not self.telemetry:
             self.telemetry = telemetry
-            self.fast = self.trusted = None
+            self.starter = None
             if telemetry is None or telemetry.tracer is None:
                 self.tracer = self.ok_child = self.error_child = None
             else:
@@ -126,11 +107,13 @@ class _Site:
                 if self.histogram:
                     self.ok_child = histogram.labels(self.function, "ok")
                     self.error_child = histogram.labels(self.function, "error")
-                self.skip_unsampled = telemetry.settings.traces_sampler.startswith("parentbased_")
                 if self.tracer is not None:
-                    self.fast = fast_tracer(self.tracer)
-                    if self.fast is not None:
-                        self.trusted = trusted_attributes(self.tracer, self.attributes)
+                    self.starter = SpanStarter(
+                        self.tracer,
+                        self.span_name,
+                        self.attributes,
+                        telemetry.settings.traces_sampler.startswith("parentbased_"),
+                    )
             self.on = self.tracer is not None or self.ok_child is not None
         return self.on
 
@@ -141,18 +124,8 @@ class _Site:
         the call runs without a span, ``(None, None)``.
         """
         try:
-            fast = self.fast
-            if fast is not None:
-                trusted = self.trusted
-                opened = (
-                    fast.start_current(self.span_name, self.attributes, False)
-                    if trusted is None
-                    else fast.start_current(self.span_name, trusted, True)
-                )
-                if opened is not None:
-                    return opened
-            span = self._sdk_start()
-            return span, _attach(_set_span(span))
+            assert self.starter is not None
+            return self.starter.open()
         except Exception as error:
             _internal_errors.report("traced", error)
             return None, None
@@ -164,41 +137,13 @@ class _Site:
         internal error is reported and the call runs without a span.
         """
         try:
-            if self.tracer is None:
+            if self.starter is None:
                 return None, None
-            fast = self.fast
-            if fast is not None:
-                trusted = self.trusted
-                span = (
-                    fast.start(self.span_name, self.attributes)
-                    if trusted is None
-                    else fast.start(self.span_name, trusted, trusted=True)
-                )
-                if span is not None:
-                    return span, _set_span(span)
-            span = self._sdk_start()
+            span = self.starter.start()
             return span, _set_span(span)
         except Exception as error:
             _internal_errors.report("traced", error)
             return None, None
-
-    def _sdk_start(self) -> Span:
-        assert self.tracer is not None
-        if self.skip_unsampled:
-            parent = _get_current_span().get_span_context()
-            if parent.is_valid and not parent.trace_flags.sampled:
-                # A parent-based sampler drops every child of an unsampled parent:
-                # skip the SDK's sampling machinery, keep fresh ids for log correlation.
-                return NonRecordingSpan(
-                    SpanContext(
-                        parent.trace_id,
-                        _new_span_id(),
-                        is_remote=False,
-                        trace_flags=parent.trace_flags,
-                        trace_state=parent.trace_state,
-                    )
-                )
-        return self.tracer.start_span(self.span_name, attributes=self.attributes)
 
     def finish(self, span: Span | None, started: float, error: BaseException | None) -> None:
         """Record the outcome on the span and the histogram, then end the span."""
@@ -208,7 +153,7 @@ class _Site:
             child = self.ok_child
             if child is not None:
                 try:
-                    _registry._histogram_observe(child, elapsed, None)
+                    _observe_plain(child, elapsed, None)
                 except Exception as internal:
                     _internal_errors.report("traced", internal)
             return
@@ -227,18 +172,14 @@ class _Site:
                     None if span is None or type(span) is NonRecordingSpan else exemplar_of(span)
                 )
                 if exemplar is None:  # observe_trusted's own first step, one call less
-                    _registry._histogram_observe(child, elapsed, None)
+                    _observe_plain(child, elapsed, None)
                 else:
                     _observe(child, elapsed, exemplar)
         except Exception as internal:
             _internal_errors.report("traced", internal)
         if span is not None and type(span) is not NonRecordingSpan:  # whose end() is a no-op
             try:
-                fast = self.fast
-                if fast is not None:
-                    fast.end(span)
-                else:
-                    span.end()
+                end_span(span)
             except Exception as internal:
                 _internal_errors.report("traced", internal)
 
@@ -256,7 +197,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
             raise
         finally:
             if token is not None:
-                _fast_detach(token)
+                _detach(token)
         site.finish(span, started, None)
         return result
 
@@ -396,12 +337,14 @@ class _FunctionWrapper(_WrapperBase):
     """
 
     _self_site: _Site
+    #: The wrapper function it was made with (wrapt keeps its own copy privately).
+    _self_call: Callable[..., Any]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         site = self._self_site
         if not (site.on if _runtime._current is site.telemetry else site.active()):
             return self.__wrapped__(*args, **kwargs)
-        wrapper: Any = self._self_wrapper
+        wrapper = self._self_call
         return wrapper(self.__wrapped__, None, args, kwargs)
 
 
@@ -424,7 +367,7 @@ class _SyncFunctionWrapper(_FunctionWrapper):
                 raise
             elapsed = _perf_counter() - started
             try:
-                _registry._histogram_observe(site.ok_child, elapsed, None)
+                _observe_plain(site.ok_child, elapsed, None)
             except Exception as internal:
                 _internal_errors.report("traced", internal)
             return result
@@ -437,7 +380,7 @@ class _SyncFunctionWrapper(_FunctionWrapper):
             raise
         finally:
             if token is not None:
-                _fast_detach(token)
+                _detach(token)
         site.finish(span, started, None)
         return result
 
@@ -470,7 +413,7 @@ async def _traced_coroutine(
         raise
     finally:
         if token is not None:
-            _fast_detach(token)
+            _detach(token)
     site.finish(span, started, None)
     return result
 
@@ -530,6 +473,7 @@ def traced(
         if inspect.isfunction(target):
             proxy = (proxy_class if span or histogram else _PassThrough)(target, wrapper)
             proxy._self_site = site
+            proxy._self_call = wrapper
             return proxy
         return wrapt.FunctionWrapper(target, wrapper)
 
@@ -552,7 +496,6 @@ class span:
         self.attributes = attributes
         self._span: Span | None = None
         self._token: object = None
-        self._fast: FastTracer | None = None
 
     def __enter__(self) -> Span:
         telemetry = _runtime._current
@@ -573,13 +516,7 @@ class span:
             return trace.INVALID_SPAN
 
     def _open(self, tracer: Any) -> Span:
-        self._fast = fast = fast_tracer(tracer)
-        opened = fast.start_current(self.name, self.attributes, False) if fast is not None else None
-        if opened is not None:
-            self._span, self._token = opened
-        else:
-            self._span = tracer.start_span(self.name, attributes=self.attributes)
-            self._token = _attach(_set_span(self._span))
+        self._span, self._token = SpanStarter(tracer, self.name, self.attributes, False).open()
         return self._span
 
     def __exit__(
@@ -595,15 +532,11 @@ class span:
             if error is not None and not isinstance(error, GeneratorExit):
                 current.record_exception(error, escaped=True)
                 current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            fast = self._fast
-            if fast is not None:
-                fast.end(current)
-            else:
-                current.end()
+            end_span(current)
         except Exception as internal:
             _internal_errors.report("span", internal)
         finally:
-            _fast_detach(self._token)
+            _detach(self._token)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()

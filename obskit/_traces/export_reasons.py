@@ -1,17 +1,26 @@
 """Why an export failed: the bounded ``reason`` label of ``obskit_export_errors_total``.
 
-OpenTelemetry's OTLP exporters only return ``FAILURE``. obskit gives the HTTP
-exporter a :class:`requests.Session` and the gRPC exporter a channel interceptor
-that note the outcome of each attempt in a :class:`ReasonRecorder`; the guarded
-exporter reads the last attempt's outcome when the batch fails. If an exporter
-version offers neither seam, the reason stays ``"failure"``.
+OpenTelemetry's OTLP exporters only return ``FAILURE``. obskit hears each attempt
+through seams their public API offers, on every supported version: the HTTP exporter
+takes obskit's :class:`requests.Session` (its ``session=`` argument); the gRPC
+exporter reports each failed call's status code in its own log records, which a
+filter on its modules' loggers reads. Both note the outcome in a
+:class:`ReasonRecorder`; the guarded exporter reads the last attempt's outcome when
+the batch fails. An attempt nothing observed leaves the reason ``"failure"``.
+
+The recorder also carries each export's deadline: obskit's session gives no request
+more than the time left, and refuses one once it is spent (an exporter that retries
+past its timeout then stops at its next attempt, sending nothing).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
+import time
+import weakref
 from typing import Any
 
 #: HTTP status codes that get their own label value; others become ``http_4xx``/``http_5xx``.
@@ -86,21 +95,53 @@ def error_reason(error: BaseException) -> str:
     return "connection_error"
 
 
+class Attempt:
+    """One export's outcome so far, shared by the thread making it and any thread
+    waiting for it: the last attempt's reason and the deadline (``time.monotonic()``)."""
+
+    __slots__ = ("deadline", "reason")
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.reason: str | None = None
+
+
+#: Every live recorder, for the gRPC log filter (which cannot know which one is in use).
+_RECORDERS: weakref.WeakSet[ReasonRecorder] = weakref.WeakSet()
+
+
 class ReasonRecorder:
-    """The outcome of the last export attempt made on the current thread."""
+    """The outcome of the export in progress on each thread."""
 
     def __init__(self) -> None:
         self._local = threading.local()
+        _RECORDERS.add(self)
 
-    def clear(self) -> None:
-        self._local.reason = None
+    def clear(self, deadline: float | None = None) -> Attempt:
+        """Start a new export on this thread, to end by ``deadline`` (monotonic seconds)."""
+        attempt = Attempt(deadline)
+        self._local.attempt = attempt
+        return attempt
+
+    def current(self) -> Attempt | None:
+        """This thread's export, if one was started on it."""
+        attempt: Attempt | None = getattr(self._local, "attempt", None)
+        return attempt
 
     def record(self, reason: str | None) -> None:
-        self._local.reason = reason
+        attempt = self.current() or self.clear()
+        attempt.reason = reason
 
     def reason(self) -> str | None:
-        reason: str | None = getattr(self._local, "reason", None)
-        return reason
+        attempt = self.current()
+        return None if attempt is None else attempt.reason
+
+    def time_left(self) -> float | None:
+        """Seconds until this thread's export deadline; ``None`` without one."""
+        attempt = self.current()
+        if attempt is None or attempt.deadline is None:
+            return None
+        return attempt.deadline - time.monotonic()
 
     def record_error(self, error: BaseException) -> None:
         try:
@@ -109,12 +150,29 @@ class ReasonRecorder:
             self.record(None)
 
 
+class DeadlinePassed(TimeoutError):
+    """An export attempt refused by obskit because its export's deadline had passed."""
+
+
+def refused_at_deadline(error: BaseException) -> bool:
+    """Whether ``error`` is (or wraps) obskit's refusal of an attempt past the deadline."""
+    return any(isinstance(e, DeadlinePassed) for e in _chain(error))
+
+
 def recording_session(recorder: ReasonRecorder) -> Any:
-    """A ``requests.Session`` that records each request's outcome in ``recorder``."""
+    """A ``requests.Session`` that records each request's outcome in ``recorder`` and
+    keeps each request within the export's deadline."""
     import requests
 
     class RecordingSession(requests.Session):
         def request(self, *args: Any, **kwargs: Any) -> Any:
+            left = recorder.time_left()
+            if left is not None:
+                if left <= 0:
+                    # The guard stopped waiting for this export: an exporter that
+                    # retries past its timeout stops here, sending nothing more.
+                    raise requests.exceptions.Timeout(DeadlinePassed("export deadline passed"))
+                kwargs["timeout"] = _within(kwargs.get("timeout"), left)
             try:
                 response = super().request(*args, **kwargs)
             except Exception as error:
@@ -134,37 +192,63 @@ def recording_session(recorder: ReasonRecorder) -> Any:
     return RecordingSession()
 
 
+def _within(timeout: Any, left: float) -> Any:
+    """requests' ``timeout`` (seconds, ``None`` or a (connect, read) pair) cut to ``left``."""
+    if isinstance(timeout, tuple):
+        return tuple(_within(part, left) for part in timeout)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return min(timeout, left)
+    return left if timeout is None else timeout
+
+
 def _no_time_left(timeout: Any) -> bool:
     """Whether a request's ``timeout`` (seconds, or requests' (connect, read) pair) is spent."""
     first = timeout[0] if isinstance(timeout, tuple) and timeout else timeout
     return isinstance(first, (int, float)) and not isinstance(first, bool) and first <= 0
 
 
+class _GrpcStatusFilter(logging.Filter):
+    """Notes the gRPC status code a failed export call logs (never drops a record).
+
+    The OTLP/gRPC exporter logs each failed call (a transient one it retries, and the
+    last) with the call's ``grpc.StatusCode`` among the record's arguments; that
+    argument, not the message text, is what is read. Log records are handled on the
+    thread that makes them: the exporting thread, whose current export this is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            import grpc
+
+            args = record.args if isinstance(record.args, tuple) else ()
+            codes = [arg for arg in args if isinstance(arg, grpc.StatusCode)]
+            if codes and codes[0] is not grpc.StatusCode.OK:
+                reason = f"grpc_{codes[0].name.lower()}"
+                for recorder in list(_RECORDERS):
+                    if recorder.current() is not None:
+                        recorder.record(reason)
+        except Exception:
+            pass
+        return True
+
+
+_grpc_filter = _GrpcStatusFilter()
+
+
 def record_grpc_outcomes(exporter: Any, recorder: ReasonRecorder) -> bool:
-    """Route ``exporter``'s calls (and its re-created channels) through an interceptor
-    recording each call's status code; ``False`` if this exporter version has no seam."""
-    stub = getattr(exporter, "_stub", None)
-    if stub is None or not hasattr(exporter, "_channel") or not hasattr(exporter, "_client"):
-        return False
-    import grpc
+    """Record the status codes of ``exporter``'s failed calls in ``recorder``, read from
+    its log records; ``False`` if none of its classes comes from an exporter module.
 
-    class Interceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            outcome = continuation(details, request)
-            try:
-                code = outcome.code()
-                ok = code is None or code == grpc.StatusCode.OK
-                recorder.record(None if ok else f"grpc_{code.name.lower()}")
-            except Exception:
-                recorder.record(None)
-            return outcome
-
-    interceptor = Interceptor()
-
-    def intercepted_stub(channel: Any) -> Any:
-        return stub(grpc.intercept_channel(channel, interceptor))
-
-    exporter._stub = intercepted_stub
-    if exporter._channel is not None:
-        exporter._client = intercepted_stub(exporter._channel)
-    return True
+    The filter goes on the loggers of the modules its classes come from, first, so that
+    no deduplicating filter there hides a repeated failure from it. Records below the
+    logger's level are never made: with the exporter's warnings and errors silenced,
+    a failed gRPC export is counted as ``timeout`` or ``failure``.
+    """
+    _RECORDERS.add(recorder)
+    modules = {kind.__module__ for kind in type(exporter).__mro__}
+    seams = sorted(m for m in modules if m.startswith("opentelemetry.exporter."))
+    for module in seams:
+        logger = logging.getLogger(module)
+        if _grpc_filter not in logger.filters:
+            logger.filters.insert(0, _grpc_filter)
+    return bool(seams)

@@ -1,28 +1,67 @@
-"""The span exporter wrapper: export errors contained, shutdown idempotent and abortable.
+"""The span exporter wrapper: export errors contained, each export bounded by its
+timeout, shutdown idempotent and abortable; the batch processor that counts its drops.
 
 Upstream exporters may raise, log a warning on a second ``shutdown()``, and keep
-retrying after the caller has given up. :class:`GuardedExporter` sits between the
-batch processor and the real exporter so that none of this reaches the app, and
-so that ``obskit.shutdown()`` can cut retries short when its deadline passes.
+retrying after the caller has given up (before OpenTelemetry 1.28 the OTLP exporters
+retry for up to 63 s whatever their timeout). :class:`GuardedExporter` sits between the
+batch processor and the real exporter so that none of this reaches the app, and so
+that ``obskit.shutdown()`` can cut retries short when its deadline passes.
+
+Only the SDK's public API is used here, so that a new release can make obskit slower
+but never wrong: the batch processor's queue is mirrored by obskit's own count.
 """
 
 from __future__ import annotations
 
+import collections
+import contextvars
+import os
 import socket
 import threading
+import time
+import weakref
 from collections.abc import Sequence
-from typing import Any
 
+from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
-from obskit._traces.export_reasons import ReasonRecorder
+from obskit._traces.export_reasons import Attempt, ReasonRecorder, refused_at_deadline
+
+#: How long past an export's deadline the guard still waits for the exporter's own
+#: outcome: an exporter that bounds itself by the same timeout ends right at it.
+GRACE = 0.1
+#: How often a waiting export looks whether the guard was shut down meanwhile.
+_POLL = 0.05
+
+
+class _Outcome:
+    """What one export came to: a result (with the reason of a failure) or an exception."""
+
+    __slots__ = ("error", "reason", "result")
+
+    def __init__(
+        self,
+        result: SpanExportResult | None = None,
+        error: Exception | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.result = result
+        self.error = error
+        self.reason = reason
 
 
 class GuardedExporter(SpanExporter):
     """Delegates to ``exporter``; never raises, shuts the delegate down exactly once.
+
+    With a ``timeout`` (seconds: the OTLP timeout), each export is made on a thread of
+    its own and waited for at most that long (plus :data:`GRACE`): an exporter that
+    retries past it is left to finish alone, its batch counted as failed, and obskit's
+    session refuses its next attempt. While it still runs, the next export waits for it
+    within its own timeout, so the delegate never exports two batches at once.
+    ``shutdown()`` ends a wait at once.
 
     While exports are failing and ``endpoint`` (host, port) refuses TCP connections —
     the collector is down — a batch is dropped (and counted) without being encoded
@@ -32,7 +71,8 @@ class GuardedExporter(SpanExporter):
 
     A failed batch is counted in ``obskit_export_errors_total`` with the ``reason``
     ``reasons`` recorded for the exporter's last attempt (an HTTP status, a timeout,
-    a reset, a gRPC status code: see :mod:`obskit._traces.export_reasons`), else ``"failure"``.
+    a reset, a gRPC status code: see :mod:`obskit._traces.export_reasons`), else
+    ``"timeout"`` for an export cut off at its deadline and ``"failure"`` otherwise.
     """
 
     def __init__(
@@ -40,16 +80,20 @@ class GuardedExporter(SpanExporter):
         exporter: SpanExporter,
         endpoint: tuple[str, int] | None = None,
         reasons: ReasonRecorder | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.exporter = exporter
         self._endpoint = endpoint
         self._reasons = reasons
+        self._timeout = timeout
         self._failing = False
         #: True from a batch dropped because the endpoint refused connections until
         #: the next batch that is sent: the collector is known to be down.
         self.down = False
         self._lock = threading.Lock()
         self._closed = False
+        #: The thread of the last timed export, which may outlive its deadline.
+        self._running: threading.Thread | None = None
 
     def _unreachable(self) -> bool:
         if not self._failing or self._endpoint is None:
@@ -74,28 +118,91 @@ class GuardedExporter(SpanExporter):
             _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             return SpanExportResult.FAILURE
         self.down = False
-        if self._reasons is not None:
-            self._reasons.clear()
+        if self._timeout is None:
+            outcome = self._attempt(spans, None)
+        else:
+            outcome = self._attempt_within(spans, self._timeout)
+        return self._count(spans, outcome)
+
+    def _attempt(
+        self,
+        spans: Sequence[ReadableSpan],
+        deadline: float | None,
+        box: list[Attempt] | None = None,
+    ) -> _Outcome:
+        """Export ``spans`` on this thread; the outcome with the last attempt's reason."""
+        attempt = self._reasons.clear(deadline) if self._reasons is not None else None
+        if box is not None and attempt is not None:
+            box.append(attempt)
         try:
             result = self.exporter.export(spans)
         except Exception as error:
+            reason = attempt.reason if attempt is not None else None
+            if refused_at_deadline(error):  # obskit's session ended it: out of time
+                return _Outcome(SpanExportResult.FAILURE, reason=reason or "timeout")
+            if reason is not None and isinstance(error, OSError):
+                # A request that failed, raised through by an exporter that does not
+                # catch it (OTLP/HTTP before 1.28): a failed export, not obskit's error.
+                return _Outcome(SpanExportResult.FAILURE, reason=reason)
+            return _Outcome(error=error, reason=reason)
+        return _Outcome(result, reason=attempt.reason if attempt is not None else None)
+
+    def _attempt_within(self, spans: Sequence[ReadableSpan], timeout: float) -> _Outcome:
+        """:meth:`_attempt` on a thread of its own, waited for until the deadline."""
+        deadline = time.monotonic() + timeout
+        if not self._wait(self._running, deadline):
+            # The export before this one is still running past its deadline.
+            return _Outcome(SpanExportResult.FAILURE, reason="timeout")
+        box: list[Attempt] = []
+        outcomes: list[_Outcome] = []
+
+        def run() -> None:
+            outcomes.append(self._attempt(spans, deadline, box))
+
+        # In the caller's context: the batch processor marks its exports as not to be
+        # instrumented (an instrumented HTTP client must not trace the export itself).
+        thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(run,), name="obskit-export", daemon=True
+        )
+        self._running = thread
+        thread.start()
+        self._wait(thread, deadline + GRACE)
+        if outcomes:
+            return outcomes[0]
+        reason = box[0].reason if box else None
+        return _Outcome(SpanExportResult.FAILURE, reason=reason or "timeout")
+
+    def _wait(self, thread: threading.Thread | None, until: float) -> bool:
+        """Join ``thread`` until ``until`` (monotonic); False if it is still running then
+        or the guard was shut down meanwhile."""
+        while thread is not None and thread.is_alive():
+            left = until - time.monotonic()
+            if left <= 0 or self._closed:
+                return False
+            thread.join(min(left, _POLL))
+        return not self._closed
+
+    def _count(self, spans: Sequence[ReadableSpan], outcome: _Outcome) -> SpanExportResult:
+        if outcome.error is not None:
             self._failing = True
-            reason = self._reasons.reason() if self._reasons is not None else None
-            _self_stats.add("obskit_export_errors", signal="traces", reason=reason or "exception")
+            _self_stats.add(
+                "obskit_export_errors", signal="traces", reason=outcome.reason or "exception"
+            )
             _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
-            _internal_errors.report("export", error)
+            _internal_errors.report("export", outcome.error)
             return SpanExportResult.FAILURE
+        result = outcome.result
         self._failing = result is not SpanExportResult.SUCCESS
         if result is SpanExportResult.SUCCESS:
             _self_stats.add("obskit_spans_exported", len(spans))
-        else:
-            reason = self._reasons.reason() if self._reasons is not None else None
-            _self_stats.add("obskit_export_errors", signal="traces", reason=reason or "failure")
-            _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
-        return result
+            return result
+        _self_stats.add("obskit_export_errors", signal="traces", reason=outcome.reason or "failure")
+        _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
+        return SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        """Shut the delegate down (first call only); also interrupts its retry back-off."""
+        """Shut the delegate down (first call only); also ends an export's wait and
+        interrupts the delegate's retry back-off."""
         with self._lock:
             if self._closed:
                 return
@@ -113,9 +220,39 @@ class GuardedExporter(SpanExporter):
             return False
 
 
-#: The names ``BatchSpanProcessor.on_end`` uses when it is "if sampled, emit":
-#: the version :meth:`CountingBatchSpanProcessor.on_end` folds into one pass.
-_ON_END_NAMES = ("context", "trace_flags", "sampled", "_batch_processor", "emit")
+#: The queue size the SDK uses when neither an argument nor OTEL_BSP_MAX_QUEUE_SIZE sets one.
+DEFAULT_MAX_QUEUE_SIZE = 2048
+
+
+def _max_queue_size(given: int | None) -> int:
+    """The size of the SDK's batch queue: ``given``, else ``OTEL_BSP_MAX_QUEUE_SIZE``,
+    else 2048, read as the SDK reads them (it warns about a value that is no integer)."""
+    if given is not None:
+        return given
+    try:
+        return int(os.environ.get(OTEL_BSP_MAX_QUEUE_SIZE, "").strip() or DEFAULT_MAX_QUEUE_SIZE)
+    except ValueError:  # the SDK falls back to its default too
+        return DEFAULT_MAX_QUEUE_SIZE
+
+
+class _Dequeued(SpanExporter):
+    """Passes each batch on, first taking its spans off obskit's count of queued spans."""
+
+    def __init__(self, exporter: SpanExporter, queued: collections.deque[None]) -> None:
+        self.exporter = exporter
+        self._queued = queued
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        queued = self._queued
+        for _ in range(min(len(spans), len(queued))):
+            queued.popleft()  # only the batch worker pops: never from an empty deque
+        return self.exporter.export(spans)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -130,43 +267,57 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     (``reason="export_failed"``, as their batch would be) instead of being held until
     the export drops them: an outage keeps no spans alive in the app, so they cost it
     neither memory nor garbage-collector work.
+
+    How many spans are queued is obskit's own count (the SDK does not publish it): one
+    token per span handed to the SDK, in a deque of the queue's size (full, it drops its
+    oldest as the SDK's queue does), one taken off per span of each batch the SDK exports.
     """
 
-    def __init__(self, span_exporter: SpanExporter, *args: Any, **kwargs: Any) -> None:
-        super().__init__(span_exporter, *args, **kwargs)
-        self._guard = span_exporter if isinstance(span_exporter, GuardedExporter) else None
-        batch = getattr(self, "_batch_processor", None)
-        known = BatchSpanProcessor.on_end.__code__.co_names == _ON_END_NAMES and all(
-            hasattr(batch, name) for name in ("_queue", "_max_queue_size", "emit")
+    def __init__(
+        self,
+        span_exporter: SpanExporter,
+        max_queue_size: int | None = None,
+        schedule_delay_millis: float | None = None,
+        max_export_batch_size: int | None = None,
+        export_timeout_millis: float | None = None,
+    ) -> None:
+        size = _max_queue_size(max_queue_size)
+        #: One token per span in the SDK's queue.
+        self._queued: collections.deque[None] = collections.deque(maxlen=max(size, 1))
+        super().__init__(
+            _Dequeued(span_exporter, self._queued),
+            max_queue_size,
+            schedule_delay_millis,
+            max_export_batch_size,
+            export_timeout_millis,
         )
-        #: The SDK's queue owner, when its on_end is the one folded in below.
-        self._obskit_batch = batch if known else None
+        self._guard = span_exporter if isinstance(span_exporter, GuardedExporter) else None
+        if hasattr(os, "register_at_fork"):  # the SDK empties its queue in a forked child
+            queued = weakref.ref(self._queued)
+
+            def forget() -> None:
+                tokens = queued()
+                if tokens is not None:
+                    tokens.clear()
+
+            os.register_at_fork(after_in_child=forget)
+
+    @property
+    def queued(self) -> int:
+        """How many ended spans wait in the queue for export (obskit's count)."""
+        return len(self._queued)
 
     def on_end(self, span: ReadableSpan) -> None:
-        batch = self._obskit_batch
-        if batch is None:  # an SDK this does not know: count defensively, then delegate
-            self._on_end_generic(span)
-            return
         context = span.context
         if not (context and context.trace_flags.sampled):
             return
-        guard = self._guard
-        if guard is not None and guard.down and batch._queue:
-            _self_stats.add("obskit_dropped", signal="traces", reason="export_failed")
-            return
-        if len(batch._queue) >= batch._max_queue_size:
-            _self_stats.add("obskit_dropped", signal="traces", reason="queue_full")
-        batch.emit(span)
-
-    def _on_end_generic(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is not None and context.trace_flags.sampled:
-            batch = getattr(self, "_batch_processor", None)
-            queue = getattr(batch, "_queue", None)
-            if self._guard is not None and self._guard.down and queue:
+        queued = self._queued
+        if queued:
+            guard = self._guard
+            if guard is not None and guard.down:
                 _self_stats.add("obskit_dropped", signal="traces", reason="export_failed")
                 return
-            limit = getattr(batch, "_max_queue_size", None)
-            if queue is not None and limit is not None and len(queue) >= limit:
+            if len(queued) == queued.maxlen:
                 _self_stats.add("obskit_dropped", signal="traces", reason="queue_full")
+        queued.append(None)
         super().on_end(span)

@@ -1,46 +1,5 @@
-"""The hex text of span ids, cached for the span context seen last.
+"""The hex text of span ids (cached per span context): see :mod:`obskit._fast.ids`."""
 
-A request formats its span's ids several times (the exemplar, each log line, the
-``traceresponse`` header); the SDK hands out one ``SpanContext`` object per span, so
-a one-entry cache keyed by that object's identity turns the repeats into a lookup.
-"""
+from obskit._fast.ids import flags_and_validity, hex_ids
 
-from __future__ import annotations
-
-from typing import Any
-
-from opentelemetry.trace import SpanContext, TraceFlags, TraceState
-
-
-def _span_context_is_tuple() -> bool:
-    fields = (3, 4, True, TraceFlags(1), TraceState([("k", "v")]))
-    return tuple(SpanContext(*fields)) == (*fields, True)
-
-
-#: Whether a ``SpanContext`` is the tuple (trace_id, span_id, is_remote, trace_flags,
-#: trace_state, is_valid): then obskit reads its fields by index, not through its
-#: Python-level properties, and ``_fastspan`` builds one with ``tuple.__new__``.
-SPAN_CONTEXT_IS_TUPLE = _span_context_is_tuple()
-
-#: (span context, 32-hex trace id, 16-hex span id) of the context seen last.
-_last: tuple[Any, str, str] = (None, "", "")
-
-
-def hex_ids(context: Any) -> tuple[Any, str, str]:
-    """``(context, trace_id, span_id)`` with the ids as lowercase hex (32 and 16 digits)."""
-    global _last
-    cached = _last
-    if cached[0] is context:
-        return cached
-    if SPAN_CONTEXT_IS_TUPLE and type(context) is SpanContext:
-        trace_id = context[0]
-        span_id = context[1]
-    else:
-        trace_id = context.trace_id
-        span_id = context.span_id
-    try:  # bytes.hex(): ~30 % cheaper than "%032x" formatting, the same text
-        cached = (context, trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex())
-    except (OverflowError, AttributeError):  # out of range (an invalid context), or not int
-        cached = (context, "%032x" % trace_id, "%016x" % span_id)  # noqa: UP031
-    _last = cached
-    return cached
+__all__ = ["flags_and_validity", "hex_ids"]

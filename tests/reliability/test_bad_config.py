@@ -1,8 +1,9 @@
-"""Scenario 8: bad configuration either fails init() with one ConfigError or is
-warned about and replaced by the default; nothing fails after init(). The settings
-table's own cases (every setting x wrong type, empty, out of range, unknown enum)
-are in tests/test_settings.py; this file covers the variables the OpenTelemetry SDK
-reads itself, padded and negative values in variables, and endpoints that cannot work.
+"""Scenario 8: bad configuration fails init() with one ConfigError; nothing fails after
+init(). The settings table's own cases (every setting x wrong type, empty, out of range,
+unknown enum) are in tests/test_settings.py, and the variables the OpenTelemetry SDK
+reads itself are checked in fresh processes in tests/test_config_env.py; this file
+covers those variables in this process (where the SDK is long imported), padded and
+negative values in variables, and endpoints that cannot work.
 """
 
 from __future__ import annotations
@@ -27,28 +28,30 @@ from tests.receivers import OtlpHttpReceiver
 from tests.reliability.collector import FaultyCollector
 
 #: Variables the OpenTelemetry SDK and exporter read themselves, with bad values, and
-#: what obskit makes of them: "error" = ConfigError from init(); "default" = a logged
-#: warning and the default value.
+#: what obskit makes of them: "error" = one ConfigError from init() naming the variable;
+#: "unset" = an empty variable, which counts as unset (spans flow, nothing is logged).
 SDK_VARIABLES = [
-    ("OTEL_BSP_SCHEDULE_DELAY", "abc", "default"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "", "default"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "TRUE ", "default"),
-    ("OTEL_BSP_SCHEDULE_DELAY", "1.5", "default"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "abc", "error"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "", "unset"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "TRUE ", "error"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "1.5", "error"),
     ("OTEL_BSP_SCHEDULE_DELAY", "-1", "error"),
     ("OTEL_BSP_SCHEDULE_DELAY", "0", "error"),
-    ("OTEL_BSP_MAX_QUEUE_SIZE", "abc", "default"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "abc", "error"),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "-1", "error"),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "error"),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "100", "error"),  # smaller than the default batch size
-    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "TRUE ", "default"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "TRUE ", "error"),
     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "-1", "error"),
     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10000", "error"),  # larger than the queue
-    ("OTEL_BSP_EXPORT_TIMEOUT", "abc", "default"),
+    ("OTEL_BSP_EXPORT_TIMEOUT", "abc", "error"),
     ("OTEL_BSP_EXPORT_TIMEOUT", "-1", "error"),
-    ("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus", "default"),
-    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "default"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "bogus", "error"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", " ", "unset"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "error"),
     ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "abc", "error"),
     ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "-1", "error"),
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "", "unset"),
     ("OTEL_SPAN_EVENT_COUNT_LIMIT", "TRUE ", "error"),
     ("OTEL_ATTRIBUTE_COUNT_LIMIT", "-5", "error"),
 ]
@@ -66,7 +69,7 @@ def _make_spans(n: int) -> float:
 
 
 @pytest.mark.parametrize(("variable", "value", "outcome"), SDK_VARIABLES)
-def test_variables_the_sdk_reads_fail_init_or_fall_back_to_the_default(
+def test_variables_the_sdk_reads_fail_init_or_count_as_unset(
     variable: str,
     value: str,
     outcome: str,
@@ -74,22 +77,23 @@ def test_variables_the_sdk_reads_fail_init_or_fall_back_to_the_default(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A bad OTEL_BSP_*/OTEL_*_LIMIT/compression value either raises one ConfigError
-    naming the variable from init(), or is warned about and spans still flow."""
+    """A bad OTEL_BSP_*/OTEL_*_LIMIT/compression value raises one ConfigError naming the
+    variable, its value and what is allowed from init(); an empty one is unset: spans
+    flow and neither obskit nor the SDK logs a word about it."""
     monkeypatch.setenv(variable, value)
     if outcome == "error":
         with pytest.raises(obskit.ConfigError, match=variable) as caught:
             obskit.init(otlp_endpoint=http_receiver.endpoint)
-        assert caught.value.source.startswith("env ")
+        assert caught.value.source == f"env {variable}"
+        assert caught.value.value == value
+        assert caught.value.allowed
         return
     caplog.set_level(logging.WARNING)
     handle = obskit.init(otlp_endpoint=http_receiver.endpoint, strict=True)
     _make_spans(3)
     assert handle.force_flush(timeout=10)
     assert len(http_receiver.wait_for(3)) == 3
-    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    shown = value.strip() or variable  # the warning names the variable or the bad value
-    assert any(variable in r.getMessage() or shown in r.getMessage() for r in warned)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(
@@ -188,7 +192,9 @@ def test_endpoints_that_cannot_work_cost_nothing_after_init(
     assert errors[first] >= 1
     assert errors[first] + (errors[then] if then != first else 0) == 4
     assert dropped - dropped_before == 40
-    assert max(_noise(lines).values()) == 1  # the same warning at most once per 10 s
+    # The same warning at most once per 10 s (SDK 1.27's http exporter logs none: it
+    # raises, and obskit only counts the failure).
+    assert max(_noise(lines).values(), default=0) <= 1
 
 
 def _sockets() -> int:

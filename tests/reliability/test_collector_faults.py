@@ -28,11 +28,17 @@ def _spans(n: int) -> float:
     return slowest
 
 
-def _export_thread() -> threading.Thread:
-    (thread,) = [
-        t for t in threading.enumerate() if t.name.startswith("OtelBatch") and t.is_alive()
-    ]
-    return thread
+def _export_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("OtelBatch") and t.is_alive()}
+
+
+def _init(**settings: object) -> tuple[obskit.Telemetry, threading.Thread]:
+    """init(**settings); the handle and the batch processor's export thread it started
+    (not one a test before left behind)."""
+    before = _export_threads()
+    handle = obskit.init(**settings)
+    (thread,) = _export_threads() - before
+    return handle, thread
 
 
 @pytest.mark.slow
@@ -42,8 +48,7 @@ def test_black_hole_exports_end_within_their_timeout_and_requests_never_wait(
     """Each export to a collector that never answers ends within the timeout (+10 %);
     spans made while that export hangs do not wait for it; the export thread survives."""
     collector.mode = "blackhole"
-    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
-    thread = _export_thread()
+    handle, thread = _init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
     _spans(50)
     flushed: list[float] = []
 
@@ -94,7 +99,7 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     batch within the export timeout, the failure counted once under its reason, no
     error reaches the app, and once the collector recovers the next batch arrives."""
     collector.mode, collector.status, collector.retry_after = mode, status, "1"
-    handle = obskit.init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
+    handle, thread = _init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
     errors_before = _self_stats.value("obskit_export_errors", signal="traces", reason=reason)
     unclassified = _self_stats.value("obskit_export_errors", signal="traces", reason="failure")
     _spans(20)
@@ -109,7 +114,7 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     assert (
         _self_stats.value("obskit_export_errors", signal="traces", reason="failure") == unclassified
     )
-    assert _export_thread().is_alive()
+    assert thread.is_alive()
     collector.mode = "up"
     _spans(3)
     handle.force_flush(timeout=10)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -100,6 +101,37 @@ def test_a_retry_at_the_deadline_keeps_the_reason_of_the_attempt_before(
     recorder.clear()
     with pytest.raises(ValueError, match="timeout"):
         session.post(url, data=b"", timeout=0.0)
+    assert recorder.reason() == "timeout"
+
+
+def test_an_attempt_past_the_deadline_is_refused_without_sending(
+    collector: FaultyCollector,
+) -> None:
+    """obskit's session gives a request no more than the export's time left, and once
+    that is spent refuses the exporter's next attempt before connecting (an exporter
+    retrying past its timeout stops there); the attempt before keeps its reason."""
+    import requests
+
+    from obskit._traces.export_reasons import recording_session
+
+    recorder = ReasonRecorder()
+    session = recording_session(recorder)
+    url = collector.endpoint + "/v1/traces"
+    collector.mode, collector.status = "status", 503
+    attempt = recorder.clear(deadline=time.monotonic() + 30)
+    assert session.post(url, data=b"", timeout=30).status_code == 503
+    assert recorder.reason() == "http_503"
+    attempt.deadline = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        session.post(url, data=b"", timeout=30)
+    assert collector.attempts == {"status": 1}
+    assert recorder.reason() == "http_503"
+    collector.mode = "blackhole"
+    recorder.clear(deadline=time.monotonic() + 0.3)
+    started = time.monotonic()
+    with pytest.raises(requests.Timeout):
+        session.post(url, data=b"", timeout=30)
+    assert time.monotonic() - started < 2
     assert recorder.reason() == "timeout"
 
 

@@ -4,6 +4,7 @@ obskit to prove instrumentation changes nothing the app does."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def get_db() -> sqlite3.Connection:
 def create_app(database: Path, instrument: bool = False) -> Flask:
     app = Flask(__name__)
     app.config.update(SECRET_KEY="test-only", DATABASE=str(database))
-    with sqlite3.connect(database) as connection:
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
         connection.executescript(SCHEMA)
     app.register_blueprint(auth, url_prefix="/auth")
     app.register_blueprint(books, url_prefix="/books")

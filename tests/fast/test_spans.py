@@ -22,6 +22,15 @@ from opentelemetry.trace.status import Status, StatusCode
 
 import obskit
 from obskit._fast import spans as _spans
+from obskit._fast import status
+
+
+@pytest.fixture(autouse=True)
+def _accelerators_on() -> None:
+    """These tests compare the fast path with the SDK's: it must be on (whatever the
+    environment asks for the rest of the suite)."""
+    status.decide(True)
+
 
 ATTRIBUTES: dict[str, Any] = {
     "code.function.name": "tests.test_fastspan.work",
@@ -36,7 +45,9 @@ ATTRIBUTES: dict[str, Any] = {
 @pytest.fixture
 def setup(spans: Callable[..., InMemorySpanExporter]) -> Iterator[tuple[Any, InMemorySpanExporter]]:
     """obskit's SDK tracer and an in-memory exporter on its provider."""
-    exporter = spans(service_name="fastspan", traces_exporter="none", log_level="warning")
+    exporter = spans(
+        service_name="fastspan", traces_exporter="none", log_level="warning", fast_paths=True
+    )
     handle = obskit._lifecycle.runtime.current()
     assert handle is not None
     assert handle.tracer is not None
@@ -214,6 +225,7 @@ def test_ratio_sampler_decides_like_the_sdk(
         traces_exporter="none",
         traces_sampler="traceidratio",
         traces_sampler_arg=0.5,
+        fast_paths=True,
     )
     tracer = obskit._lifecycle.runtime.current().tracer  # type: ignore[union-attr]
     quick, slow = _both(tracer, _parent(sampled=False, trace_id=trace_id))

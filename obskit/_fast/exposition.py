@@ -37,7 +37,7 @@ from operator import attrgetter, methodcaller
 from types import FunctionType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import exposition as _text
 from prometheus_client import metrics as _client_metrics
 from prometheus_client import utils as _utils
@@ -46,6 +46,7 @@ from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.values import MutexValue
 
 from obskit._fast import status
+from obskit._fast.histogram import layout_then_probe
 
 __all__ = ["UNDERSCORES", "encoder_for", "render"]
 
@@ -451,12 +452,7 @@ def _probe_reason() -> str | None:
 
 
 def _check() -> str | None:
-    reason = _layout_reason()
-    if reason is not None:
-        return reason
-    if values.ValueClass is not MutexValue:
-        return None  # multiprocess mode: no probe metric in the workers' files
-    return _probe_reason()
+    return layout_then_probe(_layout_reason, _probe_reason)
 
 
 def _apply(on: bool) -> None:

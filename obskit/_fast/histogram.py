@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections.abc import Callable
 from types import FunctionType
 from typing import Any
 
@@ -206,13 +207,19 @@ def _probe_reason() -> str | None:
     return None
 
 
-def _check() -> str | None:
-    reason = _layout_reason()
-    if reason is not None:
+def layout_then_probe(
+    layout_reason: Callable[[], str | None], probe_reason: Callable[[], str | None]
+) -> str | None:
+    """A prometheus-client accelerator's check: its layout, then (in single-process mode
+    only: a probe metric would be written into the workers' files) a probe both ways."""
+    reason = layout_reason()
+    if reason is not None or values.ValueClass is not MutexValue:
         return reason
-    if values.ValueClass is not MutexValue:
-        return None  # multiprocess mode: no probe metric in the workers' files
-    return _probe_reason()
+    return probe_reason()
+
+
+def _check() -> str | None:
+    return layout_then_probe(_layout_reason, _probe_reason)
 
 
 def _apply(on: bool) -> None:

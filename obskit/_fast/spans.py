@@ -849,7 +849,12 @@ class SpanStarter:
     __slots__ = ("attributes", "fast", "name", "skip_unsampled", "tracer", "trusted")
 
     def __init__(
-        self, tracer: Any, name: str, attributes: Mapping[str, Any], skip_unsampled: bool
+        self,
+        tracer: Any,
+        name: str,
+        attributes: Mapping[str, Any],
+        skip_unsampled: bool,
+        reused: bool = True,
     ) -> None:
         self.tracer = tracer
         self.name = name
@@ -857,8 +862,9 @@ class SpanStarter:
         #: The sampler is parent-based: a child of an unsampled parent is never recorded.
         self.skip_unsampled = skip_unsampled
         self.fast = fast_tracer(tracer)
-        #: The attributes as the SDK stores them, pre-cleaned once; None: validate per call.
-        self.trusted = _trusted(tracer, attributes) if self.fast is not None else None
+        #: The attributes as the SDK stores them, pre-cleaned once for a starter that is
+        #: ``reused`` (a decorated function's); None: validated per span, as the SDK does.
+        self.trusted = _trusted(tracer, attributes) if reused and self.fast is not None else None
 
     def open(self) -> tuple[Span, Any]:
         """Start the span and make it current: ``(span, token for detach())``."""

@@ -516,7 +516,9 @@ class span:
             return trace.INVALID_SPAN
 
     def _open(self, tracer: Any) -> Span:
-        self._span, self._token = SpanStarter(tracer, self.name, self.attributes, False).open()
+        self._span, self._token = SpanStarter(
+            tracer, self.name, self.attributes, False, reused=False
+        ).open()
         return self._span
 
     def __exit__(

@@ -1,6 +1,6 @@
 """An example Flask app instrumented by obskit (the Flask docs page and the tests use it).
 
-Run it:  gunicorn -w 2 'examples.flask_app:create_app()'      (or: flask --app ... run)
+Run it:  gunicorn -c examples/gunicorn.conf.py -w 2 'examples.flask_app:create_app()'
 Every request gets a server span, RED metrics, an access log line; /metrics is served.
 """
 

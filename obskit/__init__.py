@@ -1,7 +1,7 @@
 """obskit: correlated logs, Prometheus metrics and OpenTelemetry traces from one ``init()``.
 
 Importing obskit does no work: no environment reads, threads, metric registrations
-or framework imports. Everything starts in :func:`init`.
+or framework imports. Everything starts in ``init()``.
 """
 
 from obskit import context

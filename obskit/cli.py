@@ -8,16 +8,51 @@ import sys
 from collections.abc import Sequence
 
 from obskit._config import otel_env
-from obskit._config.settings import load
+from obskit._config.env_text import UNSET, env_text
+from obskit._config.settings import Settings, declared, load
+from obskit._version import __version__
 from obskit.exceptions import ConfigError
+
+_DESCRIPTION = "obskit: correlated logs, metrics and traces for Python services."
+
+_EPILOG = "Documentation: https://obskit.readthedocs.io"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``obskit`` command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="obskit", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="obskit",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"obskit {__version__} (obskit-sdk)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run a small instrumented app and show one request's trace, logs and metrics",
+        description="Start a small instrumented app on 127.0.0.1, send it a few requests and"
+        " show one request's trace (a waterfall), its log lines and its histogram exemplar,"
+        " joined by the trace id. Needs no collector or other service.",
+    )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the app running and print each new request's waterfall (Ctrl-C stops)",
+    )
+    commands.add_parser(
+        "doctor",
+        help="check the configuration and the pipeline end to end",
+        description="Send a test span, log line and histogram observation through the"
+        " pipeline the environment configures, and say what works and how to fix what"
+        " does not. Exit code 0 when every configured part works, 1 when one fails,"
+        " 2 on bad configuration.",
+    )
     config = commands.add_parser(
-        "config", help="print every effective setting with its value and source"
+        "config",
+        help="print every effective setting, where it came from and its variable",
+        description="Print every setting with its source (argument, env or default), the"
+        " environment variable that sets it and its value, spelt as that variable takes it."
+        " A bad value exits with code 2 and the message init() would raise.",
     )
     config.add_argument(
         "--set",
@@ -26,11 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="pass a setting as if it were an init() argument (repeatable)",
     )
-    demo = commands.add_parser(
-        "demo", help="run a small instrumented app and show one request's three signals"
-    )
-    demo.add_argument("--serve", action="store_true", help="keep the demo app running")
-    commands.add_parser("doctor", help="check the configuration and the pipeline end to end")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from obskit._tools import demo as _demo
@@ -56,29 +86,33 @@ def _config(assignments: list[str]) -> int:
     except ConfigError as error:
         print(f"obskit: {error}", file=sys.stderr)
         return 2
-    rows = [("SETTING", "VALUE", "SOURCE")]
-    for name, source in settings.sources.items():
-        value: object = getattr(settings, name)
-        if name == "otlp_headers":  # header values are often credentials
-            value = dict.fromkeys(settings.otlp_headers, "***")
-        rows.append((name, _show(value), source))
-    rows.append(("(traces exporter in effect)", settings.resolved_traces_exporter, "derived"))
-    # The OpenTelemetry SDK's own variables that are set (checked; obskit passes them on).
-    for item, spec in otel_env.declared():
-        source = settings.otel_env.source(item.name)
-        if source != "default":
-            rows.append((spec.name, _show(getattr(settings.otel_env, item.name)), source))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    for name, shown, source in rows:
-        print(f"{name:<{widths[0]}}  {shown:<{widths[1]}}  {source}")
+    rows = [("SETTING", "SOURCE", "VARIABLE", "VALUE"), *_rows(settings)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for setting, source, variable, value in rows:
+        print(f"{setting:<{widths[0]}}  {source:<{widths[1]}}  {variable:<{widths[2]}}  {value}")
     return 0
 
 
-def _show(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, tuple):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, dict):
-        return ",".join(f"{key}={item}" for key, item in value.items()) or "-"
-    return str(value)
+def _rows(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """One row per setting: name, source, the variable behind it, its value as text."""
+    rows = []
+    for item, spec in declared():
+        source = settings.sources[item.name]
+        kind, _, variable = source.partition(" ")
+        if kind == "env":
+            value = os.environ.get(variable, "").strip()  # as the environment spells it
+        else:
+            value = env_text(getattr(settings, item.name))
+            variable = spec.env[0] if spec.env else UNSET
+        if item.name == "otlp_headers":  # header values are often credentials
+            value = env_text(dict.fromkeys(settings.otlp_headers, "***"))
+        rows.append((item.name, kind or source, variable, value or UNSET))
+    rows.append(
+        ("traces_exporter (in effect)", "derived", UNSET, settings.resolved_traces_exporter)
+    )
+    # The OpenTelemetry SDK's own variables that are set (checked; obskit passes them on).
+    for field, sdk_variable in otel_env.declared():
+        if settings.otel_env.source(field.name) != "default":
+            value = os.environ.get(sdk_variable.name, "").strip() or UNSET
+            rows.append(("(read by the SDK)", "env", sdk_variable.name, value))
+    return rows

@@ -1,9 +1,9 @@
 """Request-scoped log fields and carrying the trace context into other threads.
 
-Bound fields and the OpenTelemetry context both live in :mod:`contextvars`, so they
+Bound fields and the OpenTelemetry context both live in ``contextvars``, so they
 follow ``await`` within a task on their own. A new thread starts with an *empty*
 context: a function run in a thread pool sees neither unless it is wrapped. Use
-:func:`wrap` or :class:`ThreadPoolExecutor` to carry them over; without either, a
+``wrap()`` or ``ThreadPoolExecutor`` to carry them over; without either, a
 thread may miss the ids, but never shows another request's.
 """
 

@@ -8,7 +8,7 @@ class ObskitError(Exception):
 
 
 class ConfigError(ObskitError, ValueError):
-    """A setting given to :func:`obskit.init` (or found in the environment) is invalid.
+    """A setting given to ``obskit.init()`` (or found in the environment) is invalid.
 
     The message names the setting, the bad value, where it came from and what is
     allowed; the same facts are available as attributes for programs.

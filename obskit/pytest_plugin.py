@@ -3,7 +3,7 @@
 Provides the ``obskit_capture`` fixture: obskit initialised for the test in strict
 mode (so obskit's own internal errors fail the test instead of being swallowed),
 with in-memory spans, captured log lines and metric helpers; see
-:mod:`obskit.testing`.
+``obskit.testing``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``obskit.testing.capture()`` initialises obskit for a test — in-memory span export,
 sequential trace and span ids, log lines captured instead of written, strict mode —
-and yields a :class:`Capture` to assert on::
+and yields a ``Capture`` to assert on:
 
     with obskit.testing.capture() as telemetry:
         client.post("/checkout")
@@ -87,7 +87,7 @@ class CapturedMetrics:
         return sum(v for k, v in self._samples().items() if self._matches(k, name, labels))
 
     def increase(self, name: str, **labels: str) -> float:
-        """How much :meth:`value` grew since the capture began."""
+        """How much ``value()`` grew since the capture began."""
         before = sum(v for k, v in self._baseline.items() if self._matches(k, name, labels))
         return self.value(name, **labels) - before
 
@@ -102,7 +102,7 @@ class CapturedMetrics:
 
 
 class Capture:
-    """What obskit recorded during a :func:`capture` block."""
+    """What obskit recorded during a ``capture()`` block."""
 
     def __init__(self, exporter: InMemorySpanExporter, lines: list[str]) -> None:
         self._exporter = exporter

@@ -115,15 +115,42 @@ def accept_export(handler: BaseHTTPRequestHandler, store: _Store, body: bytes) -
 
 
 class OtlpHttpReceiver(_Store):
-    """An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1."""
+    """An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1.
 
-    def __init__(self) -> None:
+    With ``max_body_bytes``, a request whose body is larger is read, discarded and
+    answered 413, as a collector with a request-body limit answers it; ``body_sizes``
+    lists every body's size (refused ones too) and, with ``keep_bodies``, ``bodies``
+    every accepted body.
+    """
+
+    def __init__(self, max_body_bytes: int | None = None, keep_bodies: bool = False) -> None:
         super().__init__()
         store = self
+        self.max_body_bytes = max_body_bytes
+        self.body_sizes: list[int] = []
+        self.bodies: list[bytes] = []
+        self.refused = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                length = int(self.headers.get("Content-Length", "0"))
+                store.body_sizes.append(length)
+                limit = store.max_body_bytes
+                if limit is not None and length > limit:
+                    left = length
+                    while left > 0:  # read it all, so the client reads the answer
+                        chunk = self.rfile.read(min(left, 1 << 20))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                    store.refused += 1
+                    self.send_response(413)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = self.rfile.read(length)
+                if keep_bodies:
+                    store.bodies.append(body)
                 if self.path != "/v1/traces":
                     self.send_response(404)
                     self.end_headers()

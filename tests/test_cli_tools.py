@@ -12,16 +12,19 @@ import pytest
 from tests.prometheus_server import free_port
 from tests.receivers import OtlpHttpReceiver
 from tests.servers import ROOT, clean_env, run_python
+from tests.terminal import run_on_terminal
 
 
 def _check_demo_output(out: str) -> None:
-    (trace_id,) = re.findall(r"^trace ([0-9a-f]{32}) ", out, re.M)
+    checkout, failing = re.findall(r"^trace ([0-9a-f]{32}) ", out, re.M)
+    trace_id = checkout
     assert re.search(rf'"trace_id": "{trace_id}"', out), "no log line with the trace id"
     exemplars = re.findall(
         r'_bucket\{.*\} \S+ # \{span_id="[0-9a-f]{16}",trace_id="([0-9a-f]{32})"\}', out
     )
     assert trace_id in exemplars, "no histogram exemplar with the trace id"
     assert "POST /orders/<int:order_id>/pay" in out
+    assert re.search(rf"^trace {failing} .* 1 error$", out, re.M)  # the failing request
     assert "\x1b[" not in out  # not a terminal: plain text
 
 
@@ -39,7 +42,7 @@ def test_demo_shows_one_requests_trace_logs_and_exemplar(flask: bool) -> None:
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 20
     _check_demo_output(result.stdout)
-    assert ("Flask on" in result.stdout) is flask
+    assert ("served by Flask" in result.stdout) is flask
 
 
 @pytest.mark.slow
@@ -61,23 +64,75 @@ def test_doctor_passes_against_a_listening_collector(http_receiver: OtlpHttpRece
     assert [span.name for span in http_receiver.wait_for(1)] == ["obskit.doctor"]
 
 
-@pytest.mark.slow
-def test_doctor_fails_with_a_hint_when_the_collector_is_down() -> None:
-    """With nothing listening: exit 1, the traces check fails with the error and a fix."""
+def test_doctor_says_connection_refused_at_once_for_a_closed_port() -> None:
+    """With nothing listening on the endpoint's port: exit 1 with "connection refused"
+    and the fix, well before the export timeout (10 s) would run out; the first line
+    is the report's, not a log line."""
     endpoint = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "obskit", "doctor"],
         cwd=ROOT,
-        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"),
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert elapsed < 8, elapsed  # a functional bound: the export timeout is 10 s
+    port = endpoint.rsplit(":", 1)[1]
+    assert (
+        f"✗ traces: {endpoint}/v1/traces: connection refused (nothing listens on"
+        f" 127.0.0.1:{port})" in result.stdout
+    )
+    assert "fix: start a collector there, or fix OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
+    assert "1 check(s) failed" in result.stdout
+    assert result.stdout.startswith("✓ configuration: ")
+    assert "{" not in result.stdout  # no JSON log line among the report's
+
+
+@pytest.mark.slow
+def test_doctor_reports_an_endpoint_that_refuses_the_span(
+    http_receiver: OtlpHttpReceiver,
+) -> None:
+    """A listening endpoint that answers 404: it says what it waits for, then that the
+    span was not accepted, with the exporter's reason and the fix; exit 1."""
+    endpoint = f"{http_receiver.endpoint}/wrong/path"
+    result = subprocess.run(
+        [sys.executable, "-m", "obskit", "doctor"],
+        cwd=ROOT,
+        env=clean_env(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"✗ traces: {endpoint}/v1/traces did not accept the span" in result.stdout
-    assert "fix: start a collector there, or fix OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
+    assert f"… traces: sending a test span to {endpoint} (waiting up to 4 s)" in result.stdout
+    assert f"✗ traces: {endpoint} did not accept the span: " in result.stdout
     assert "1 check(s) failed" in result.stdout
+
+
+@pytest.mark.slow
+def test_doctor_on_a_terminal_passes_with_its_progress_replaced() -> None:
+    """On a terminal (where logs are coloured console text by default) every check
+    passes, the progress line is replaced by the result, and no log line shows."""
+    receiver = OtlpHttpReceiver()
+    try:
+        code, out = run_on_terminal(
+            ["obskit", "doctor"],
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+            columns=120,
+        )
+    finally:
+        receiver.close()
+    assert code == 0, out
+    assert "✓ logs: the log line is JSON and carries the span's trace_id" in out
+    assert f"\r\x1b[K✓ traces: the span was accepted by {receiver.endpoint}/v1/traces" in out
+    assert "all checks passed" in out
+    assert "obskit doctor test line" not in out
 
 
 def test_doctor_reports_bad_configuration_with_exit_2() -> None:

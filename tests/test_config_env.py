@@ -408,7 +408,7 @@ def test_the_command_line_reports_a_bad_variable_without_a_traceback() -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert re.search(
-        r"^OTEL_BSP_SCHEDULE_DELAY +250 +env OTEL_BSP_SCHEDULE_DELAY$", shown.stdout, re.M
+        r"^\(read by the SDK\) +env +OTEL_BSP_SCHEDULE_DELAY +250$", shown.stdout, re.M
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import os
 import socket
 import urllib.request
@@ -40,11 +41,20 @@ def exemplar(n: int) -> dict[str, str]:
     return {"trace_id": f"{n:032x}", "span_id": f"{n:016x}"}
 
 
+#: Whether prometheus-client's encoders take ``escaping=`` (from 0.23.1; before, every
+#: scrape is what ``underscores`` gives, and Accept headers cannot ask for another).
+TAKES_ESCAPING = "escaping" in inspect.signature(text_exposition.generate_latest).parameters
+
+
 def upstream(registry: Any, openmetrics: bool, escaping: str = "underscores") -> bytes:
-    """prometheus-client's own rendering (the reference)."""
-    if openmetrics:
-        return bytes(om_exposition.generate_latest(registry, escaping=escaping))
-    return bytes(text_exposition.generate_latest(registry, escaping=escaping))
+    """prometheus-client's own rendering (the reference), by its public ``generate_latest``
+    of the installed version: with ``escaping`` where it takes one, else (only
+    ``underscores`` exists then) without."""
+    encode = om_exposition.generate_latest if openmetrics else text_exposition.generate_latest
+    if TAKES_ESCAPING:
+        return bytes(encode(registry, escaping=escaping))
+    assert escaping == "underscores", f"prometheus-client before 0.23.1 has no {escaping!r}"
+    return bytes(encode(registry))
 
 
 ACCEPTS = [
@@ -94,7 +104,9 @@ def test_negotiation_and_wsgi_responses_match(accept: str) -> None:
 
 
 def test_wsgi_methods_favicon_and_name_filter_match() -> None:
-    """OPTIONS, POST, /favicon.ico and ``?name[]=`` get prometheus-client's answers."""
+    """OPTIONS, POST and /favicon.ico get current prometheus-client's answers on every
+    version (before 0.21 it served the metrics to any method, and until later a blank
+    header with the favicon); ``?name[]=`` gets the installed prometheus-client's."""
     registry = _registry()
     ours, theirs = _exposition.make_wsgi_app(registry), make_wsgi_app(registry)
 
@@ -109,13 +121,13 @@ def test_wsgi_methods_favicon_and_name_filter_match() -> None:
         body = app(environ, lambda status, headers: reply.extend([status, headers]))
         return (*reply, b"".join(body))
 
-    for method, path, query in [
-        ("OPTIONS", "/metrics", ""),
-        ("POST", "/metrics", ""),
-        ("GET", "/favicon.ico", ""),
-        ("GET", "/metrics", "name[]=req_total&name[]=lat_bucket"),
-    ]:
-        assert call(ours, method, path, query) == call(theirs, method, path, query)
+    allow = [("Allow", "OPTIONS,GET")]
+    assert call(ours, "OPTIONS", "/metrics") == ("200 OK", allow, b"")
+    refused = b"# HTTP 405 Method Not Allowed: POST; use OPTIONS or GET\n"
+    assert call(ours, "POST", "/metrics") == ("405 Method Not Allowed", allow, refused)
+    assert call(ours, "GET", "/favicon.ico") == ("200 OK", [], b"")
+    query = "name[]=req_total&name[]=lat_bucket"
+    assert call(ours, "GET", "/metrics", query) == call(theirs, "GET", "/metrics", query)
     assert b"lat_bucket" in call(ours, "GET", "/metrics", "name[]=lat_bucket")[2]
 
 

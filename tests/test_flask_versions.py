@@ -448,7 +448,7 @@ def test_a_real_wsgi_server(exporter: InMemorySpanExporter, served: Callable[[Fl
     assert [status for status, _, _ in results.values()] == [200, 404, 200, 500]
     assert results["/stream/context?n=2"][2] == b"/stream/context 0\n/stream/context 1\n"
     deadline = time.monotonic() + 5
-    while len(_server_spans(exporter)) < 4 and time.monotonic() < deadline:
+    while (len(_server_spans(exporter)) < 4 or _active() != 0.0) and time.monotonic() < deadline:
         time.sleep(0.01)  # the server thread ends the streamed request after its reply
     by_name = {span.name: span for span in _server_spans(exporter)}
     names = ["GET /items/<int:item_id>", "GET", "GET /stream/context", "GET /fail"]

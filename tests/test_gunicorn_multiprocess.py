@@ -386,6 +386,40 @@ def test_compaction_merges_dead_workers_files(tmp_path: Path) -> None:
     assert not glob.glob(str(tmp_path / "*.obskit"))
 
 
+def test_merged_histograms_keep_each_series_together_in_openmetrics(tmp_path: Path) -> None:
+    """In multiprocess mode, /metrics in OpenMetrics gives each histogram series' samples
+    (``_sum``, buckets, ``_count``) together, as OpenMetrics parsers require, exemplars
+    included (prometheus-client's merge before 0.24 gives every ``_sum`` first)."""
+    script = f"""
+        import os, sys
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = {str(tmp_path)!r}
+        import obskit
+        obskit.init(service_name="grouping", metrics_process_collectors=False, log_level="error")
+        histogram = obskit.histogram("job_seconds", "Jobs.", ["queue"])
+        for queue in ("a", "b", "c"):
+            with obskit.span("job"):
+                histogram.labels(queue).observe(0.1)
+        environ = {{"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics",
+                   "HTTP_ACCEPT": "application/openmetrics-text"}}
+        body = obskit.metrics_wsgi_app()(environ, lambda status, headers: None)
+        sys.stdout.write(b"".join(body).decode())
+        """
+    result = run_python(script)
+    assert result.returncode == 0, result.stderr
+    series: list[str] = []  # the label set (without le) of each job_seconds sample, in order
+    for line in result.stdout.splitlines():
+        if line.startswith("job_seconds_"):
+            labels = line.split("{", 1)[1].split("}", 1)[0].split(",")
+            key = ",".join(label for label in labels if not label.startswith("le="))
+            if not series or series[-1] != key:
+                series.append(key)
+    assert sorted(series) == ['queue="a"', 'queue="b"', 'queue="c"']  # each once, unsplit
+    (family,) = [
+        f for f in text_string_to_metric_families(result.stdout) if f.name == "job_seconds"
+    ]
+    assert sum(sample.exemplar is not None for sample in family.samples) == 3
+
+
 #: Compaction of 30 dead workers (20 counter and 20 histogram series each) while another
 #: thread scrapes the directory in a loop, with a 1 µs GIL switch interval so the two
 #: interleave finely; LOCKED=0 replaces the directory lock with nothing.

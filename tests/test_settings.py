@@ -84,6 +84,15 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "disabled": [("true", True), ("false", False), ("true", True)],
     "strict": [("true", True), ("false", False), ("true", True)],
     "fast_paths": [("false", False), ("true", True), ("true", True)],
+    "trace_context_incoming": [
+        ("restart", "restart"),
+        ("ignore", "ignore"),
+        ("continue", "continue"),
+    ],
+    "incoming_sampled_per_second": [("10", 10.0), ("20", 20.0), ("30", 30.0)],
+    "export_max_request_bytes": [("1048576", 1048576), ("2097152", 2097152), ("3145728", 3145728)],
+    "log_buffer_bytes": [("1024", 1024), ("2048", 2048), ("4096", 4096)],
+    "http_query_allowlist": [("page", ("page",)), ("q", ("q",)), ("sort", ("sort",))],
 }
 SETTINGS = [item.name for item, _ in declared()]
 SPECS = {item.name: spec for item, spec in declared()}

@@ -45,7 +45,7 @@ def _declared_floors() -> dict[str, Version]:
     for line in lines:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)
-        if name == "obskit" or name in NOT_IN_MATRIX:
+        if name == canonicalize_name(str(project["name"])) or name in NOT_IN_MATRIX:
             continue
         (floor,) = [s.version for s in requirement.specifier if s.operator == ">="]
         floors[name] = Version(floor)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from obskit._config import otel_env
+from obskit._config.env_text import UNSET, env_text
 from obskit._config.settings import declared, default_of
 
 _INTRO = """\
@@ -32,10 +33,14 @@ names the setting, the value, where it came from and what is allowed. Run
 
 The `OTEL_EXPORTER_OTLP_*TIMEOUT` variables are whole **milliseconds** (as the
 specification says); obskit's own `otlp_timeout` and `OBSKIT_OTLP_TIMEOUT` are
-in seconds.
+in seconds. Boolean variables take `true` or `false` (also `1`/`0`, `yes`/`no`,
+`on`/`off`); lists are comma-separated.
 
-| Setting | Environment variables | Default | Allowed | Description |
-|---|---|---|---|---|
+## Settings
+
+Each setting: its `init()` name, what it does, then the variables that set it (in
+order of precedence), its default (— when unset) and the values it allows.
+
 """
 
 _SDK_INTRO = """
@@ -51,8 +56,8 @@ checked (nothing reads them).
 
 {shared}
 
-| Variable | Default | Allowed | Description |
-|---|---|---|---|
+| Variable | What it does, its default and the values it allows |
+|---|---|
 """
 
 
@@ -69,19 +74,23 @@ def _shared() -> str:
 
 def render() -> str:
     """The Markdown of the configuration reference page."""
-    rows = []
+    entries = []
     for item, spec in declared():
-        env = "<br>".join(f"`{var}`" for var in spec.env)
-        shown = _shown(default_of(item))
-        rows.append(f"| `{item.name}` | {env} | {shown} | {spec.kind.describe()} | {spec.doc} |")
-    sdk_rows = [
-        f"| `{spec.name}` | {_shown(field.default)} | {spec.kind.describe()} | {spec.doc} |"
-        for field, spec in otel_env.declared()
-    ]
+        variables = ", ".join(f"`{var}`" for var in spec.env) or "— (an argument only)"
+        entries.append(
+            f"### `{item.name}`\n\n{spec.doc}\n\n"
+            f"*Variables:* {variables} · *default:* {_shown(default_of(item))}"
+            f" · *allowed:* {spec.kind.describe()}\n"
+        )
+    sdk_rows = []
+    for field, variable in otel_env.declared():
+        default = _shown(field.default)
+        said = f" Default: {default}." if default != "—" else ""
+        allowed = variable.kind.describe()
+        sdk_rows.append(f"| `{variable.name}` | {variable.doc}{said} Allowed: {allowed}. |")
     return (
         _INTRO
-        + "\n".join(rows)
-        + "\n"
+        + "\n".join(entries)
         + _SDK_INTRO.format(shared=_shared())
         + "\n".join(sdk_rows)
         + "\n"
@@ -89,9 +98,9 @@ def render() -> str:
 
 
 def _shown(default: object) -> str:
-    if isinstance(default, tuple):
-        default = ",".join(str(item) for item in default)
-    return "—" if default in (None, {}) else f"`{default}`"
+    """A default as the environment spells it, or — when there is none."""
+    text = env_text(default)
+    return "—" if text == UNSET else f"`{text}`"
 
 
 if __name__ == "__main__":

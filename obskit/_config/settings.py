@@ -206,13 +206,35 @@ class Settings:
         # `import opentelemetry.propagate` loads it (and raises for an unknown name).
         sdk_reads=("OTEL_PROPAGATORS",),
     )
+    trace_context_incoming: str = _setting(
+        "continue",
+        Choice(("continue", "restart", "ignore")),
+        "An incoming request's trace context: `continue` its trace, `restart` (a new trace"
+        " linked to it) or `ignore` it (baggage too); use `restart` where callers are untrusted.",
+        "OBSKIT_TRACE_CONTEXT_INCOMING",
+    )
+    incoming_sampled_per_second: float = _setting(
+        100.0,
+        Number(0, 1_000_000),
+        "Traces per second (per process) an incoming sampled flag may add to the sampler's own"
+        " choice (`continue`); beyond that the sampler decides. 0: never.",
+        "OBSKIT_INCOMING_SAMPLED_PER_SECOND",
+    )
     attribute_value_length_limit: int = _setting(
         4096,
         Number(1, 1_048_576, integer=True),
-        "Longest string kept in a span attribute; longer values are truncated"
+        "Longest string exported in a span (attribute values, span and event names, status"
+        " description, exception message and stacktrace); longer ones are cut"
         " (default: `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` if set, else 4096).",
         "OBSKIT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
         "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    )
+    export_max_request_bytes: int = _setting(
+        3_670_016,
+        Number(65_536, 268_435_456, integer=True),
+        "Largest span export request (encoded, before compression): bigger batches are split"
+        " and a bigger span is cut further (default 3.5 MiB, under collectors' usual 4 MiB).",
+        "OBSKIT_EXPORT_MAX_REQUEST_BYTES",
     )
     log_level: str = _setting(
         "info",
@@ -243,6 +265,13 @@ class Settings:
         Number(1024, 1_048_576, integer=True),
         "Longest log line; longer events are cut (marked `truncated`), never split.",
         "OBSKIT_LOG_MAX_LINE_BYTES",
+    )
+    log_buffer_bytes: int = _setting(
+        4_194_304,
+        Number(0, 1_073_741_824, integer=True),
+        "Bytes of log lines held in memory while a stdout/stderr pipe or socket is full"
+        " (a slow log shipper); past that, whole lines are dropped and counted. 0: none.",
+        "OBSKIT_LOG_BUFFER_BYTES",
     )
     metrics_port: int | None = _setting(
         None,
@@ -309,6 +338,13 @@ class Settings:
         Names(),
         "More header and query-parameter names whose values become `[REDACTED]`.",
         "OBSKIT_HTTP_REDACT",
+    )
+    http_query_allowlist: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "Query parameters whose values are recorded (e.g. `page,sort`); every other value"
+        " becomes `[REDACTED]`.",
+        "OBSKIT_HTTP_QUERY_ALLOWLIST",
     )
     http_traceresponse: bool = _setting(
         True,
@@ -522,9 +558,10 @@ def _check(settings: Settings, environ: Mapping[str, str]) -> None:
                 f"otlp needs the OTLP {settings.otlp_protocol} span exporter ({module}),"
                 " which is not installed",
                 f"install the OTLP exporter: pip install {package}"
-                " (or this package's [otlp] extra)",
+                " (or this package's [otlp] extra), i.e. pip install 'obskit-sdk[otlp]'",
             )
     _check_propagators(settings, environ)
+    _check_query_allowlist(settings)
 
 
 def _check_propagators(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -555,4 +592,20 @@ def _check_propagators(settings: Settings, environ: Mapping[str, str]) -> None:
                 settings.sources["propagators"],
                 f"propagator {name!r} is not installed",
                 f"pip install {package}",
+            )
+
+
+def _check_query_allowlist(settings: Settings) -> None:
+    # The rule lives with the redaction it protects (a leaf module: nothing heavy imported).
+    from obskit._http.redaction import allowlist_problem
+
+    for name in settings.http_query_allowlist:
+        problem = allowlist_problem(name, settings.http_redact)
+        if problem is not None:
+            raise ConfigError(
+                "http_query_allowlist",
+                ",".join(settings.http_query_allowlist),
+                settings.sources["http_query_allowlist"],
+                problem,
+                f"{name!r} cannot be allowlisted",
             )

@@ -3,7 +3,7 @@
 obskit builds and owns its ``TracerProvider`` (see ``_tracing``), so for the
 configurations it builds it knows ahead of time what ``Tracer.start_span``
 recomputes on every call: which sampler runs and what it decides from the parent
-alone, that ids come from ``random.getrandbits``, that the tracer's self-metrics
+alone, that ids come from obskit's OS-random id source, that the tracer's self-metrics
 are off, which span processors have a no-op ``on_start``/``_on_ending``, and —
 for ``@traced`` — that the constant ``code.*`` attributes are already valid.
 
@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from random import getrandbits
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -64,7 +63,6 @@ try:  # private SDK names: any change upstream disables the fast path, never obs
     )
     from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics
     from opentelemetry.sdk.trace._tracer_metrics import noop as _sdk_noop
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_OFF,
         ALWAYS_ON,
@@ -92,6 +90,9 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the insta
 from obskit._fast import status
 from obskit._fast.ids import SPAN_CONTEXT_IS_TUPLE, flags_and_validity, hex_ids
 from obskit._lifecycle import internal_errors as _internal_errors
+from obskit._traces.ids import OsRandomIdGenerator
+from obskit._traces.ids import new_span_id as _new_span_id
+from obskit._traces.ids import new_trace_id as _new_trace_id
 
 __all__ = [
     "FastTracer",
@@ -445,10 +446,10 @@ class FastTracer:
         self._sampler = tracer.sampler
         self._parent_based = parent_based
         self._bound = bound
-        #: None for the SDK's RandomIdGenerator (its two calls inlined), else the
+        #: None for obskit's OsRandomIdGenerator (its functions called directly), else the
         #: tracer's own generator (``obskit.testing``'s sequential ids, a user's).
         generator = tracer.id_generator
-        self._id_generator = None if type(generator) is RandomIdGenerator else generator
+        self._id_generator = None if type(generator) is OsRandomIdGenerator else generator
         random_root = getattr(generator, "is_trace_id_random", None)  # (newer SDKs)
         self._random_root = random_root is not None and bool(random_root())
         limits = tracer._span_limits
@@ -608,22 +609,12 @@ class FastTracer:
         else:
             parent = None
             generator = self._id_generator
-            if generator is None:
-                trace_id = getrandbits(128)
-                while not trace_id:
-                    trace_id = getrandbits(128)
-            else:
-                trace_id = generator.generate_trace_id()
+            trace_id = _new_trace_id() if generator is None else generator.generate_trace_id()
             random_id = self._random_root
             sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
             trace_state = DEFAULT_TRACE_STATE
         generator = self._id_generator
-        if generator is None:
-            span_id = getrandbits(64)
-            while not span_id:
-                span_id = getrandbits(64)
-        else:
-            span_id = generator.generate_span_id()
+        span_id = _new_span_id() if generator is None else generator.generate_span_id()
         flags_out = _FLAGS[sampled][random_id]
         # SpanContext.__new__ only computes is_valid: both ids are non-zero and in range.
         span_context = _tuple_new(
@@ -917,9 +908,6 @@ class SpanStarter:
         generate = getattr(self.tracer, "id_generator", None)
         if generate is not None:
             return int(generate.generate_span_id())
-        span_id = getrandbits(64)
-        while not span_id:
-            span_id = getrandbits(64)
-        return span_id
+        return _new_span_id()
 
     end = staticmethod(end_span)

@@ -88,6 +88,10 @@ def write(
 ) -> None:
     """Write the access line of a finished request, in its context.
 
+    ``path``: the path as the request's span records it (``url.path``), its path
+    parameters already redacted (:func:`obskit._http.redaction.redact_path`); the line
+    never carries the query string. Its control characters are escaped by the renderer
+    (JSON, or the console's :func:`obskit._logs.processors.console_safe`).
     ``duration_us``: whole microseconds, written as ``duration_ms`` with three decimals
     (the float ``duration_us / 1000``). ``context``: the request span's context, whose
     ids the line carries (the current span's when None, as any log line; a request ends

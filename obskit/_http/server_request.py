@@ -9,16 +9,15 @@ the access log line, redaction, the ``traceresponse`` header.
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from obskit._fast import propagation, spans
 from obskit._http import access_line as _access_line
+from obskit._http.redaction import redact_header, redact_path, redact_query
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
 from obskit._logs import pipeline as _pipeline
@@ -30,43 +29,12 @@ from obskit._metrics.registry import (
     observe_trusted,
     store,
 )
+from obskit._traces import incoming_context as _incoming_context
 
 UNMATCHED = "<unmatched>"
-REDACTED = "[REDACTED]"
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
-#: Header names whose values are never recorded, even when capture is asked for.
-SENSITIVE_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        "x-auth-token",
-        "x-csrftoken",
-        "x-forwarded-for",
-        "x-real-ip",
-    }
-)
-#: A query parameter or header is sensitive if its name contains one of these...
-SENSITIVE_PARTS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "api-key",
-    "signature",
-    "credential",
-    "session",
-    "jwt",
-    "auth",
-)
-#: ...or is exactly one of these.
-SENSITIVE_NAMES = frozenset({"sig", "pwd", "key", "pass", "code"})
 
 
 class HttpMetrics:
@@ -142,26 +110,6 @@ def normalize_method(method: str) -> str:
         return same
     upper = method.upper()
     return upper if upper in KNOWN_METHODS else "_OTHER"
-
-
-def is_sensitive(name: str, extra: Iterable[str] = ()) -> bool:
-    """Whether a header or query parameter named ``name`` must be redacted."""
-    lowered = name.lower()
-    if lowered in SENSITIVE_HEADERS or lowered in SENSITIVE_NAMES or lowered in extra:
-        return True
-    return any(part in lowered for part in SENSITIVE_PARTS)
-
-
-def redact_query(query: str, extra: Iterable[str] = ()) -> str:
-    """The query string with the values of sensitive parameters replaced."""
-    if not query:
-        return ""
-    extra = tuple(extra)
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    return urllib.parse.urlencode(
-        [(name, REDACTED if is_sensitive(name, extra) else value) for name, value in pairs],
-        safe="[]",
-    )
 
 
 def excluded(path: str, patterns: Iterable[str]) -> bool:
@@ -277,6 +225,8 @@ class ServerRequest:
         self._settings = settings
         self._metrics = metrics = http_metrics()
         self.method = normalized = normalize_method(method)
+        if ";" in path:  # path parameters (/cart;jsessionid=...): redacted as a query's
+            path = redact_path(path, settings.http_redact, settings.http_query_allowlist)
         self.path = path
         self.route: str | None = None
         self.status: int | None = None
@@ -325,26 +275,32 @@ class ServerRequest:
                     )
                 )
             )
-        if (
+        link = None
+        if settings.trace_context_incoming == "ignore" or (
             environ.get("HTTP_TRACEPARENT") is None
             and environ.get("HTTP_BAGGAGE") is None
             and telemetry.w3c_propagator is propagation.global_textmap()
         ):
             parent = _NOTHING  # what extract() returns: nothing to continue
-        else:
-            try:
-                parent = propagate.extract(EnvironHeaders(environ))
-            except Exception as error:  # a propagator must not break the request
-                _internal_errors.report("http.extract", error)
-                parent = _NOTHING
-        span = spans.start_span(
-            tracer,
-            normalized,
-            kind=SpanKind.SERVER,
-            context=parent,
-            attributes=attributes,
-            trusted=fits,
-        )
+        else:  # continue, restart: see obskit._traces.incoming_context (never raises)
+            parent, link = _incoming_context.extract(EnvironHeaders(environ), settings)
+        if link is None:
+            span = spans.start_span(
+                tracer,
+                normalized,
+                kind=SpanKind.SERVER,
+                context=parent,
+                attributes=attributes,
+                trusted=fits,
+            )
+        else:  # a restarted trace, linked to the caller's (the SDK's call takes links)
+            span = tracer.start_span(
+                normalized,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                links=(link,),
+            )
         self.span = span
         self.context = spans.with_span(parent, span)
         #: The span's ids (fixed for its life): hex text for traceresponse, exemplar, log;
@@ -361,7 +317,10 @@ class ServerRequest:
         if self.method == "_OTHER":
             attributes["http.request.method_original"] = method
         if query:
-            attributes["url.query"] = redact_query(query, self._settings.http_redact)
+            settings = self._settings
+            attributes["url.query"] = redact_query(
+                query, settings.http_redact, settings.http_query_allowlist
+            )
         if self._client_address:
             attributes["client.address"] = self._client_address
         names = self._settings.http_capture_request_headers
@@ -378,7 +337,8 @@ class ServerRequest:
         return captured
 
     def _header_value(self, name: str, value: str) -> str:
-        return REDACTED if is_sensitive(name, self._settings.http_redact) else value
+        settings = self._settings
+        return redact_header(name, value, settings.http_redact, settings.http_query_allowlist)
 
     def attach(self) -> object:
         """Make the request's span current (returns the token for :meth:`detach`)."""

@@ -41,7 +41,7 @@ def get_logger(name: str | None = None) -> Logger:
 def bind(**fields: Any) -> None:
     """Bind ``fields`` to every log line written later in this context (thread/task).
 
-    Integrations clear them at the start of each request; see :mod:`obskit.context`.
+    Integrations clear them at the start of each request; see ``obskit.context``.
     """
     import structlog.contextvars
 
@@ -180,7 +180,8 @@ def traced(fn: Any = None, /, **options: Any) -> Any:
     Bare (``@obskit.traced``) or with options (``@obskit.traced(name=...)``); for sync,
     async, generator and async-generator functions and methods. Options: ``name``,
     ``attributes``, ``record_exception`` (default True), ``span`` (False: histogram
-    only), ``histogram`` (False: span only).
+    only), ``histogram`` (False: span only). An exception is ``outcome="error"``;
+    asyncio's ``CancelledError`` is ``outcome="cancelled"``, not an error.
     """
     from obskit._traces.decorator import traced as implementation
 
@@ -193,10 +194,55 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
     """A manual span for a ``with``/``async with`` block, or a decorator.
 
     ``with obskit.span("load-cart", cart_id=7) as s:`` yields the OpenTelemetry span.
+    An attribute value of a type span attributes do not have (a mapping, any other
+    object) is recorded as its text, as ``@traced(attributes=...)`` records it.
     """
     from obskit._traces.decorator import span as implementation
 
+    for value in attributes.values():
+        if type(value) not in _PLAIN_TYPES:
+            attributes = _as_attribute_values(attributes)
+            break
     return implementation(name, **attributes)
+
+
+#: Types of the attribute values every supported OpenTelemetry SDK stores (or refuses)
+#: alike; lists and tuples of them are checked item by item.
+_PLAIN_TYPES = frozenset({str, bool, int, float, bytes, type(None)})
+
+
+def _as_attribute_values(attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` with every value that is neither a primitive nor a list or tuple of
+    primitives replaced by its text (cut to ``REPR_LIMIT`` characters).
+
+    obskit does it itself so that a span holds the same on every SDK it supports:
+    OpenTelemetry 1.27 drops such values (with a warning), newer SDKs keep mappings and
+    call ``str()`` on the rest. A value whose ``str()`` raises is an internal error
+    (raised in strict mode) and is recorded as ``"<unrepresentable TYPE>"``.
+    """
+    from obskit._lifecycle import internal_errors
+
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if type(value) in _PLAIN_TYPES or _primitives(value):
+            cleaned[key] = value
+            continue
+        try:
+            text = str(value)
+        except Exception as error:
+            internal_errors.report("span", error)
+            text = internal_errors.safe_text(value)
+        cleaned[key] = text[: internal_errors.REPR_LIMIT]
+    return cleaned
+
+
+def _primitives(value: object) -> bool:
+    """Whether ``value`` is a primitive (a subclass too) or a list/tuple of primitives."""
+    if isinstance(value, (str, bool, int, float, bytes)):
+        return True
+    return isinstance(value, (list, tuple)) and all(
+        item is None or isinstance(item, (str, bool, int, float, bytes)) for item in value
+    )
 
 
 # --- integrations ---------------------------------------------------------------
@@ -205,7 +251,7 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
 def instrument_flask(app: Flask) -> Flask:
     """Instrument a Flask app: server spans, RED metrics, access log, ``/metrics``.
 
-    See :func:`obskit.integrations.flask.instrument_flask` (and ``docs/flask.md``).
+    See ``obskit.integrations.flask.instrument_flask()`` (and ``docs/flask.md``).
     """
     from obskit.integrations.flask import instrument_flask as implementation
 

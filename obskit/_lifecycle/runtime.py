@@ -1,9 +1,13 @@
 """``init()`` and ``shutdown()``: build the pieces from Settings and install them in one slot.
 
-The installed :class:`Telemetry` is obskit's only mutable global. ``init()`` with
+The installed ``Telemetry`` is obskit's only mutable global. ``init()`` with
 the same settings returns it unchanged; with different settings it installs the
 new pipeline, then flushes and stops the old one. ``shutdown()`` empties the slot,
 so ``init()`` works again afterwards (tests rely on this).
+
+A span belongs to the pipeline it started in: the old pipeline exports the spans that
+ended before it stopped, and counts each one that ends later as dropped
+(``reason="pipeline_closed"``, see ``obskit._traces.pipeline_gate``).
 """
 
 from __future__ import annotations
@@ -52,10 +56,10 @@ _NO_EXPORTER_HINT = (
 
 
 class Telemetry:
-    """The handle :func:`obskit.init` returns: the effective settings and what they built.
+    """The handle ``obskit.init()`` returns: the effective settings and what they built.
 
     Attributes:
-        settings: The effective :class:`~obskit._config.settings.Settings` (with their sources).
+        settings: The effective ``Settings`` (with their sources).
         resource: The OpenTelemetry resource, or ``None`` when obskit is disabled.
         tracer_provider: obskit's SDK tracer provider, or ``None`` when disabled.
     """
@@ -101,7 +105,7 @@ class Telemetry:
         return _within(timeout or self.settings.shutdown_timeout, provider.force_flush, "flush")
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Shut down obskit if this handle is the installed one (see :func:`shutdown`)."""
+        """Shut down obskit if this handle is the installed one (see ``shutdown()``)."""
         with _lock:
             if _current is self:
                 return shutdown(timeout)
@@ -153,6 +157,10 @@ def init(**settings: object) -> Telemetry:
         previous._stop(previous.settings.shutdown_timeout)
     if effective.traces_exporter is None and effective.resolved_traces_exporter == "none":
         _log.info(_NO_EXPORTER_HINT)
+    if not telemetry.disabled:  # several gunicorn workers without shared metrics: say so
+        from obskit._metrics.gunicorn_check import warn_if_misconfigured
+
+        warn_if_misconfigured(_log)
     return telemetry
 
 
@@ -172,7 +180,7 @@ def shutdown(timeout: float | None = None) -> bool:
             from opentelemetry.trace import NoOpTracerProvider
 
             _switch.switch(NoOpTracerProvider())
-        _uninstall_logs()
+        _uninstall_logs(timeout)
         _internal_errors.set_strict(False)
         if "obskit._lifecycle.sigterm" in sys.modules:
             from obskit._lifecycle import sigterm as _sigterm
@@ -292,11 +300,11 @@ def _start_metrics_server(telemetry: Telemetry) -> None:
         telemetry.metrics_server = _server.start(*wanted, store().exposition())
 
 
-def _uninstall_logs() -> None:
+def _uninstall_logs(timeout: float | None = None) -> None:
     if "obskit._logs.install" in sys.modules:  # never installed: nothing to undo
         from obskit._logs import install as _logging_setup
 
-        _logging_setup.uninstall()
+        _logging_setup.uninstall(timeout)
 
 
 def _register_atexit() -> None:

@@ -3,18 +3,22 @@
 Kept apart from ``_logs`` (which only builds and renders) because this is the part
 that changes process-wide state, and must undo it: ``uninstall()`` puts back the
 root handlers, root level and structlog configuration found by the first install.
+It also filters the OpenTelemetry loggers that quote request headers in their warnings
+(:class:`HeaderTextFilter`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from obskit._config.settings import Settings
+from obskit._logs import writer as _writer
 from obskit._logs.pipeline import BridgeHandler, pipeline, structlog_settings
 
 
@@ -28,6 +32,43 @@ class _Saved:
 _saved: _Saved | None = None
 _bridge: BridgeHandler | None = None
 
+#: OpenTelemetry loggers whose warnings quote what a request sent: the ``baggage`` header,
+#: its entries and keys (``opentelemetry.baggage.propagation``: "Baggage header `%s`
+#: exceeded...", "Invalid baggage entry: `%s`"), ``tracestate`` members
+#: (``opentelemetry.trace.span``'s TraceState: "Invalid key/value pair (%s, %s)"), and
+#: ``OTEL_EXPORTER_OTLP_HEADERS``, which holds credentials (``opentelemetry.util.re``:
+#: "Header format invalid! Header values in environment variables must be URL encoded...").
+HEADER_ECHOING_LOGGERS = (
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.baggage",
+    "opentelemetry.trace.span",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.util.re",
+)
+
+
+class HeaderTextFilter(logging.Filter):
+    """Keeps the message of a record from :data:`HEADER_ECHOING_LOGGERS` but drops the
+    header text it quotes: every string argument becomes ``[REDACTED]`` (numbers, such as
+    a length, stay). Baggage (user ids, e-mail addresses) thus never reaches a log line,
+    whichever handler writes the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_REDACTED if isinstance(a, (str, bytes)) else a for a in args)
+        elif isinstance(args, Mapping):
+            record.args = {
+                k: _REDACTED if isinstance(a, (str, bytes)) else a for k, a in args.items()
+            }
+        if not isinstance(record.msg, str):  # an object's str() may quote anything
+            record.msg, record.args = _REDACTED, ()
+        return True
+
+
+_REDACTED = "[REDACTED]"  # obskit._http.redaction.REDACTED (not imported: _http imports _logs)
+_header_filter = HeaderTextFilter()
+
 
 def install(settings: Settings, fields: dict[str, str]) -> None:
     """Point obskit's loggers, structlog and (optionally) the root logger at one pipeline."""
@@ -36,6 +77,7 @@ def install(settings: Settings, fields: dict[str, str]) -> None:
     renderer = settings.log_format
     if renderer == "auto":
         renderer = "console" if _isatty(stream) else "json"
+    _writer.configure(settings.log_buffer_bytes, settings.shutdown_timeout)
     shared = pipeline()
     shared.configure(
         fields=fields,
@@ -49,6 +91,8 @@ def install(settings: Settings, fields: dict[str, str]) -> None:
     if _saved is None:
         _saved = _Saved(root.handlers[:], root.level, structlog.get_config())
     structlog.configure(**structlog_settings(shared))
+    for name in HEADER_ECHOING_LOGGERS:
+        logging.getLogger(name).addFilter(_header_filter)  # once: a filter is added once
     if settings.log_stdlib:
         if _bridge is None:
             _bridge = BridgeHandler(shared)
@@ -60,12 +104,17 @@ def install(settings: Settings, fields: dict[str, str]) -> None:
         _restore_root()
 
 
-def uninstall() -> None:
-    """Put back what the first ``install()`` found; reset the pipeline to its defaults."""
+def uninstall(timeout: float | None = None) -> None:
+    """Write the buffered lines (within ``timeout`` s: by default the installed
+    ``shutdown_timeout``), put back what the first ``install()`` found and reset the
+    pipeline to its defaults."""
     global _saved, _bridge
     if _saved is None:
         return
+    _writer.flush(_writer.exit_timeout() if timeout is None else timeout)
     _restore_root()
+    for name in HEADER_ECHOING_LOGGERS:
+        logging.getLogger(name).removeFilter(_header_filter)
     structlog.configure(**_saved.structlog_config)
     _saved = None
     _bridge = None

@@ -1,5 +1,8 @@
 """The log pipeline: structlog processor chains, the JSON/console output, the stdlib bridge.
 
+Lines are written by :class:`~obskit._logs.writer.LineWriter` (whole lines; a pipe or
+socket that stalls is buffered, never blocks the caller).
+
 One :class:`Pipeline` (level, processor chains, output stream) is shared by every
 logger obskit hands out and by the handler it puts on the root ``logging`` logger,
 so structlog calls and third-party ``logging`` records render identically. ``init()``
@@ -20,13 +23,7 @@ chain one processor at a time, and the bound-field shortcuts, are accelerators i
 from __future__ import annotations
 
 import logging
-import os
-import select
-import stat
-import sys
 import threading
-import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +46,7 @@ from obskit._logs.processors import (
     rfc3339,
     short_trace,
 )
+from obskit._logs.writer import LineWriter
 from obskit._traces.ids import hex_ids
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
@@ -65,117 +63,6 @@ _merge_bound = _lines.merge_bound
 #: What a request's start calls: fields bound (``obskit.bind()``) while the previous
 #: request on this thread was served are cleared (nothing to do if none ever were).
 request_started = _lines.clear_bound_fields
-
-
-# --- output ---------------------------------------------------------------------
-
-
-class LineWriter:
-    """Writes whole lines to ``sys.stdout``/``sys.stderr`` (looked up per line).
-
-    A closed or broken stream (``EPIPE``) never raises into the app: the line is
-    dropped and counted. It does not log about it, which would recurse into itself.
-
-    When the stream is a pipe (a container runtime, a log shipper) and nobody reads
-    it, a blocking write would hang every request thread once the 64 KiB pipe buffer
-    is full. On Linux obskit therefore writes to a pipe through its own non-blocking
-    file description (``/proc/self/fd/N`` reopened with ``O_NONBLOCK``, which leaves
-    the app's ``sys.stdout`` blocking): a line that does not fit is dropped and counted
-    in ``obskit_dropped_total{signal="logs",reason="pipe_full"}``. Lines go straight to
-    the pipe, so text the app ``print()``-ed into a block-buffered ``sys.stdout`` may
-    appear after later log lines (not with ``PYTHONUNBUFFERED=1``).
-    """
-
-    #: How long to wait for room to finish a line already partly written to a pipe.
-    PARTIAL_WAIT = 0.1
-
-    def __init__(self, stream: str = "stdout") -> None:
-        self.stream = stream
-        #: When a list, lines are appended to it instead of written (obskit.testing).
-        self.capture: list[str] | None = None
-        self._lock = threading.Lock()
-        #: The stream last written to and its non-blocking pipe descriptor (or None).
-        self._pipe: tuple[object, int | None] = (None, None)
-        # A lock held by another thread at fork time would stay held in the child.
-        ref = weakref.ref(self)
-        after_fork.in_child(lambda: _renew_lock(ref))
-        after_fork.register()
-
-    def msg(self, line: str) -> None:
-        captured = self.capture
-        if captured is not None:
-            captured.append(line)
-            return
-        try:
-            stream = getattr(sys, self.stream)
-            lock = self._lock
-            lock.acquire()  # acquire/try/finally: ~1,000 instructions less than `with`
-            try:
-                known, fd = self._pipe
-                if known is not stream:
-                    fd = self._open_pipe(stream)
-                if fd is None:
-                    stream.write(line + "\n")
-                    stream.flush()
-                elif not _write_nonblocking(fd, (line + "\n").encode("utf-8", "replace")):
-                    _self_stats.add("obskit_dropped", signal="logs", reason="pipe_full")
-            finally:
-                lock.release()
-        except Exception:
-            _internal_errors.count("log_write")
-            _self_stats.add("obskit_dropped", signal="logs", reason="write_error")
-
-    def _open_pipe(self, stream: object) -> int | None:
-        """A non-blocking descriptor of ``stream``'s pipe; None if it is not a pipe."""
-        old = self._pipe[1]
-        self._pipe = (stream, None)
-        if old is not None:
-            os.close(old)
-        try:
-            fileno = stream.fileno()  # type: ignore[attr-defined]
-            if not stat.S_ISFIFO(os.fstat(fileno).st_mode):
-                return None
-            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
-            fd = os.open(f"/proc/self/fd/{fileno}", flags)
-        except Exception:  # not a real file, no /proc (not Linux), no reader left
-            return None
-        self._pipe = (stream, fd)
-        return fd
-
-    debug = info = warning = warn = error = exception = critical = fatal = log = msg
-
-
-def _write_nonblocking(fd: int, data: bytes) -> bool:
-    """Write ``data`` to a non-blocking pipe; ``False`` if none of it fit.
-
-    A line of up to 4096 bytes (``PIPE_BUF``) is written whole or not at all; the
-    rest of a longer line that was partly written gets ``PARTIAL_WAIT`` seconds to fit.
-    """
-    try:
-        written = os.write(fd, data)
-    except BlockingIOError:
-        return False
-    deadline: float | None = None
-    while written < len(data):
-        if deadline is None:
-            deadline = time.monotonic() + LineWriter.PARTIAL_WAIT
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not poller.poll(remaining * 1000):
-            _self_stats.add("obskit_dropped", signal="logs", reason="pipe_full")
-            return True  # the line's start is out; its end is lost
-        try:
-            written += os.write(fd, data[written:])
-        except BlockingIOError:
-            continue
-    return True
-
-
-def _renew_lock(ref: weakref.ref[LineWriter]) -> None:
-    writer = ref()
-    if writer is not None:
-        writer._lock = threading.Lock()
 
 
 class Pipeline:

@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.trace import get_current_span
 
 from obskit._logs.json_render import safe_repr
+from obskit._terminal import escape_block, escape_controls
 from obskit._traces.ids import hex_ids
 
 EventDict = MutableMapping[str, Any]
@@ -124,9 +125,56 @@ def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDic
 
 
 def short_trace(logger: Any, method: str, event: EventDict) -> EventDict:
-    """Console only: show 8 hex digits of the trace id instead of both full ids."""
+    """Console only, just before the console renderer: show 8 hex digits of the trace id
+    instead of both full ids, and make every field safe for a terminal
+    (:func:`console_safe`)."""
     trace_id = event.pop("trace_id", None)
     event.pop("span_id", None)
     if trace_id:
         event["trace"] = trace_id[:8]
-    return event
+    return console_safe(event)
+
+
+#: Console fields printed on lines of their own, after the line (as structlog's
+#: ConsoleRenderer does): their line breaks are kept, each line indented.
+_BLOCKS = ("exception", "stack")
+
+
+def console_safe(event: EventDict) -> dict[str, Any]:
+    """The event with every key and value as text with its control characters escaped
+    (:func:`obskit._terminal.escape_controls`): a URL path or header read from a request
+    can neither forge a second console line nor send a terminal escape sequence.
+
+    Values that are not strings become their ``repr()`` (what the console renderer
+    would print); ``exc_info`` becomes the formatted ``exception`` text, and that and
+    ``stack`` keep their lines, each escaped and indented
+    (:func:`obskit._terminal.escape_block`).
+    """
+    exc_info = event.pop("exc_info", None)
+    if exc_info:
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        elif not isinstance(exc_info, tuple):
+            exc_info = sys.exc_info()
+        if exc_info[0] is not None:
+            try:
+                event["exception"] = "".join(traceback.format_exception(*exc_info))
+            except Exception:
+                event["exception"] = "<traceback could not be formatted>"
+    safe: dict[str, Any] = {}
+    for key, value in event.items():
+        name = escape_controls(key if isinstance(key, str) else safe_repr(key))
+        if isinstance(value, str):
+            text = value
+        elif key == "event":  # the renderer shows the message with str()
+            try:
+                text = str(value)
+            except Exception:
+                text = safe_repr(value)
+        else:
+            text = safe_repr(value)
+        if name in _BLOCKS:
+            safe[name] = escape_block(text.rstrip("\n"))
+        else:
+            safe[name] = escape_controls(text)
+    return safe

@@ -21,14 +21,25 @@ obskit adds:
   worker twice (a counter that then "decreased": a reset to Prometheus), one that read
   them the other way round missed it, and one that globbed a file compaction then
   deleted failed.
+
+Nothing here can kill a process through a full, read-only or vanished directory: the
+gunicorn master's compaction reads files with ``read()`` and writes the folded file with
+ordinary writes (``ENOSPC`` is an error: the dead worker's files are kept, so its counts
+still show, and the fold is retried at the next compaction); a worker's exemplar file
+reserves its space before it maps it (:func:`~obskit._metrics.metric_files.reserve`); and
+the values themselves are :mod:`obskit._metrics.file_values`. A scrape reports the
+directory's state in ``obskit_multiprocess_ok`` (1, or 0 when the directory is missing,
+read-only, full, or holds not every value of the scraping process).
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import glob
 import json
+import logging
 import mmap
 import os
 import struct
@@ -40,15 +51,25 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _upstream
 from prometheus_client import utils as _utils
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Exemplar
+from prometheus_client.samples import Exemplar, Sample
 
+from obskit._lifecycle import after_fork
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
+from obskit._metrics import file_values as _file_values
+from obskit._metrics import metric_files as _files
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no directory lock
+    fcntl = None  # type: ignore[assignment]
+
+_log = logging.getLogger("obskit")
 
 # Untyped upstream helpers, as Any for mypy --strict.
 MultiProcessCollector: Any = _upstream.MultiProcessCollector
-mark_process_dead: Any = _upstream.mark_process_dead
 floatToGoString: Any = _utils.floatToGoString
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -77,14 +98,25 @@ class ExemplarStore:
     """This worker's exemplar file: the latest exemplar per histogram bucket series."""
 
     def __init__(self, path: str) -> None:
+        """Create (or reuse) the file at ``path``, its first records' space reserved.
+
+        Raises:
+            OSError: the directory is full, read-only or gone.
+        """
         self.path = path
         self._lock = threading.Lock()
         self._slots: dict[bytes, int] = {}
-        self._file = open(path, "a+b")  # noqa: SIM115 - lives as long as the worker
-        size = _HEADER.size + _RECORD * _INITIAL_RECORDS
-        if os.fstat(self._file.fileno()).st_size < size:
-            self._file.truncate(size)
-        self._map = mmap.mmap(self._file.fileno(), 0)
+        self._handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            size = max(_HEADER.size + _RECORD * _INITIAL_RECORDS, os.fstat(self._handle).st_size)
+            # Every byte mapped is reserved first: a full directory is an OSError now,
+            # never a SIGBUS at a later write through the map.
+            _files.reserve(self._handle, size)
+            self._map = mmap.mmap(self._handle, size)
+        except BaseException:
+            os.close(self._handle)
+            raise
+        _HEADER.pack_into(self._map, 0, 0)  # (a reused pid's old records: not ours)
         self._capacity = (len(self._map) - _HEADER.size) // _RECORD
 
     def renew_lock(self) -> None:
@@ -134,14 +166,16 @@ class ExemplarStore:
             _HEADER.pack_into(self._map, 0, len(self._slots))
 
     def _grow(self) -> None:
+        size = _HEADER.size + _RECORD * self._capacity * 2
+        _files.reserve(self._handle, size)  # raises (ENOSPC) before the map grows
+        grown = mmap.mmap(self._handle, size)
         self._map.close()
-        self._file.truncate(_HEADER.size + _RECORD * self._capacity * 2)
-        self._map = mmap.mmap(self._file.fileno(), 0)
+        self._map = grown
         self._capacity *= 2
 
     def close(self) -> None:
         self._map.close()
-        self._file.close()
+        os.close(self._handle)
 
 
 def _record_key(histogram: Any, bound: float) -> bytes:
@@ -194,10 +228,10 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
     a stuck holder must not stop scrapes or the gunicorn master. Without ``fcntl`` (not
     POSIX) or a writable directory, there is no lock."""
     try:
-        import fcntl
-
+        if fcntl is None:
+            raise OSError("no fcntl")
         handle = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
-    except (ImportError, OSError):
+    except OSError:
         yield
         return
     try:
@@ -209,9 +243,11 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    _internal_errors.report(
-                        "multiprocess", TimeoutError(f"{LOCK_NAME} held too long")
-                    )
+                    error = TimeoutError(f"{LOCK_NAME} held too long")
+                    if exclusive:  # compaction, in the gunicorn master: never raises
+                        _report(error)
+                    else:
+                        _internal_errors.report("multiprocess", error)
                     break
                 time.sleep(0.001)
         yield
@@ -219,16 +255,41 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
+#: Seconds between two log lines about the directory from compaction.
+LOG_INTERVAL = 10.0
+_last_logged = -LOG_INTERVAL
+
+
+def _report(error: BaseException) -> None:
+    """Count a failure of compaction or a scrape in
+    ``obskit_internal_errors_total{component="multiprocess"}``; log it at most every
+    ``LOG_INTERVAL`` s. Never raises (not even in strict mode): the gunicorn master and
+    a scrape keep going."""
+    global _last_logged
+    with contextlib.suppress(Exception):
+        _self_stats.add("obskit_internal_errors", component="multiprocess")
+        now = time.monotonic()
+        if now - _last_logged >= LOG_INTERVAL:
+            _last_logged = now
+            _log.warning(
+                "obskit: metrics directory %s: %r (the dead worker's files are kept and "
+                "still counted; logged at most every %.0f s)",
+                directory(),
+                error,
+                LOG_INTERVAL,
+            )
+
+
 class MergedCollector(Collector):
-    """prometheus-client's multiprocess merge, plus every worker's newest exemplars."""
+    """prometheus-client's multiprocess merge, plus every worker's newest exemplars, the
+    directory's state (``obskit_multiprocess_ok``) and this process's drop counts that
+    the directory could not take."""
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._collector = MultiProcessCollector(None, path=path)
 
     def collect(self) -> Iterable[Any]:
-        with locked(self._path, exclusive=False):  # the merge reads every file now
-            metrics: Iterable[Any] = self._collector.collect()
+        metrics = self._merge()
         newest: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
         for path in glob.glob(os.path.join(self._path, f"*{EXEMPLAR_SUFFIX}")):
             for key, exemplar in read_exemplars(path).items():
@@ -237,7 +298,11 @@ class MergedCollector(Collector):
                     current.timestamp or 0
                 ):
                     newest[key] = exemplar
+        unshared = _file_values.unshared()
+        dropped_seen = False
         for metric in metrics:
+            if metric.type == "histogram":
+                metric.samples = _series_together(metric.samples)
             if metric.type == "histogram" and newest:
                 metric.samples = [
                     sample._replace(
@@ -247,7 +312,88 @@ class MergedCollector(Collector):
                     )
                     for sample in metric.samples
                 ]
+            elif metric.name == "obskit_dropped" and unshared:
+                dropped_seen = True
+                metric.samples = _add_unshared(metric.samples, unshared)
             yield metric
+        if unshared and not dropped_seen:
+            family = CounterMetricFamily(
+                "obskit_dropped",
+                _self_stats.HELP["obskit_dropped"],
+                labels=list(_self_stats.LABELS["obskit_dropped"]),
+            )
+            for (signal, reason), amount in sorted(unshared.items()):
+                family.add_metric([signal, reason], amount)
+            yield family
+        ok = GaugeMetricFamily(
+            "obskit_multiprocess_ok",
+            "1 if the multiprocess metrics directory takes every update, 0 if it is missing, "
+            'read-only or full (see obskit_dropped_total{signal="metrics"}).',
+        )
+        ok.add_metric([], 0.0 if directory_problem(self._path) else 1.0)
+        yield ok
+
+    def _merge(self) -> list[Any]:
+        """prometheus-client's merge of every ``*.db`` file; a file it cannot read (one
+        deleted or damaged under the scrape) is left out rather than failing the scrape."""
+        with locked(self._path, exclusive=False):  # the merge reads every file now
+            files = glob.glob(os.path.join(self._path, "*.db"))
+            try:
+                return list(MultiProcessCollector.merge(files, accumulate=True))
+            except Exception as error:
+                _internal_errors.report("multiprocess", error)
+                readable = [path for path in files if _readable(path)]
+                return list(MultiProcessCollector.merge(readable, accumulate=True))
+
+
+def _series_together(samples: list[Any]) -> list[Any]:
+    """A histogram's samples with each series' samples next to each other, in their order
+    (OpenMetrics requires it; prometheus-client's merge before 0.24 gives every ``_sum``
+    first)."""
+    series: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+    for sample in samples:
+        key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+        series.setdefault(key, []).append(sample)
+    return [sample for group in series.values() for sample in group]
+
+
+def _readable(path: str) -> bool:
+    try:
+        for _ in MultiProcessCollector.merge([path], accumulate=True):
+            pass
+    except Exception:
+        return False
+    return True
+
+
+def _add_unshared(samples: list[Any], unshared: dict[tuple[str, str], float]) -> list[Any]:
+    """``obskit_dropped_total`` samples with this process's unwritten counts added."""
+    left = dict(unshared)
+    changed = []
+    for sample in samples:
+        key = (sample.labels.get("signal", ""), sample.labels.get("reason", ""))
+        if sample.name == "obskit_dropped_total" and key in left:
+            sample = sample._replace(value=sample.value + left.pop(key))
+        changed.append(sample)
+    for (signal, reason), amount in sorted(left.items()):
+        changed.append(Sample("obskit_dropped_total", {"signal": signal, "reason": reason}, amount))
+    return changed
+
+
+def directory_problem(path: str) -> str | None:
+    """Why the directory does not take every update now (``dir_missing``,
+    ``dir_read_only``, ``dir_full``, or this process's own files' reason), or None."""
+    if not os.path.isdir(path):
+        return "dir_missing"
+    if not os.access(path, os.W_OK):
+        return "dir_read_only"
+    try:
+        stats = os.statvfs(path)
+    except OSError as error:
+        return _files.reason_of(error)
+    if stats.f_bavail * stats.f_frsize < _files.INITIAL_SIZE:
+        return "dir_full"
+    return _file_values.problem()
 
 
 def exposition_registry(path: str) -> CollectorRegistry:
@@ -259,35 +405,92 @@ def exposition_registry(path: str) -> CollectorRegistry:
 
 
 _MERGED_GAUGE_MODES = ("sum", "max", "min", "mostrecent")
+#: Compactions asked for while one runs. gunicorn 22 and 23 call ``child_exit`` from
+#: their SIGCHLD handler, which can interrupt a ``child_exit`` already running (two
+#: workers dying together): the interrupting call only queues its worker here, and the
+#: running compaction does it next. Nothing blocks, so nothing can deadlock.
+_queued: collections.deque[tuple[str, int]] = collections.deque()
+_running = threading.Lock()
+
+
+@after_fork.in_child
+def _renew_compaction_lock() -> None:
+    global _running
+    _running = threading.Lock()
+    _queued.clear()
 
 
 def compact(path: str, pid: int) -> None:
-    """Account for a dead worker: drop its live gauges and exemplars, fold the rest of its
-    files into ``<type>_merged.db``, and delete them (under the directory lock)."""
-    from prometheus_client import mmap_dict
+    """Account for the dead process ``pid``: drop its live gauges and exemplars, fold the
+    rest of its files into ``<type>_merged.db``, and delete them (under the directory lock).
 
+    Never raises an ``Exception`` and never maps a file (it runs in the gunicorn master):
+    a failure is counted in ``obskit_internal_errors_total{component="multiprocess"}``
+    and logged, and the files it could not fold are kept (their counts still show) and
+    folded at the next compaction. Safe to call from a signal handler that interrupted
+    another call (see ``_queued``)."""
+    _queued.append((path, pid))
+    while _queued:
+        if not _running.acquire(blocking=False):
+            return  # the call this one interrupted does it
+        try:
+            while _queued:
+                directory_path, dead = _queued.popleft()
+                try:
+                    _compact_one(directory_path, dead)
+                except Exception as error:
+                    _report(error)
+        finally:
+            _running.release()
+
+
+def _pid_files(path: str, pid: int) -> list[tuple[str, str]]:
+    """(file, prefix) of every metric file of ``pid``: prometheus-client's names and
+    obskit's numbered ones (``counter_<pid>.<n>.db``)."""
+    found = []
+    for pattern in (f"*_{pid}.db", f"*_{pid}.*.db"):
+        for dead in glob.glob(os.path.join(path, pattern)):
+            name = os.path.basename(dead)
+            found.append((dead, name[: name.rindex(f"_{pid}.")]))
+    return found
+
+
+def _compact_one(path: str, pid: int) -> None:
     with locked(path, exclusive=True):
-        mark_process_dead(pid, path)
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(path, f"exemplars_{pid}{EXEMPLAR_SUFFIX}"))
-        for dead in glob.glob(os.path.join(path, f"*_{pid}.db")):
-            prefix = os.path.basename(dead)[: -len(f"_{pid}.db")]
+        by_prefix: dict[str, list[str]] = {}
+        for dead, prefix in _pid_files(path, pid):
+            by_prefix.setdefault(prefix, []).append(dead)
+        for prefix, dead_files in by_prefix.items():
             mode = prefix.split("_", 1)[1] if prefix.startswith("gauge_") else ""
             if not prefix.startswith("gauge_") or mode in _MERGED_GAUGE_MODES:
-                _fold(mmap_dict.MmapedDict, dead, os.path.join(path, f"{prefix}_merged.db"), mode)
-            # else: per-pid ("all") gauges of a dead process are stale
-            os.remove(dead)
+                try:
+                    _fold(dead_files, os.path.join(path, f"{prefix}_merged.db"), mode)
+                except OSError as error:
+                    _report(error)
+                    continue  # kept: still read by every scrape, folded next time
+            # else: live and per-pid ("all") gauges of a dead process are stale
+            for dead in dead_files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(dead)
 
 
-def _fold(mmaped: Any, dead: str, merged_path: str, mode: str) -> None:
-    """Add the values of the file ``dead`` into the file ``merged_path``: summed, or by
-    the gauge ``mode`` (max, min, most recent)."""
-    merged = mmaped(merged_path)
-    try:
-        existing = {key: (value, ts) for key, value, ts in merged.read_all_values()}
-        for key, value, timestamp, _ in mmaped.read_all_values_from_file(dead):
-            if key in existing:
-                old, old_timestamp = existing[key]
+def _fold(dead_files: list[str], merged_path: str, mode: str) -> None:
+    """Add the values of ``dead_files`` into the file ``merged_path``: summed, or by the
+    gauge ``mode`` (max, min, most recent). Plain reads, then the whole merged file
+    written anew with ordinary writes and renamed into place.
+
+    Raises:
+        OSError: a file could not be read or the merged file written (nothing changed).
+    """
+    merged: dict[str, tuple[float, float]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        merged = {key: (value, ts) for key, value, ts in _files.read_entries(merged_path)}
+    for dead in dead_files:
+        for key, value, timestamp in _files.read_entries(dead):
+            if key in merged:
+                old, old_timestamp = merged[key]
                 if mode == "max":
                     value = max(old, value)
                 elif mode == "min":
@@ -297,6 +500,7 @@ def _fold(mmaped: Any, dead: str, merged_path: str, mode: str) -> None:
                         value, timestamp = old, old_timestamp
                 else:
                     value += old
-            merged.write_value(key, value, timestamp)
-    finally:
-        merged.close()
+            merged[key] = (value, timestamp)
+    _files.write_file(
+        merged_path, _files.encode((key, value, ts) for key, (value, ts) in merged.items())
+    )

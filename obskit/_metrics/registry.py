@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -266,11 +267,17 @@ def observe_trusted(child: ObskitHistogram, amount: float, exemplar: dict[str, s
 
 
 def _keep_exemplar(child: Any, amount: float, exemplar: dict[str, str]) -> None:
-    """In multiprocess mode, record the exemplar prometheus-client drops in the worker's store."""
+    """In multiprocess mode, record the exemplar prometheus-client drops in the worker's
+    store. A directory that does not take it (full, read-only, gone) drops it, counted in
+    ``obskit_dropped_total{signal="exemplars", reason}``."""
     if _multiprocess_dir is None:
         return
     try:
         (_store_here or exemplar_store()).record(child, amount, exemplar)
+    except OSError as error:
+        from obskit._metrics import file_values, metric_files
+
+        file_values.dropped(metric_files.reason_of(error), signal="exemplars")
     except Exception as error:
         from obskit._lifecycle import internal_errors as _internal_errors
 
@@ -322,30 +329,64 @@ def _detect_multiprocess() -> str | None:
     return None
 
 
+def _use_file_values() -> None:
+    """In multiprocess mode, obskit's value class for every metric made from now on: a
+    full, read-only or vanished directory then never raises into the app nor kills it
+    (see :mod:`obskit._metrics.file_values`)."""
+    from prometheus_client import values
+
+    if values.ValueClass is not values.MutexValue:
+        from obskit._metrics import file_values  # only in multiprocess mode
+
+        file_values.install()
+
+
+_use_file_values()  # before obskit makes any metric
+
+
 _multiprocess_dir: str | None = None
 _exemplar_stores: dict[int, Any] = {}
 #: This process's store once looked up; forgotten in a forked child.
 _store_here: Any = None
+#: Until when (monotonic) this process does not try again to create its exemplar file,
+#: and the error it got (a full, read-only or vanished directory).
+_store_retry_at = 0.0
+_store_error: OSError | None = None
+#: Seconds between two attempts to create the exemplar file.
+STORE_RETRY_INTERVAL = 1.0
 
 
 def exemplar_store() -> Any:
-    """This process's exemplar store (a new one after a fork)."""
-    global _store_here
+    """This process's exemplar store (a new one after a fork).
+
+    Raises:
+        OSError: the file cannot be created (the same error again, without a new
+            attempt, for ``STORE_RETRY_INTERVAL`` seconds).
+    """
+    global _store_here, _store_retry_at, _store_error
     pid = os.getpid()
     store_ = _exemplar_stores.get(pid)
     if store_ is None:
         from obskit._metrics.multiprocess import EXEMPLAR_SUFFIX, ExemplarStore
 
+        if _store_error is not None and time.monotonic() < _store_retry_at:
+            raise _store_error
         assert _multiprocess_dir is not None
         path = os.path.join(_multiprocess_dir, f"exemplars_{pid}{EXEMPLAR_SUFFIX}")
-        store_ = _exemplar_stores[pid] = ExemplarStore(path)
+        try:
+            store_ = _exemplar_stores[pid] = ExemplarStore(path)
+        except OSError as error:
+            _store_error, _store_retry_at = error, time.monotonic() + STORE_RETRY_INTERVAL
+            raise
+        _store_error = None
     _store_here = store_
     return store_
 
 
 def _forget_store_in_child() -> None:
-    global _store_here
+    global _store_here, _store_error
     _store_here = None
+    _store_error = None
 
 
 @after_fork.in_child

@@ -4,12 +4,23 @@ signals joined by its trace id — the waterfall, the log lines, the exemplar.
 Needs no external service: the app runs on 127.0.0.1 (Flask if installed, else a
 plain WSGI app, so the base install is enough), spans and log lines are kept in
 memory, and the metrics are read from the app's own ``/metrics``.
+
+For a person first: the output fits the terminal's width (``COLUMNS`` wins; a long
+name or field is cut with ``…``), the trace id is highlighted, log lines and exemplars
+are shown condensed, and only the raw lines a machine reads (JSON, OpenMetrics) are as
+wide as they are, under a "Raw, ..." label. Colours only on a terminal and never with
+``NO_COLOR``; a reader that goes away (``obskit demo | head``) ends the demo quietly.
+``--serve`` then prints each new request's waterfall and log lines as it ends.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -18,9 +29,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from opentelemetry.sdk.trace import ReadableSpan
+
 import obskit
 from obskit import testing
-from obskit._traces.console_tree import render_trace
+from obskit._terminal import escape_controls
+from obskit._traces.waterfall import render
 
 log = obskit.get_logger("obskit.demo")
 
@@ -123,32 +137,126 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+#: The requests the demo sends: (method, path, what it is).
+_REQUESTS = (
+    ("GET", "/", "a hello"),
+    ("POST", "/orders/42/pay", "a checkout"),
+    ("GET", "/slow", "a slow report"),
+    ("GET", "/fail", "a failing one"),
+    ("GET", "/nowhere", "a 404"),
+)
+NEXT_STEPS = "https://obskit.readthedocs.io/quickstart/"
+
+
 def run(serve: bool = False, out: TextIO | None = None) -> int:
     """Run the demo; return the exit code."""
     out = out or sys.stdout
-    colors = out.isatty()
+    try:
+        return _run(serve, out)
+    except BrokenPipeError:
+        # The reader went away (`obskit demo | head`): stop quietly, as a filter does.
+        _quiet(out)
+        return 0
+
+
+def _run(serve: bool, out: TextIO) -> int:
+    style = Style.for_stream(out)
     with testing.capture(
         service_name="obskit-demo", strict=False, log_level="info", sequential_ids=False
     ) as captured:
         try:
             app: Any = flask_app()
-            kind = "Flask"
+            kind = "served by Flask"
         except ImportError:
-            app, kind = wsgi_app(), "a plain WSGI app (Flask is not installed)"
+            app = wsgi_app()
+            kind = "a plain WSGI app (with Flask installed, the demo uses Flask)"
         server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
         port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         base = f"http://127.0.0.1:{port}"
         try:
-            trace_id = _drive(base)
-            _show(captured, base, trace_id, kind, colors, out)
+            checkout, failing = _drive(base)
+            _wait_for_requests(captured, len(_REQUESTS))
+            _show(captured, base, checkout, failing, kind, style, out)
             if serve:
-                _serve(base, out)
+                _serve(captured, base, style, out)
         finally:
             server.shutdown()
             server.server_close()
     return 0
+
+
+def _quiet(out: TextIO) -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises nothing either."""
+    try:
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+class Style:
+    """How the demo dresses its text: the width it fits and whether it uses colours.
+
+    Colours only on a terminal, and never when ``NO_COLOR`` is set (no-color.org). The
+    width is the terminal's (``COLUMNS`` wins), at least 60 and at most 120 columns.
+    """
+
+    def __init__(self, colors: bool, width: int) -> None:
+        self.colors = colors
+        self.width = width
+
+    @classmethod
+    def for_stream(cls, out: TextIO) -> Style:
+        try:
+            tty = out.isatty()
+        except Exception:
+            tty = False
+        colors = tty and not os.environ.get("NO_COLOR")
+        width = shutil.get_terminal_size((80, 24)).columns
+        return cls(colors, max(60, min(width, 120)))
+
+    def _dress(self, code: str, text: str) -> str:
+        return f"{code}{text}\x1b[0m" if self.colors else text
+
+    def bold(self, text: str) -> str:
+        return self._dress("\x1b[1m", text)
+
+    def dim(self, text: str) -> str:
+        return self._dress("\x1b[2m", text)
+
+    def trace(self, trace_id: str) -> str:
+        """The trace id that joins the signals: bold yellow, wherever it appears."""
+        return self._dress("\x1b[1;33m", trace_id)
+
+    def level(self, level: str, text: str) -> str:
+        codes = {"warning": "\x1b[33m", "error": "\x1b[31m", "critical": "\x1b[31m"}
+        return self._dress(codes[level], text) if level in codes else text
+
+    def paragraph(self, text: str, indent: str = "") -> str:
+        """``text`` wrapped to the width (URLs and ids are never broken)."""
+        return (
+            textwrap.fill(
+                text,
+                self.width,
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            + "\n"
+        )
+
+    def fit(self, text: str) -> str:
+        """One line cut to the width (``…`` marks the cut)."""
+        return text if len(text) <= self.width else text[: self.width - 1] + "…"
+
+    def mark(self, text: str, trace_id: str) -> str:
+        """``text`` with every occurrence of ``trace_id`` highlighted."""
+        return text.replace(trace_id, self.trace(trace_id)) if self.colors else text
 
 
 def _request(url: str, method: str = "GET") -> tuple[int, dict[str, str]]:
@@ -162,60 +270,219 @@ def _request(url: str, method: str = "GET") -> tuple[int, dict[str, str]]:
         return failed.code, dict(failed.headers)
 
 
-def _drive(base: str) -> str:
-    """Send the demo's requests; return the trace id of the checkout request."""
-    _request(f"{base}/")
-    _, headers = _request(f"{base}/orders/42/pay", "POST")
-    _request(f"{base}/slow")
-    _request(f"{base}/fail")
-    _request(f"{base}/nowhere")
-    return headers["traceresponse"].split("-")[1]
+def _drive(base: str) -> tuple[str, str]:
+    """Send the demo's requests; return the trace ids of the checkout and the failure."""
+    ids = {}
+    for method, path, _ in _REQUESTS:
+        _, headers = _request(f"{base}{path}", method)
+        ids[path] = headers.get("traceresponse", "00-?-").split("-")[1]
+    return ids["/orders/42/pay"], ids["/fail"]
+
+
+def _wait_for_requests(captured: testing.Capture, count: int) -> None:
+    """Wait (at most 2 s) until the server has ended every request's span: a client has
+    its answer a moment before the server is done with the request."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if sum(1 for span in captured.spans if _is_root(span)) >= count:
+            return
+        time.sleep(0.01)
+
+
+def _is_root(span: ReadableSpan) -> bool:
+    return span.parent is None or span.parent.is_remote
 
 
 def _show(
-    captured: testing.Capture, base: str, trace_id: str, kind: str, colors: bool, out: TextIO
+    captured: testing.Capture,
+    base: str,
+    trace_id: str,
+    failing: str,
+    kind: str,
+    style: Style,
+    out: TextIO,
 ) -> None:
-    bold = (lambda text: f"\x1b[1m{text}\x1b[0m") if colors else (lambda text: text)
-    spans = [s for s in captured.spans if testing.Capture.trace_id(s) == trace_id]
-    out.write(f"obskit demo: {kind} on {base}; sent 5 requests (one slow, one failing, one 404).\n")
-    out.write(f"Here is one of them, POST /orders/42/pay, by its trace id {trace_id}:\n\n")
-    out.write(bold("1. The trace (what the collector would receive), as a waterfall:\n"))
-    out.write(render_trace(spans, colors=colors))
+    sent = ", ".join(what for _, _, what in _REQUESTS[:-1]) + " and " + _REQUESTS[-1][2]
     out.write(
-        "\n" + bold("2. Its log lines (JSON on stdout in production), all with this trace_id:\n")
+        style.paragraph(
+            f"obskit demo: a small shop app on {base}, {kind}, instrumented by obskit."
+            " Nothing leaves this process: no collector or other service is needed."
+        )
     )
-    for line in captured.logs:
-        if line.get("trace_id") == trace_id:
-            out.write(json.dumps(line) + "\n")
-    out.write("\n" + bold("3. The latency histogram on /metrics, with this trace's exemplar:\n"))
+    out.write(style.paragraph(f"It sent the app {len(_REQUESTS)} requests: {sent}."))
+    out.write("\n")
+    intro = (
+        "Every signal of a request carries its trace id. The checkout request"
+        f" (POST /orders/42/pay) has trace id {trace_id}:"
+    )
+    out.write(style.mark(style.paragraph(intro), trace_id) + "\n")
+    spans = _trace(captured, trace_id)
+    out.write(style.bold("1. Its trace, as a waterfall (what a collector receives):") + "\n")
+    out.write(render(spans, colors=style.colors, width=style.width, highlight=style.trace))
+    out.write("\n" + style.bold("2. Its log lines, each with this trace_id:") + "\n")
+    records = [line for line in captured.logs if line.get("trace_id") == trace_id]
+    for record in records:
+        out.write(_log_line(record, style) + "\n")
+    out.write(style.dim("   Raw, as obskit writes them to stdout (JSON, one per line):") + "\n")
+    for record in records:
+        out.write(style.mark(json.dumps(record), trace_id) + "\n")
+    out.write(
+        "\n" + style.bold("3. Its latency on /metrics, with this trace id as the exemplar:") + "\n"
+    )
+    exemplars = _exemplar_lines(base, trace_id)
+    out.write(_exemplars(exemplars, style))
+    out.write(
+        style.paragraph(
+            "An exemplar is the link from a latency graph (Grafana) to this very trace.",
+            indent="   ",
+        )
+    )
+    out.write(style.dim("   Raw, as Prometheus scrapes them (OpenMetrics):") + "\n")
+    for line in exemplars:
+        out.write(style.mark(line, trace_id) + "\n")
+    out.write("\n" + style.bold("4. The failing request, GET /fail, and its log lines:") + "\n")
+    out.write(
+        render(
+            _trace(captured, failing), colors=style.colors, width=style.width, highlight=style.trace
+        )
+    )
+    for record in captured.logs:
+        if record.get("trace_id") == failing:
+            out.write(_log_line(record, style) + "\n")
+    errors = [s for s in captured.spans if s.status.status_code.name == "ERROR"]
+    out.write(
+        f"\nRecorded {len(captured.spans)} spans and {len(captured.logs)} log lines;"
+        f" {len(errors)} span{'s' * (len(errors) != 1)} marked as an error.\n\n"
+    )
+    out.write(style.bold("Next:") + "\n")
+    out.write("  obskit demo --serve     keep this app running and watch each request\n")
+    out.write("  pip install 'obskit-sdk[flask]', then follow the quickstart:\n")
+    out.write(f"  {NEXT_STEPS}\n")
+    out.flush()
+
+
+def _trace(captured: testing.Capture, trace_id: str) -> list[ReadableSpan]:
+    return [span for span in captured.spans if testing.Capture.trace_id(span) == trace_id]
+
+
+#: Fields every line has, shown by the condensed view in its own way or not at all.
+_STANDARD = frozenset(
+    {"timestamp", "level", "event", "logger", "trace_id", "span_id", "service.name"}
+)
+
+
+def _log_line(record: dict[str, Any], style: Style) -> str:
+    """A log line for a person: time, level, message, its own fields; cut to the width."""
+    level = str(record.get("level", ""))
+    fields = []
+    for key, value in record.items():
+        if key in _STANDARD or key.startswith(("http.", "url.", "exception.")):
+            continue
+        fields.append(f"{key}={value}")
+    when, event = str(record.get("timestamp", ""))[11:23], str(record.get("event", ""))
+    text = "  ".join([when, f"{level:<7}", event, *fields])
+    line = style.level(level, style.fit("  " + escape_controls(text)))
+    if "exception.type" in record:  # under it, where the message starts
+        error = f"{record['exception.type']}: {record.get('exception.message', '')}"
+        line += "\n" + style.level(
+            level, style.fit(" " * (len(when) + 13) + escape_controls(error))
+        )
+    return line
+
+
+_EXEMPLAR = re.compile(r"^(\w+)_bucket\{(.*)\} \S+ # \{[^}]*\} (\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _exemplar_lines(base: str, trace_id: str) -> list[str]:
+    """The exposition lines that carry ``trace_id``'s exemplar, as scraped."""
     request = urllib.request.Request(
         f"{base}/metrics", headers={"Accept": "application/openmetrics-text"}
     )
     with urllib.request.urlopen(request, timeout=10) as reply:
         exposition = reply.read().decode()
-    for line in exposition.splitlines():
-        if trace_id in line:
-            out.write(line + "\n")
-    others = [s for s in captured.spans if s.status.status_code.name == "ERROR"]
+    # Label values are the app's text: escaped, so they cannot drive the terminal.
+    return [escape_controls(line) for line in exposition.splitlines() if trace_id in line]
+
+
+#: Labels shown first in the condensed view (the rest follow in exposition order).
+_FIRST_LABELS = ("http_request_method", "http_route", "function")
+
+
+def _exemplars(lines: list[str], style: Style) -> str:
+    """The exemplars for a person: per histogram, the observed latency and the labels."""
+    text, last = "", ""
+    for line in lines:
+        found = _EXEMPLAR.match(line)
+        if found is None:
+            text += style.fit("  " + line) + "\n"
+            continue
+        name, labels, value = found.groups()
+        pairs = dict(_LABEL.findall(labels))
+        bucket = pairs.pop("le", "?")
+        order = sorted(
+            pairs, key=lambda key: _FIRST_LABELS.index(key) if key in _FIRST_LABELS else 9
+        )
+        if name != last:
+            text += style.fit(f"   {name}:") + "\n"
+            last = name
+        shown = " ".join(pairs[key] for key in order)
+        text += style.fit(f"  {float(value) * 1000:8.1f} ms  {shown}  (bucket le={bucket})") + "\n"
+    return text
+
+
+def _serve(captured: testing.Capture, base: str, style: Style, out: TextIO) -> None:
+    try:
+        tty = out.isatty()
+    except Exception:
+        tty = False
     out.write(
-        f"\n{len(captured.spans)} spans, {len(captured.logs)} log lines recorded; "
-        f"{len(others)} span(s) marked as errors (the failing request).\n"
-        "Run `obskit demo --serve` to keep the app running and explore it.\n"
+        f"\nServing {base} until Ctrl-C. Try:\n"
+        f"  curl -X POST {base}/orders/1/pay\n"
+        f"  curl {base}/slow    curl {base}/fail    curl {base}/metrics\n"
     )
-    out.flush()
+    if tty:
+        out.write("Each request's waterfall and log lines appear here.\n")
+    else:  # not a person: the log lines as a log shipper would read them
+        from obskit._logs import pipeline as _pipeline
 
-
-def _serve(base: str, out: TextIO) -> None:
-    from obskit._logs import pipeline as _pipeline
-
-    _pipeline.pipeline().writer.capture = None  # from now on, log lines go to stdout
-    out.write(
-        f"\nServing: {base}/  {base}/slow  {base}/fail  {base}/metrics  "
-        f"(POST {base}/orders/1/pay). Ctrl-C to stop.\n"
-    )
+        _pipeline.pipeline().writer.capture = None
+        out.write("The app's log lines follow (JSON, one per line).\n")
     out.flush()
     try:
-        while True:
-            time.sleep(3600)
+        if tty:
+            _watch(captured, style, out)
+        else:
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
         pass
+
+
+def _watch(captured: testing.Capture, style: Style, out: TextIO) -> None:
+    """Print each request's waterfall and log lines when its server span ends."""
+    seen = len(captured.spans)
+    while True:
+        time.sleep(0.2)
+        spans = captured.spans
+        for span in spans[seen:]:
+            if not _is_root(span):
+                continue
+            trace_id = testing.Capture.trace_id(span)
+            out.write("\n")
+            out.write(
+                render(
+                    _trace(captured, trace_id),
+                    colors=style.colors,
+                    width=style.width,
+                    highlight=style.trace,
+                )
+            )
+            for record in captured.logs:
+                if record.get("trace_id") == trace_id:
+                    out.write(_log_line(record, style) + "\n")
+            out.flush()
+        seen = len(spans)
+        if seen > 10_000:  # a long session: forget what was shown
+            captured.clear()
+            seen = 0

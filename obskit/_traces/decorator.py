@@ -8,15 +8,24 @@ refreshed only when ``init()`` installs a new runtime — so a call does the
 minimum: start a span, make it current, call, observe, end.
 
 Generators are driven step by step with the span current only *while the
-generator body runs*: the consumer's code between items never sees it, and the
+generator body runs* — including its ``finally`` when it is closed early or
+garbage-collected: the consumer's code between items never sees it, and the
 context is detached in the same context it was attached in (no "Failed to detach
 context" errors when a generator is closed early or abandoned).
+
+Outcomes: a call that returns (or a generator closed by its consumer, which raises
+``GeneratorExit`` in it) is ``ok``; one cancelled by asyncio (``CancelledError``
+escaping it) is ``cancelled``: not an error for the cancelled code, so the span's
+status stays UNSET, no exception event is added and the span gets
+``obskit.cancelled=true``; any other exception is ``error`` (status ERROR, an
+``exception`` event). The exception propagates unchanged in every case.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from asyncio import CancelledError
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -47,12 +56,16 @@ _set_span = trace.set_span_in_context
 _observe = observe_trusted
 _NOTHING = (None, None)
 
+#: The span attribute that marks a call or block ended by asyncio cancellation.
+CANCELLED_ATTRIBUTE = "obskit.cancelled"
+
 
 class _Site:
     """One decorated function: its static facts and the runtime handles it uses."""
 
     __slots__ = (
         "attributes",
+        "cancelled_child",
         "error_child",
         "function",
         "histogram",
@@ -85,6 +98,9 @@ class _Site:
         self.tracer: trace.Tracer | None = None
         self.ok_child: Any = None
         self.error_child: Any = None
+        #: ``outcome="cancelled"``, made at the first cancelled call (most functions
+        #: are never cancelled: no empty series for them).
+        self.cancelled_child: Any = None
         #: Starts and ends this function's spans on the current tracer (None: no spans).
         self.starter: SpanStarter | None = None
         self.on = False
@@ -99,6 +115,7 @@ class _Site:
         if telemetry is not self.telemetry:
             self.telemetry = telemetry
             self.starter = None
+            self.cancelled_child = None
             if telemetry is None or telemetry.tracer is None:
                 self.tracer = self.ok_child = self.error_child = None
             else:
@@ -158,13 +175,18 @@ class _Site:
                     _internal_errors.report("traced", internal)
             return
         try:
-            failed = error is not None and not isinstance(error, GeneratorExit)
-            if span is not None and failed:
-                assert error is not None
-                if self.record_exception:
-                    span.record_exception(error, escaped=True)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-            child = self.error_child if failed else self.ok_child
+            if error is None or isinstance(error, GeneratorExit):  # closed by its consumer
+                child = self.ok_child
+            elif isinstance(error, CancelledError):
+                child = self._cancelled_child()
+                if span is not None:
+                    span.set_attribute(CANCELLED_ATTRIBUTE, True)
+            else:
+                child = self.error_child
+                if span is not None:
+                    if self.record_exception:
+                        span.record_exception(error, escaped=True)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             if child is not None:
                 # The exemplar is built here and always fits: skip ObskitHistogram's check.
                 # A non-recording span is never sampled: no exemplar to look for.
@@ -182,6 +204,14 @@ class _Site:
                 end_span(span)
             except Exception as internal:
                 _internal_errors.report("traced", internal)
+
+    def _cancelled_child(self) -> Any:
+        """The ``outcome="cancelled"`` histogram child (None with the histogram off)."""
+        child = self.cancelled_child
+        if child is None and self.ok_child is not None:
+            histogram: Any = self.telemetry.function_histogram
+            child = self.cancelled_child = histogram.labels(self.function, "cancelled")
+        return child
 
 
 def _sync_wrapper(site: _Site) -> Callable[..., Any]:
@@ -244,8 +274,13 @@ def _drive(site: _Site, generator: Generator[Any, Any, Any]) -> Generator[Any, A
                     _detach(token)
             try:
                 to_send = yield item
-            except GeneratorExit:
-                generator.close()
+            except GeneratorExit:  # closed early or garbage-collected: its finally runs now
+                token = _attach(context) if span is not None else None
+                try:
+                    generator.close()
+                finally:
+                    if token is not None:
+                        _detach(token)
                 raise
             except BaseException as thrown:  # consumer's .throw(): pass it into the body
                 to_throw, to_send = thrown, None
@@ -287,8 +322,13 @@ async def _adrive(site: _Site, generator: AsyncGenerator[Any, Any]) -> AsyncGene
                     _detach(token)
             try:
                 to_send = yield item
-            except GeneratorExit:
-                await generator.aclose()
+            except GeneratorExit:  # closed early or garbage-collected: its finally runs now
+                token = _attach(context) if span is not None else None
+                try:
+                    await generator.aclose()
+                finally:
+                    if token is not None:
+                        _detach(token)
                 raise
             except BaseException as thrown:
                 to_throw, to_send = thrown, None
@@ -447,7 +487,9 @@ def traced(
     the histogram is ``obskit_function_duration_seconds{function, outcome}`` with a
     ``trace_id`` exemplar when the call's span is sampled. Before ``init()`` (and
     after ``shutdown()``) the function runs untouched. Exceptions are recorded
-    (span status ERROR, ``outcome="error"``) and re-raised unchanged.
+    (span status ERROR, ``outcome="error"``) and re-raised unchanged; asyncio's
+    ``CancelledError`` is ``outcome="cancelled"`` (span status UNSET, attribute
+    ``obskit.cancelled=true``) and re-raised unchanged.
 
     Args:
         name: Span name; default ``module.qualname``.
@@ -486,7 +528,8 @@ class span:
     """A manual span: ``with obskit.span("load-cart", cart_id=7) as s:`` (or ``async with``).
 
     Yields the OpenTelemetry span, current for the block; an exception escaping the
-    block is recorded and sets status ERROR, then propagates unchanged. As a
+    block is recorded and sets status ERROR, then propagates unchanged (asyncio's
+    ``CancelledError`` sets ``obskit.cancelled=true`` instead: not an error). As a
     decorator (``@obskit.span("name")``) it traces each call without a histogram.
     Before ``init()`` it yields a non-recording span. Make a new one per block.
     """
@@ -531,7 +574,11 @@ class span:
         if current is None:
             return
         try:
-            if error is not None and not isinstance(error, GeneratorExit):
+            if error is None or isinstance(error, GeneratorExit):
+                pass
+            elif isinstance(error, CancelledError):  # not an error for the cancelled block
+                current.set_attribute(CANCELLED_ATTRIBUTE, True)
+            else:
                 current.record_exception(error, escaped=True)
                 current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             end_span(current)

@@ -44,6 +44,10 @@ REASONS = (
     "failure",
 )
 
+#: The reasons with which a collector refuses a request as too large: the guarded
+#: exporter then sends its spans in smaller requests.
+TOO_LARGE = frozenset({"http_413", "grpc_resource_exhausted"})
+
 _TIMEOUTS = frozenset(
     {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "ConnectTimeoutError"}
 )

@@ -28,13 +28,23 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
-from obskit._traces.export_reasons import Attempt, ReasonRecorder, refused_at_deadline
+from obskit._traces.export_reasons import (
+    TOO_LARGE,
+    Attempt,
+    ReasonRecorder,
+    refused_at_deadline,
+)
+from obskit._traces.paced_export import Pacer, chunked, paced
+from obskit._traces.size_limits import SizeLimits
 
 #: How long past an export's deadline the guard still waits for the exporter's own
 #: outcome: an exporter that bounds itself by the same timeout ends right at it.
 GRACE = 0.1
 #: How often a waiting export looks whether the guard was shut down meanwhile.
 _POLL = 0.05
+#: How many times one batch's requests may be halved after the collector refused one
+#: as too large (its limit is below ``export_max_request_bytes``).
+MAX_SPLITS = 16
 
 
 class _Outcome:
@@ -73,6 +83,20 @@ class GuardedExporter(SpanExporter):
     ``reasons`` recorded for the exporter's last attempt (an HTTP status, a timeout,
     a reset, a gRPC status code: see :mod:`obskit._traces.export_reasons`), else
     ``"timeout"`` for an export cut off at its deadline and ``"failure"`` otherwise.
+
+    With ``sizes``, every string of every span is cut to the length limit and a batch
+    is sent as requests within the byte cap (:mod:`obskit._traces.size_limits`), one
+    after another, each within its own timeout. A span that fits in no request is
+    dropped alone (``reason="too_large"``). A request the collector refuses as too
+    large (HTTP 413, gRPC ``RESOURCE_EXHAUSTED``) is halved and its halves sent (at most
+    :data:`MAX_SPLITS` times per batch); a single span refused so is dropped alone
+    (``too_large``). Any other failure drops the batch's requests not yet sent, counted
+    as ``export_failed`` as a whole failed batch is: they would fail as well.
+
+    With a :attr:`pacer` (:class:`CountingBatchSpanProcessor` sets one: its exports run
+    on a background thread), a batch is split and encoded in short slices with pauses
+    between them (:mod:`obskit._traces.paced_export`), so that the app's threads never
+    wait behind it for the GIL.
     """
 
     def __init__(
@@ -81,9 +105,11 @@ class GuardedExporter(SpanExporter):
         endpoint: tuple[str, int] | None = None,
         reasons: ReasonRecorder | None = None,
         timeout: float | None = None,
+        sizes: SizeLimits | None = None,
     ) -> None:
         self.exporter = exporter
         self._endpoint = endpoint
+        self._sizes = sizes
         self._reasons = reasons
         self._timeout = timeout
         self._failing = False
@@ -94,6 +120,8 @@ class GuardedExporter(SpanExporter):
         self._closed = False
         #: The thread of the last timed export, which may outlive its deadline.
         self._running: threading.Thread | None = None
+        #: Paces the encoding of batches exported in the background (None: not paced).
+        self.pacer: Pacer | None = None
 
     def _unreachable(self) -> bool:
         if not self._failing or self._endpoint is None:
@@ -118,11 +146,67 @@ class GuardedExporter(SpanExporter):
             _self_stats.add("obskit_dropped", len(spans), signal="traces", reason="export_failed")
             return SpanExportResult.FAILURE
         self.down = False
-        if self._timeout is None:
-            outcome = self._attempt(spans, None)
+        pacer = self.pacer
+        spans = paced(spans, pacer)
+        too_large: list[ReadableSpan]
+        if self._sizes is None:
+            if pacer is None:
+                return self._count(spans, self._send(spans))
+            requests, too_large = [list(spans)], []
         else:
-            outcome = self._attempt_within(spans, self._timeout)
-        return self._count(spans, outcome)
+            try:
+                requests, too_large = self._sizes.split(spans)
+            except Exception as error:  # obskit's own fault: the batch goes out as it is
+                _internal_errors.report("export", error)
+                requests, too_large = [list(spans)], []
+        if too_large:
+            _self_stats.add("obskit_dropped", len(too_large), signal="traces", reason="too_large")
+        if pacer is not None and not pacer.hurried:
+            requests = chunked(requests)
+        return self._send_requests(requests, not too_large)
+
+    def _send(self, spans: Sequence[ReadableSpan]) -> _Outcome:
+        """One request: on this thread, or within the timeout on a thread of its own."""
+        if self._timeout is None:
+            return self._attempt(spans, None)
+        return self._attempt_within(spans, self._timeout)
+
+    def _send_requests(self, requests: list[list[ReadableSpan]], ok: bool) -> SpanExportResult:
+        """Send ``requests`` in order (see the class docs for what a failure does)."""
+        pending = collections.deque(requests)
+        splits = MAX_SPLITS
+        while pending:
+            if self._closed:
+                left = sum(len(request) for request in pending)
+                _self_stats.add("obskit_dropped", left, signal="traces", reason="shutdown")
+                return SpanExportResult.FAILURE
+            request = pending.popleft()
+            outcome = self._send(request)
+            if outcome.error is None and outcome.result is SpanExportResult.SUCCESS:
+                self._count(request, outcome)
+                continue
+            ok = False
+            # The reason when the collector refused the request as too large, else None.
+            refused = outcome.reason if outcome.error is None else None
+            refused = refused if refused in TOO_LARGE else None
+            if refused is not None and len(request) > 1 and splits > 0:
+                splits -= 1
+                _self_stats.add("obskit_export_errors", signal="traces", reason=refused)
+                half = len(request) // 2
+                pending.extendleft((request[half:], request[:half]))  # first half first
+                continue
+            if refused is not None and len(request) == 1:
+                _self_stats.add("obskit_export_errors", signal="traces", reason=refused)
+                _self_stats.add("obskit_dropped", signal="traces", reason="too_large")
+                self._failing = False  # the collector answers: nothing to probe
+                continue
+            self._count(request, outcome)
+            if refused is None:  # the collector fails: the rest would fail too
+                left = sum(len(request) for request in pending)
+                if left:
+                    _self_stats.add("obskit_dropped", left, signal="traces", reason="export_failed")
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def _attempt(
         self,
@@ -135,7 +219,7 @@ class GuardedExporter(SpanExporter):
         if box is not None and attempt is not None:
             box.append(attempt)
         try:
-            result = self.exporter.export(spans)
+            result = self.exporter.export(paced(spans, self.pacer))
         except Exception as error:
             reason = attempt.reason if attempt is not None else None
             if refused_at_deadline(error):  # obskit's session ended it: out of time
@@ -271,6 +355,12 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     How many spans are queued is obskit's own count (the SDK does not publish it): one
     token per span handed to the SDK, in a deque of the queue's size (full, it drops its
     oldest as the SDK's queue does), one taken off per span of each batch the SDK exports.
+
+    Its :class:`GuardedExporter` encodes each batch in slices with pauses between them
+    (:mod:`obskit._traces.paced_export`): the export thread never holds the GIL for
+    long while requests are served. ``force_flush()`` and ``shutdown()`` export without
+    pauses, a batch already under way included, so a flush is as fast as before; so does
+    the export while the queue is over half full, so pacing never costs a span.
     """
 
     def __init__(
@@ -292,6 +382,12 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             export_timeout_millis,
         )
         self._guard = span_exporter if isinstance(span_exporter, GuardedExporter) else None
+        # Paced (see paced_export) until the queue is half full: then at full speed.
+        half = max(size // 2, 1)
+        waiting = self._queued
+        self._pacer = Pacer(lambda: len(waiting) >= half)
+        if self._guard is not None:
+            self._guard.pacer = self._pacer
         if hasattr(os, "register_at_fork"):  # the SDK empties its queue in a forked child
             queued = weakref.ref(self._queued)
 
@@ -301,6 +397,19 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
                     tokens.clear()
 
             os.register_at_fork(after_in_child=forget)
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        """Export every queued span now, without pauses."""
+        token = self._pacer.hurry()
+        try:
+            return super().force_flush(timeout_millis)
+        finally:
+            self._pacer.done(token)
+
+    def shutdown(self) -> None:
+        """Export what is queued without pauses and stop (as the SDK's processor)."""
+        self._pacer.hurry()  # for good: nothing is paced after shutdown
+        super().shutdown()  # type: ignore[no-untyped-call]  # untyped upstream
 
     @property
     def queued(self) -> int:

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 
 from obskit._config.otel_env import DEFAULT_COUNT_LIMIT, OtelEnv
 from obskit._config.settings import Settings
+from obskit._traces.ids import OsRandomIdGenerator
 from obskit.exceptions import ConfigError
 
 if TYPE_CHECKING:  # imported where an exporter is built: not with traces_exporter="none"
@@ -237,6 +238,8 @@ def build_pipeline(
         sampler=build_sampler(settings),
         resource=resource,
         span_limits=_span_limits(settings),
+        # Ids from the OS random source: unpredictable from any number of seen ones.
+        id_generator=OsRandomIdGenerator(),
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
@@ -247,6 +250,7 @@ def build_pipeline(
     from obskit._traces.console_tree import ConsoleTreeExporter
     from obskit._traces.export_reasons import ReasonRecorder
     from obskit._traces.guarded_export import CountingBatchSpanProcessor, GuardedExporter
+    from obskit._traces.size_limits import SizeLimits
 
     reasons = ReasonRecorder()
     exporter = build_exporter(settings, reasons)
@@ -258,9 +262,14 @@ def build_pipeline(
         _host_port(settings) if otlp else None,
         reasons,
         settings.otlp_timeout if otlp else None,
+        sizes=SizeLimits(settings.attribute_value_length_limit, settings.export_max_request_bytes),
     )
+    from obskit._traces.pipeline_gate import PipelineGate
+
+    # Each processor behind a gate: a span that ends after this pipeline shut down is
+    # counted as dropped (reason pipeline_closed), never lost silently.
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
-        provider.add_span_processor(SimpleSpanProcessor(guarded))
+        provider.add_span_processor(PipelineGate(SimpleSpanProcessor(guarded)))
         return provider, guarded
     env = settings.otel_env
     processor = CountingBatchSpanProcessor(
@@ -270,7 +279,7 @@ def build_pipeline(
         max_export_batch_size=env.bsp_max_export_batch_size,
         export_timeout_millis=env.bsp_export_timeout,
     )
-    provider.add_span_processor(processor)
+    provider.add_span_processor(PipelineGate(processor))
     return provider, guarded
 
 

@@ -9,7 +9,9 @@ Only Flask's and Werkzeug's public API, so one module serves every Flask from 2.
 - an ``after_request`` function notes the route template (``request.url_rule``,
   read while Flask's request is current) and whether the response streams
   (``response.is_streamed``);
-- the ``got_request_exception`` receiver notes the route too, and the exception.
+- the ``got_request_exception`` receiver notes the route too, and the exception;
+- a filter on the ``werkzeug`` logger (Flask's development server) drops its own
+  per-request line, which obskit's access line replaces, and its colour codes.
 
 A response built in memory ends the request when the app returns it; a streamed one
 (``stream_with_context`` or any generator body) ends after its last chunk, or at
@@ -19,6 +21,8 @@ chunk is produced. Flask's behaviour and responses are unchanged.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -56,6 +60,7 @@ def instrument_flask(app: Flask) -> Flask:
     app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
     app.after_request(_note_response)
     got_request_exception.connect(_note_exception, app, weak=False)
+    _install_dev_server_filter()
     return app
 
 
@@ -225,3 +230,33 @@ class _StreamedBody:
         finally:
             self._state.finish()
             self._state.detach(token)
+
+
+#: An ANSI escape sequence (Werkzeug colours its dev server's lines).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class DevServerLines(logging.Filter):
+    """On the ``werkzeug`` logger (Flask's development server): drops its per-request
+    line while obskit writes its own access line for the request, and takes the colour
+    codes out of the rest, so the JSON log carries plain text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.endswith('] "%s" %s %s'):
+            telemetry = current_telemetry()
+            if telemetry is not None and telemetry.settings.http_access_log:
+                return False  # obskit's access line says the same, with the trace id
+        if isinstance(record.msg, str):
+            record.msg = _ANSI.sub("", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _ANSI.sub("", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def _install_dev_server_filter() -> None:
+    """Put one :class:`DevServerLines` on the ``werkzeug`` logger (once per process)."""
+    werkzeug_log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, DevServerLines) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(DevServerLines())

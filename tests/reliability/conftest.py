@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import coverage
@@ -124,3 +128,33 @@ def target(
         return made
 
     return make
+
+
+@pytest.fixture(scope="session")
+def gunicorn_release(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A directory holding gunicorn VERSION (``newest``: the newest release), installed with
+    ``pip install --no-deps --target``; put first on PYTHONPATH it is the one that runs.
+    Skips when pip cannot install it (fails under ``CI=true``)."""
+    installed: dict[str, Path] = {}
+
+    def get(version: str) -> Path:
+        if version not in installed:
+            target = tmp_path_factory.mktemp(f"gunicorn-{version}")
+            spec = "gunicorn" if version == "newest" else f"gunicorn=={version}"
+            pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target"]
+            done = subprocess.run(
+                [*pip, str(target), spec],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            if done.returncode != 0:
+                message = f"could not install {spec}: {done.stderr[-500:]}"
+                if os.environ.get("CI") == "true":
+                    pytest.fail(message)
+                pytest.skip(message)
+            installed[version] = target
+        return installed[version]
+
+    return get

@@ -21,10 +21,12 @@ from tests.reliability.collector import FaultyCollector, FaultyGrpcCollector
 TIMEOUT = 1.0
 
 
-def _fail_one_batch(endpoint: str, protocol: str = "http/protobuf") -> dict[str, float]:
+def _fail_one_batch(
+    endpoint: str, protocol: str = "http/protobuf", timeout: float = TIMEOUT
+) -> dict[str, float]:
     """Export one span to ``endpoint``; return how the export-error counters moved."""
     before = _errors()
-    handle = obskit.init(otlp_endpoint=endpoint, otlp_protocol=protocol, otlp_timeout=TIMEOUT)
+    handle = obskit.init(otlp_endpoint=endpoint, otlp_protocol=protocol, otlp_timeout=timeout)
     with trace.get_tracer("r").start_as_current_span("lost"):
         pass
     handle.force_flush(timeout=30)
@@ -161,7 +163,10 @@ def test_grpc_failures_are_counted_by_status_code(code: grpc.StatusCode, reason:
     """A gRPC collector answering a status code is counted under that code's name."""
     collector = FaultyGrpcCollector(code)
     try:
-        assert _fail_one_batch(collector.endpoint, protocol="grpc") == {reason: 1}
+        # A timeout shorter than the exporter's first backoff (0.8-1.2 s): the SDK retries
+        # RESOURCE_EXHAUSTED when the backoff fits the deadline, and a retry cut short by
+        # it would be counted as a deadline instead of the status code under test.
+        assert _fail_one_batch(collector.endpoint, protocol="grpc", timeout=0.7) == {reason: 1}
         assert collector.attempts >= 1
     finally:
         collector.close()

@@ -13,7 +13,13 @@ from collections.abc import Callable
 import pytest
 
 from tests.receivers import OtlpHttpReceiver, ReceivedSpan
-from tests.reliability.canaries import SESSION_CANARY
+from tests.reliability.canaries import (
+    ALL,
+    LEAKY_QUERY,
+    REFERER,
+    SESSION_CANARY,
+    baggage_requests,
+)
 from tests.servers import Server, raw_get, trace_id_of
 
 CANARY = "canary-7d41e0"
@@ -131,3 +137,61 @@ def test_client_address_is_recorded_only_with_capture_pii(
     access = [line for line in server.lines() if line.get("trace_id") == mine]
     assert [line["client.address"] for line in access if "url.path" in line] == ["127.0.0.1"]
     assert CANARY not in server.stdout_path.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_query_referer_and_baggage_canaries_never_leave_the_server(
+    framework: str,
+    gunicorn: Callable[..., Server],
+    django_server: Callable[..., Server],
+    http_receiver: OtlpHttpReceiver,
+) -> None:
+    """?email=, ?otp=, ?a=1;token=, ?%74oken=, a Referer's token and user:password, PII in
+    an oversized (two header lines joined) or malformed baggage header, and (Django) the
+    query its APPEND_SLASH redirect copies into Location: none in stdout, stderr, exported
+    spans or /metrics; only the allowlisted page keeps its value."""
+    page, _ = APPS[framework]
+    server = _start(
+        framework,
+        gunicorn,
+        django_server,
+        OBSKIT_HTTP_CAPTURE_REQUEST_HEADERS="referer,baggage",
+        OBSKIT_HTTP_CAPTURE_RESPONSE_HEADERS="location",
+        OBSKIT_HTTP_QUERY_ALLOWLIST="page",
+        OTEL_TRACES_SAMPLER="always_on",
+    )
+    port = server.port
+    requests = [(f"{page}?{LEAKY_QUERY}", [("Referer", REFERER)])]
+    requests += [(page, baggage) for baggage in baggage_requests()]
+    if framework == "django":
+        requests.append((f"/catalog?{LEAKY_QUERY}", []))
+    replies = [raw_get(port, target, headers) for target, headers in requests]
+    assert [status for status, _, _ in replies] == [200, 200, 200, 200, 301][: len(replies)]
+    mine = {trace_id_of(headers) for _, headers, _ in replies}
+    scrapes = [
+        raw_get(port, "/metrics", [("Accept", accept)])[2].decode()
+        for accept in ("text/plain", "application/openmetrics-text")
+    ]
+    spans = http_receiver.wait_for_traces(mine, 1)
+    servers = {s.trace_id: s for s in spans if s.kind == 2 and s.trace_id in mine}
+    assert len(servers) == len(replies)
+    query = "email=[REDACTED]&otp=[REDACTED]&a=[REDACTED];token=[REDACTED]&token=[REDACTED]&page=2"
+    first = servers[trace_id_of(replies[0][1])].attributes
+    assert first["url.query"] == query
+    assert first["http.request.header.referer"] == [
+        "https://shop.example/cart?token=[REDACTED]&page=3"
+    ]
+    for _, headers, _ in replies[1:4]:
+        assert servers[trace_id_of(headers)].attributes["http.request.header.baggage"] == [
+            "[REDACTED]"
+        ]
+    if framework == "django":
+        redirect = servers[trace_id_of(replies[4][1])].attributes
+        assert redirect["http.response.header.location"] == [f"/catalog/?{query}"]
+    server.stop()
+    stdout = server.stdout_path.read_text()
+    stderr = server.stderr_path.read_text()
+    assert "opentelemetry.baggage.propagation" in stdout  # the SDK did warn, redacted
+    everywhere = stdout + stderr + _text(spans) + "".join(scrapes)
+    assert [canary for canary in ALL if canary in everywhere] == []

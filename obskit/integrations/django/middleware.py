@@ -43,7 +43,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 class ObskitMiddleware:
-    """Brackets every request with a :class:`~obskit._http.server_request.ServerRequest`."""
+    """Brackets every request with a ``ServerRequest``."""
 
     sync_capable = True
     async_capable = True
@@ -211,7 +211,7 @@ def _stream(state: ServerRequest, chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 async def _astream(state: ServerRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The async twin of :func:`_stream`."""
+    """The async twin of ``_stream()``."""
     error: BaseException | None = None
     try:
         while True:

@@ -693,7 +693,7 @@ def _base_install(target: Path) -> Path:
     from packaging.requirements import Requirement
 
     seen: dict[str, importlib.metadata.Distribution] = {}
-    todo = ["obskit"]
+    todo = ["obskit-sdk"]
     while todo:
         name = todo.pop()
         key = re.sub(r"[-_.]+", "-", name).lower()
@@ -704,7 +704,7 @@ def _base_install(target: Path) -> Path:
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 todo.append(requirement.name)
-    del seen["obskit"]  # the repository itself goes on the path
+    del seen["obskit-sdk"]  # the repository itself goes on the path
     for dist in seen.values():
         for file in dist.files or []:
             parts = file.parts

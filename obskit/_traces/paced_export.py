@@ -7,15 +7,16 @@ sync worker — a request thread coming back from each blocking call (accept, re
 a log write) then waits for the GIL until the export thread lets it go: at the latest
 after the interpreter's switch interval (5 ms), once per blocking call, for as long as
 the batch takes (tens of milliseconds for 512 spans). That is the convoy effect, and it
-showed as a p99 four times that of the same app with its spans discarded.
+showed as a p99 three to four times that of the same app with its spans discarded.
 
 :class:`PacedSpans` hands a batch to whatever iterates it (obskit's size split, the
 exporter's encoder: both walk the spans once, in order) and, each time
 :data:`SLICE` seconds have passed since its last pause, sleeps :data:`PAUSE` seconds
 before the next span. Sleeping gives the GIL up at once, so a request thread waits at
-most one slice; the pause is long enough for a typical request to run to its end
-meanwhile. The spans, their order and the requests are those of the batch: only the
-time the export takes changes (about twice its CPU time).
+most one slice; the pause lets a short request run to its end meanwhile. A paced
+batch goes in requests of at most :data:`MAX_SPANS` spans (:func:`chunked`, applied to
+the requests the byte cap made). The spans and their order are those of the batch;
+the export takes about twice its CPU time.
 
 A flush does not wait: while :attr:`Pacer.hurried` (``force_flush()`` or ``shutdown()``
 is under way), no pause is made, in a batch started before as well. Nor does a busy

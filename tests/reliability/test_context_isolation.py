@@ -87,6 +87,7 @@ def test_gthread_under_load_never_mixes_request_ids(
             "OTEL_EXPORTER_OTLP_ENDPOINT": http_receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_BSP_MAX_QUEUE_SIZE": "30000",
+            "OBSKIT_HTTP_QUERY_ALLOWLIST": "request_id",  # each request's own value, checked
         },
         worker_class="gthread",
         threads=8,

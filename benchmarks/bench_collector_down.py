@@ -27,32 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.reliability.collector import FaultyCollector  # noqa: E402
-from tests.reliability.rig import paced_load  # noqa: E402
-from tests.servers import Server  # noqa: E402
+from tests.reliability.rig import flask_gunicorn, paced_load  # noqa: E402
 
 RATE = 200  # requests per second, all client threads together
 THREADS = 8
 CHUNK = 5  # seconds of load per turn
 RESULTS = Path(__file__).parent / "results"
-
-
-def _gunicorn(workdir: Path, env: dict[str, str]) -> Server:
-    workdir.mkdir()
-    return Server(
-        workdir,
-        [
-            "gunicorn",
-            "-c",
-            "examples/gunicorn.conf.py",
-            "--workers",
-            "2",
-            "--bind",
-            "127.0.0.1:{port}",
-            "examples.flask_app:create_app()",
-        ],
-        {"PROMETHEUS_MULTIPROC_DIR": str(workdir / "multiproc"), **env},
-        measure_coverage=False,
-    )
 
 
 def _p99(latencies: list[float]) -> float:
@@ -64,8 +44,14 @@ def main() -> None:
     collector = FaultyCollector()
     collector.stop()  # down from the start
     with tempfile.TemporaryDirectory() as tmp:
-        reference = _gunicorn(Path(tmp) / "reference", {"OBSKIT_TRACES_EXPORTER": "none"})
-        server = _gunicorn(Path(tmp) / "down", {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint})
+        reference = flask_gunicorn(
+            Path(tmp) / "reference", {"OBSKIT_TRACES_EXPORTER": "none"}, measure_coverage=False
+        )
+        server = flask_gunicorn(
+            Path(tmp) / "down",
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint},
+            measure_coverage=False,
+        )
         base: list[float] = []
         down: list[float] = []
         turn_ratios: list[float] = []

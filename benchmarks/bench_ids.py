@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from random import getrandbits
@@ -33,6 +32,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 import obskit
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _rounds import interleaved, timed
 from bench_traced import make_floor, set_up, sync_case, work
 
 from obskit._traces.ids import OsRandomIdGenerator, new_span_id, new_trace_id
@@ -53,16 +53,6 @@ def old_span_id() -> int:
     while not span_id:
         span_id = getrandbits(64)
     return span_id
-
-
-def per_call(fn: Callable[[], Any]) -> Callable[[int], float]:
-    def run(calls: int) -> float:
-        started = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return (time.perf_counter() - started) / calls
-
-    return run
 
 
 def main() -> None:
@@ -99,21 +89,16 @@ def main() -> None:
         FLOOR: sync_case(floor),
         "@obskit.traced, obskit ids (OS random)": traced_with(os_ids),
         "@obskit.traced, SDK RandomIdGenerator": traced_with(sdk_ids),
-        "trace id: getrandbits(128) inline (before)": per_call(old_trace_id),
-        "trace id: new_trace_id() (now)": per_call(new_trace_id),
-        "span id: getrandbits(64) inline (before)": per_call(old_span_id),
-        "span id: new_span_id() (now)": per_call(new_span_id),
-        "SDK RandomIdGenerator.generate_trace_id()": per_call(sdk_ids.generate_trace_id),
-        "OsRandomIdGenerator.generate_trace_id()": per_call(os_ids.generate_trace_id),
-        "SDK RandomIdGenerator.generate_span_id()": per_call(sdk_ids.generate_span_id),
-        "OsRandomIdGenerator.generate_span_id()": per_call(os_ids.generate_span_id),
+        "trace id: getrandbits(128) inline (before)": timed(old_trace_id),
+        "trace id: new_trace_id() (now)": timed(new_trace_id),
+        "span id: getrandbits(64) inline (before)": timed(old_span_id),
+        "span id: new_span_id() (now)": timed(new_span_id),
+        "SDK RandomIdGenerator.generate_trace_id()": timed(sdk_ids.generate_trace_id),
+        "OsRandomIdGenerator.generate_trace_id()": timed(os_ids.generate_trace_id),
+        "SDK RandomIdGenerator.generate_span_id()": timed(sdk_ids.generate_span_id),
+        "OsRandomIdGenerator.generate_span_id()": timed(os_ids.generate_span_id),
     }
-    for case in cases.values():
-        case(calls // 10)  # warm-up
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, case in cases.items():
-            samples[name].append(case(calls))
+    samples = interleaved(cases, rounds, calls)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     floor_cost = medians[FLOOR]
     rows = [

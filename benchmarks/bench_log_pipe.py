@@ -25,10 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 READER = """
 import os, sys, time
@@ -44,18 +41,6 @@ while True:
         time.sleep(0.3)
 """
 
-Case = Callable[[int], float]
-
-
-def timed(call: Callable[[], Any]) -> Case:
-    def run(calls: int) -> float:
-        started = time.perf_counter()
-        for _ in range(calls):
-            call()
-        return (time.perf_counter() - started) / calls
-
-    return run
-
 
 def child(mode: str, rounds: int, calls: int, out: str) -> None:
     """Runs in the process whose stdout is the pipe; writes its figures to ``out``."""
@@ -64,6 +49,7 @@ def child(mode: str, rounds: int, calls: int, out: str) -> None:
     import obskit
 
     sys.path.insert(0, str(Path(__file__).parent))
+    from _rounds import Case, interleaved, timed
     from bench_logs import floor_logger, stdlib_plain_logger
 
     obskit.init(service_name="bench", log_format="json", traces_exporter="none")
@@ -90,12 +76,7 @@ def child(mode: str, rounds: int, calls: int, out: str) -> None:
             plain = stdlib_plain_logger(sys.stdout)
             floor = floor_logger(sys.stdout)
             bridged = logging.getLogger("bench.bridged")
-            for case in cases.values():
-                case(calls // 10)  # warm-up
-            samples = {name: [] for name in cases}
-            for _ in range(rounds):
-                for name, case in cases.items():
-                    samples[name].append(case(calls))
+            samples = interleaved(cases, rounds, calls)
     structlog.reset_defaults()
     Path(out).write_text(json.dumps(samples))
     obskit.shutdown(timeout=60)

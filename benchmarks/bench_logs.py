@@ -23,8 +23,6 @@ import logging
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +33,8 @@ import obskit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _floor import add_trace_ids
+from _rounds import Case, interleaved, timed
 
-Case = Callable[[int], float]
 PLAIN = "stdlib plain line (logging.Formatter)"
 
 
@@ -89,16 +87,6 @@ def stdlib_json_logger(devnull: Any) -> logging.Logger | None:
     return logger
 
 
-def timed(call: Callable[[], Any]) -> Case:
-    def run(calls: int) -> float:
-        started = time.perf_counter()
-        for _ in range(calls):
-            call()
-        return (time.perf_counter() - started) / calls
-
-    return run
-
-
 def instrumented(case: Case) -> Case | None:
     """``case`` with OpenTelemetry's logging instrumentation on while it runs only.
 
@@ -148,16 +136,12 @@ def main() -> None:
     )
     if json_case is not None:
         cases["stdlib + python-json-logger + otel"] = json_case
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+    samples: dict[str, list[float]] = {}
     tracer = trace.get_tracer("bench")
     sys.stdout = devnull  # obskit writes to sys.stdout; send it where the floor writes
     try:
         with tracer.start_as_current_span("request"):
-            for case in cases.values():  # warm-up
-                case(calls // 10)
-            for _ in range(rounds):
-                for name, case in cases.items():
-                    samples[name].append(case(calls))
+            samples = interleaved(cases, rounds, calls)
     finally:
         sys.stdout = real_stdout
     floor_median = statistics.median(samples["floor: hand-written structlog"])

@@ -48,6 +48,7 @@ import obskit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _floor import discard_spans
+from _rounds import interleaved
 
 RESULTS = Path(__file__).parent / "results"
 SYNC_FLOOR = "sync: floor (otel span + prometheus histogram)"
@@ -231,12 +232,7 @@ def main() -> None:
     }
     notes: list[str] = []
     peers(cases, notes)
-    for case in cases.values():
-        case(calls // 10)  # warm-up
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, case in cases.items():
-            samples[name].append(case(calls))
+    samples = interleaved(cases, rounds, calls)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     floors = {"sync": medians[SYNC_FLOOR]}
     floors["async"] = medians["async: floor"]

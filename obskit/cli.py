@@ -106,7 +106,7 @@ def _rows(settings: Settings) -> list[tuple[str, str, str, str]]:
             variable = spec.env[0] if spec.env else UNSET
         if item.name == "otlp_headers":  # header values are often credentials
             value = env_text(dict.fromkeys(settings.otlp_headers, "***"))
-        rows.append((item.name, kind or source, variable, value or UNSET))
+        rows.append((item.name, kind, variable, value or UNSET))
     rows.append(
         ("traces_exporter (in effect)", "derived", UNSET, settings.resolved_traces_exporter)
     )

@@ -1,4 +1,7 @@
-"""A command run on a real pseudo-terminal (Python's ``pty``), as a person runs it."""
+"""A command run as a person runs it: ``obskit`` with its output piped
+(:func:`run_obskit`), or any module on a real pseudo-terminal (Python's ``pty``,
+:func:`run_on_terminal`; ``docs/pictures/make_pictures.py`` makes the docs' pictures
+with it)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.servers import ROOT, clean_env
+
+
+def run_obskit(
+    args: list[str], timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m obskit ARGS`` from the repository root with :func:`clean_env` plus
+    ``env``, its output piped and captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "obskit", *args],
+        cwd=ROOT,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_on_terminal(
@@ -20,8 +40,11 @@ def run_on_terminal(
     timeout: float = 60,
     until: Callable[[str], bool] | None = None,
     then: Callable[[str], None] | None = None,
+    cwd: Path = ROOT,
 ) -> tuple[int | None, str]:
-    """Run ``python -m ARGS`` on a pty ``columns`` wide; return its exit code and output.
+    """Run ``python -m ARGS`` in ``cwd`` on a pty ``columns`` wide; return its exit code
+    and output. The environment is :func:`~tests.servers.clean_env` without a
+    ``NO_COLOR`` of its own, plus ``env``.
 
     With ``until``, once the output so far satisfies it, ``then(output)`` runs (if
     given) and reading goes on until ``until`` is satisfied again by the new output,
@@ -34,10 +57,12 @@ def run_on_terminal(
 
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    environment = clean_env(COLUMNS=str(columns), TERM="xterm")
+    environment.pop("NO_COLOR", None)  # a person's terminal, unless ``env`` says otherwise
     process = subprocess.Popen(
         [sys.executable, "-m", *args],
-        cwd=ROOT,
-        env=clean_env(COLUMNS=str(columns), TERM="xterm", **(env or {})),
+        cwd=cwd,
+        env={**environment, **(env or {})},
         stdin=follower,
         stdout=follower,
         stderr=follower,

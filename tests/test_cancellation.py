@@ -143,18 +143,12 @@ def test_cancelled_span_block_is_not_an_error(block: str, captured: obskit.testi
     obskit.cancelled=true and no exception event; the same CancelledError propagates."""
 
     async def body(inside: list[BaseException], waiting: asyncio.Event) -> None:
-        try:
-            if block == "with":
-                with obskit.span("cancelled.block"):
-                    waiting.set()
-                    await asyncio.sleep(60)
-            else:
-                async with obskit.span("cancelled.block"):
-                    waiting.set()
-                    await asyncio.sleep(60)
-        except asyncio.CancelledError as error:
-            inside.append(error)
-            raise
+        if block == "with":
+            with obskit.span("cancelled.block"):
+                await _wait_forever(inside, waiting)
+        else:
+            async with obskit.span("cancelled.block"):
+                await _wait_forever(inside, waiting)
 
     inside, outside, cancelled = asyncio.run(_cancel_inside(body))
     assert outside is inside
@@ -169,12 +163,7 @@ def test_cancelled_async_generator_is_outcome_cancelled(captured: obskit.testing
     @obskit.traced
     async def stream(inside: list[BaseException], waiting: asyncio.Event) -> AsyncIterator[int]:
         yield 1
-        waiting.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError as error:
-            inside.append(error)
-            raise
+        await _wait_forever(inside, waiting)
         yield 2
 
     async def body(inside: list[BaseException], waiting: asyncio.Event) -> None:

@@ -3,14 +3,11 @@ effective setting, its source, its variable and its value)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from obskit._version import __version__
 from obskit.cli import main
-from tests.servers import ROOT, clean_env
+from tests.terminal import run_obskit
 
 
 def _rows(out: str) -> dict[str, list[str]]:
@@ -86,15 +83,7 @@ def test_help_is_plain_text(argv: list[str], capsys: pytest.CaptureFixture[str])
 def test_config_as_a_command_prints_only_the_table() -> None:
     """`python -m obskit config` in a fresh process: the first line is the table's
     header (no log line before it), exit 0."""
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "config"],
-        capture_output=True,
-        text=True,
-        env=clean_env(OBSKIT_SERVICE_NAME="cli"),
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_obskit(["config"], OBSKIT_SERVICE_NAME="cli")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith("SETTING ")
     assert _rows(result.stdout)["service_name"] == ["env", "OBSKIT_SERVICE_NAME", "cli"]

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.prometheus_server import free_port
 from tests.receivers import OtlpHttpReceiver
-from tests.servers import ROOT, clean_env, run_python
-from tests.terminal import run_on_terminal
+from tests.servers import run_python
+from tests.terminal import run_obskit, run_on_terminal
 
 
 def _check_demo_output(out: str) -> None:
@@ -31,16 +29,14 @@ def _check_demo_output(out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("flask", [True, False], ids=["flask", "stdlib-wsgi"])
 def test_demo_shows_one_requests_trace_logs_and_exemplar(flask: bool) -> None:
-    """`obskit demo` exits 0 within 20 s; its waterfall's trace id is in a log line and
-    in an exemplar of the printed metrics (with Flask, and with the base install only)."""
+    """`obskit demo` exits 0; its waterfall's trace id is in a log line and in an
+    exemplar of the printed metrics (with Flask, and with the base install only)."""
     code = "import sys\n"
     if not flask:
         code += "sys.modules['flask'] = None  # as if Flask were not installed\n"
     code += "from obskit.cli import main\nsys.exit(main(['demo']))\n"
-    started = time.monotonic()
     result = run_python(code)
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 20
     _check_demo_output(result.stdout)
     assert ("served by Flask" in result.stdout) is flask
 
@@ -48,14 +44,8 @@ def test_demo_shows_one_requests_trace_logs_and_exemplar(flask: bool) -> None:
 @pytest.mark.slow
 def test_doctor_passes_against_a_listening_collector(http_receiver: OtlpHttpReceiver) -> None:
     """With a collector up: every check passes, exit 0, and the test span arrived."""
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "doctor"],
-        cwd=ROOT,
-        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint, OBSKIT_LOG_FORMAT="json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_obskit(
+        ["doctor"], OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint, OBSKIT_LOG_FORMAT="json"
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"✓ traces: the span was accepted by {http_receiver.endpoint}/v1/traces" in result.stdout
@@ -70,15 +60,7 @@ def test_doctor_says_connection_refused_at_once_for_a_closed_port() -> None:
     is the report's, not a log line."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "doctor"],
-        cwd=ROOT,
-        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_obskit(["doctor"], OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     assert elapsed < 8, elapsed  # a functional bound: the export timeout is 10 s
@@ -100,14 +82,8 @@ def test_doctor_reports_an_endpoint_that_refuses_the_span(
     """A listening endpoint that answers 404: it says what it waits for, then that the
     span was not accepted, with the exporter's reason and the fix; exit 1."""
     endpoint = f"{http_receiver.endpoint}/wrong/path"
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "doctor"],
-        cwd=ROOT,
-        env=clean_env(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_obskit(
+        ["doctor"], OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"… traces: sending a test span to {endpoint} (waiting up to 4 s)" in result.stdout
@@ -137,14 +113,6 @@ def test_doctor_on_a_terminal_passes_with_its_progress_replaced() -> None:
 
 def test_doctor_reports_bad_configuration_with_exit_2() -> None:
     """A bad setting: exit 2 and the ConfigError message."""
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "doctor"],
-        cwd=ROOT,
-        env=clean_env(OTEL_TRACES_SAMPLER="sometimes"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_obskit(["doctor"], OTEL_TRACES_SAMPLER="sometimes")
     assert result.returncode == 2
     assert "traces_sampler='sometimes'" in result.stdout

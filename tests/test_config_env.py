@@ -33,6 +33,7 @@ from obskit._config.otel_env import OtelEnv
 from obskit._config.settings import declared, load
 from tests.receivers import OtlpGrpcReceiver, _Store, accept_export
 from tests.servers import ROOT, clean_env
+from tests.terminal import run_obskit
 
 VARIABLES = {spec.name: (item, spec) for item, spec in otel_env.declared()}
 
@@ -386,26 +387,12 @@ def test_the_command_line_reports_a_bad_variable_without_a_traceback() -> None:
     message and exit 2; `obskit config` lists the SDK variables that are set."""
     bad = {**ENDPOINT, "OTEL_BSP_MAX_QUEUE_SIZE": "lots"}
     for command in ("config", "doctor"):
-        result = subprocess.run(
-            [sys.executable, "-m", "obskit", command],
-            capture_output=True,
-            text=True,
-            env=clean_env(**bad),
-            cwd=ROOT,
-            timeout=60,
-        )
+        result = run_obskit([command], **bad)
         assert result.returncode == 2, (result.stdout, result.stderr)
         output = result.stdout + result.stderr
         assert "Traceback" not in output
         assert "OTEL_BSP_MAX_QUEUE_SIZE='lots' (from env OTEL_BSP_MAX_QUEUE_SIZE)" in output
-    shown = subprocess.run(
-        [sys.executable, "-m", "obskit", "config"],
-        capture_output=True,
-        text=True,
-        env=clean_env(OTEL_BSP_SCHEDULE_DELAY="250"),
-        cwd=ROOT,
-        timeout=60,
-    )
+    shown = run_obskit(["config"], OTEL_BSP_SCHEDULE_DELAY="250")
     assert shown.returncode == 0, shown.stderr
     assert re.search(
         r"^\(read by the SDK\) +env +OTEL_BSP_SCHEDULE_DELAY +250$", shown.stdout, re.M

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from tests.servers import ROOT, clean_env
-from tests.terminal import run_on_terminal
+from tests.terminal import run_obskit, run_on_terminal
 
 _ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _EXPOSITION = re.compile(r"^[a-z_]+\{.*\} \S+ # \{.*\} \S+")
@@ -47,15 +47,7 @@ def _check_width(out: str, columns: int) -> None:
 def test_demo_fits_80_columns_except_its_labelled_raw_lines() -> None:
     """With COLUMNS=80 every line is at most 80 characters wide, except the raw JSON
     and OpenMetrics lines printed under a "Raw, ..." label."""
-    result = subprocess.run(
-        [sys.executable, "-m", "obskit", "demo"],
-        cwd=ROOT,
-        env=clean_env(COLUMNS="80"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_obskit(["demo"], COLUMNS="80")
     assert result.returncode == 0, result.stderr
     _check_width(result.stdout, 80)
     assert "1. Its trace" in result.stdout

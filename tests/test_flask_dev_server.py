@@ -65,3 +65,48 @@ def test_the_filter_keeps_request_lines_when_obskit_writes_no_access_line() -> N
     assert record.getMessage() == '127.0.0.1 - - [06/Dec/2026 12:00:00] "GET /x HTTP/1.1" 404 -'
     obskit.init(traces_exporter="none")  # access lines on: the request line is dropped
     assert not filters[0].filter(record)
+
+
+class _Kept(logging.Handler):
+    """Keeps the messages that pass the ``werkzeug`` logger's filters."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("access_log", [True, False], ids=["access-line", "no-access-line"])
+def test_werkzeugs_own_server_request_line_is_the_one_the_filter_drops(access_log: bool) -> None:
+    """Werkzeug's development server (the one `flask run` starts) serving an instrumented
+    app: its request line for a request is dropped while obskit writes the access line,
+    and reaches the logger (without colours) when it does not."""
+    import threading
+    import urllib.request
+
+    from werkzeug.serving import make_server
+
+    obskit.init(http_access_log=access_log, traces_exporter="none")
+    app = Flask("dev")
+    app.add_url_rule("/hello", "hello", lambda: "hi")
+    obskit.instrument_flask(app)
+    kept = _Kept()
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.addHandler(kept)
+    server = make_server("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hello"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert reply.read() == b"hi"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        werkzeug_log.removeHandler(kept)
+    request_lines = [message for message in kept.messages if '"GET /hello HTTP/1.1" 200' in message]
+    assert len(request_lines) == (0 if access_log else 1), kept.messages
+    assert not [message for message in kept.messages if "\x1b" in message]

@@ -38,6 +38,23 @@ def _pacer(handle: obskit.Telemetry) -> Pacer:
     return exporter.pacer
 
 
+def _pause_after_every_span(
+    monkeypatch: pytest.MonkeyPatch, pause: float, max_spans: int | None = None
+) -> None:
+    """Pace deterministically: a slice of 0 (a pause after every span) of ``pause`` s."""
+    monkeypatch.setattr(paced_export, "SLICE", 0.0)
+    monkeypatch.setattr(paced_export, "PAUSE", pause)
+    if max_spans is not None:
+        monkeypatch.setattr(paced_export, "MAX_SPANS", max_spans)
+
+
+def _end_spans(name: str, count: int, **attributes: str) -> None:
+    """``count`` spans named ``name``, each with its index as attribute ``n``."""
+    for n in range(count):
+        with obskit.span(name, n=n, **attributes):
+            pass
+
+
 def _wait(condition: object, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not condition():  # type: ignore[operator]
@@ -69,9 +86,7 @@ def test_a_paced_export_delivers_every_span_in_order_within_the_byte_cap(
     """600 spans of 3 kB in batches of 100, paused after every span and sent in requests
     of at most 16 spans under a 64 KiB cap: all 600 reach a receiver that refuses bodies
     over the cap, in the order they ended, none refused, with pauses made."""
-    monkeypatch.setattr(paced_export, "SLICE", 0.0)
-    monkeypatch.setattr(paced_export, "PAUSE", 0.0)
-    monkeypatch.setattr(paced_export, "MAX_SPANS", 16)
+    _pause_after_every_span(monkeypatch, 0.0, max_spans=16)
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")
     handle = obskit.init(
         service_name="paced",
@@ -79,9 +94,7 @@ def test_a_paced_export_delivers_every_span_in_order_within_the_byte_cap(
         export_max_request_bytes=CAP,
         fast_paths=fast_paths,
     )
-    for n in range(600):
-        with obskit.span("paced-span", n=n, padding="p" * 3000):
-            pass
+    _end_spans("paced-span", 600, padding="p" * 3000)
     spans = capped_receiver.wait_for(600)
     assert [span.attributes["n"] for span in spans] == list(range(600))
     assert capped_receiver.refused == 0
@@ -95,16 +108,12 @@ def test_a_paced_export_over_grpc_delivers_every_span_in_order(
 ) -> None:
     """The gRPC exporter iterates its batch as the HTTP one does: 300 spans paused after
     every span arrive complete and in order, in requests of at most 64 spans."""
-    monkeypatch.setattr(paced_export, "SLICE", 0.0)
-    monkeypatch.setattr(paced_export, "PAUSE", 0.0)
-    monkeypatch.setattr(paced_export, "MAX_SPANS", 64)
+    _pause_after_every_span(monkeypatch, 0.0, max_spans=64)
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")
     handle = obskit.init(
         service_name="paced", otlp_endpoint=grpc_receiver.endpoint, otlp_protocol="grpc"
     )
-    for n in range(300):
-        with obskit.span("paced-span", n=n):
-            pass
+    _end_spans("paced-span", 300)
     spans = grpc_receiver.wait_for(300)
     assert [span.attributes["n"] for span in spans] == list(range(300))
     assert grpc_receiver.requests >= 300 // 64
@@ -116,13 +125,10 @@ def test_force_flush_exports_everything_without_pausing(
 ) -> None:
     """A flush of 300 queued spans makes no pause (paced, 50 ms after each span, it would
     need 15 s): force_flush() returns True within its 5 s deadline and all 300 arrived."""
-    monkeypatch.setattr(paced_export, "SLICE", 0.0)
-    monkeypatch.setattr(paced_export, "PAUSE", 0.05)
+    _pause_after_every_span(monkeypatch, 0.05)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only the flush exports
     handle = obskit.init(service_name="paced", otlp_endpoint=http_receiver.endpoint)
-    for n in range(300):
-        with obskit.span("queued", n=n):
-            pass
+    _end_spans("queued", 300)
     assert handle.force_flush(timeout=5) is True
     assert len(http_receiver.spans) == 300
     assert _pacer(handle).pauses == 0
@@ -134,13 +140,10 @@ def test_shutdown_during_a_paced_export_stops_its_pauses(
     """shutdown() while the export thread is pausing through a 512-span batch (20 ms after
     each span: 10 s to go) ends the pauses at once: the batch and the 88 spans queued
     after it all arrive, and shutdown() reports it finished within its 5 s deadline."""
-    monkeypatch.setattr(paced_export, "SLICE", 0.0)
-    monkeypatch.setattr(paced_export, "PAUSE", 0.02)
+    _pause_after_every_span(monkeypatch, 0.02)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # batches by size only
     handle = obskit.init(service_name="paced", otlp_endpoint=http_receiver.endpoint)
-    for n in range(600):
-        with obskit.span("busy", n=n):
-            pass
+    _end_spans("busy", 600)
     pacer = _pacer(handle)
     _wait(lambda: pacer.pauses > 0)
     assert pacer.pauses > 0  # mid-batch, pausing
@@ -149,13 +152,32 @@ def test_shutdown_during_a_paced_export_stops_its_pauses(
     assert sorted(span.attributes["n"] for span in http_receiver.spans) == list(range(600))
 
 
+def test_the_export_stops_pausing_while_its_queue_is_over_half_full(
+    http_receiver: OtlpHttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch processor's pacer hurries from the moment half of its queue (50 of 100
+    spans) waits, so pacing never costs a span to a full queue, and paces again once a
+    flush has emptied it."""
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # only the flush exports
+    handle = obskit.init(service_name="paced", otlp_endpoint=http_receiver.endpoint)
+    pacer = _pacer(handle)
+    _end_spans("queued", 49)
+    assert not pacer.hurried
+    _end_spans("queued", 1)
+    assert pacer.hurried
+    assert handle.force_flush(timeout=10) is True
+    assert not pacer.hurried
+    assert len(http_receiver.spans) == 50
+
+
 def test_iteration_pauses_only_while_the_pacer_is_not_hurried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """PacedSpans yields every span in order; it pauses after each slice, but not while a
     flush holds a hurry token nor while the export falls behind."""
-    monkeypatch.setattr(paced_export, "SLICE", 0.0)
-    monkeypatch.setattr(paced_export, "PAUSE", 0.0)
+    _pause_after_every_span(monkeypatch, 0.0)
     spans = _spans(10)
     pacer = Pacer()
     assert list(PacedSpans(spans, pacer)) == spans

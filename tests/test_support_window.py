@@ -33,20 +33,28 @@ def _project() -> dict[str, object]:
     return project
 
 
-def _declared_floors() -> dict[str, Version]:
-    """Each ``>=`` floor of the runtime dependencies and the tested extras, by name."""
+def _declared() -> dict[str, Requirement]:
+    """The runtime dependencies and the tested extras' requirements that the matrix
+    tests, by name."""
     project = _project()
     extras = project["optional-dependencies"]
     assert isinstance(extras, dict)
     lines = list(project["dependencies"])  # type: ignore[call-overload]
     for extra in TESTED_EXTRAS:
         lines += extras[extra]
-    floors: dict[str, Version] = {}
+    declared: dict[str, Requirement] = {}
     for line in lines:
         requirement = Requirement(line)
         name = canonicalize_name(requirement.name)
-        if name == canonicalize_name(str(project["name"])) or name in NOT_IN_MATRIX:
-            continue
+        if name != canonicalize_name(str(project["name"])) and name not in NOT_IN_MATRIX:
+            declared[name] = requirement
+    return declared
+
+
+def _declared_floors() -> dict[str, Version]:
+    """Each ``>=`` floor of the runtime dependencies and the tested extras, by name."""
+    floors: dict[str, Version] = {}
+    for name, requirement in _declared().items():
         (floor,) = [s.version for s in requirement.specifier if s.operator == ">="]
         floors[name] = Version(floor)
     return floors
@@ -64,8 +72,9 @@ def _pins() -> dict[str, tuple[Version, str]]:
         if not text:
             comment = ""
             continue
-        name, version = text.split("==")
-        pins[canonicalize_name(name)] = (Version(version), comment)
+        requirement = Requirement(text)
+        (version,) = [s.version for s in requirement.specifier if s.operator == "=="]
+        pins[canonicalize_name(requirement.name)] = (Version(version), comment)
         comment = ""
     return pins
 
@@ -85,6 +94,23 @@ def test_every_declared_floor_is_pinned_at_that_floor() -> None:
         ):
             wrong[name] = (str(floor), str(pinned))
     assert wrong == {}, "floor in pyproject.toml, pin in .ci/floors.txt"
+
+
+def test_every_floor_is_installed_with_the_extras_pyproject_declares() -> None:
+    """A floor declared with extras (``celery[redis]``) is pinned with the same extras,
+    so the floors job installs what the tests of that range need (the redis client)."""
+    pinned = {}
+    for line in FLOORS.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if text:
+            requirement = Requirement(text)
+            pinned[canonicalize_name(requirement.name)] = requirement.extras
+    wrong = {
+        name: (sorted(requirement.extras), sorted(pinned.get(name, ())))
+        for name, requirement in _declared().items()
+        if requirement.extras != pinned.get(name, set())
+    }
+    assert wrong == {}, "extras in pyproject.toml, extras in .ci/floors.txt"
 
 
 def test_every_pin_is_a_declared_floor_or_says_which_floor_needs_it() -> None:

@@ -21,15 +21,13 @@ from __future__ import annotations
 import html
 import os
 import re
-import select
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -129,72 +127,20 @@ def _spans(line: str, columns: int) -> list[str]:
     return pieces
 
 
-def on_terminal(
-    args: list[str],
-    env: dict[str, str],
-    cwd: Path,
-    columns: int = COLUMNS,
-    poke: object = None,
-    timeout: float = 60,
-) -> str:
-    """Run ``args`` on a pseudo-terminal ``columns`` wide; return what it printed.
+def _on_terminal(args: list[str], **options: Any) -> str:
+    """``python -m ARGS`` on a pseudo-terminal (the tests' runner: ``tests/terminal.py``);
+    what it printed."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.terminal import run_on_terminal
 
-    ``poke(process)``, if given, runs once the process has started and is then followed
-    by SIGINT (for a server)."""
-    import pty
-    import struct
-    import termios
-    from fcntl import ioctl
-
-    leader, follower = pty.openpty()
-    ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    process = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env={**env, "COLUMNS": str(columns), "LINES": "50", "TERM": "xterm-256color"},
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-        close_fds=True,
-    )
-    os.close(follower)
-    output = b""
-    try:
-        if callable(poke):
-            poke(process)
-            time.sleep(1.0)
-            process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.2)
-            if ready:
-                try:
-                    data = os.read(leader, 65536)
-                except OSError:  # the terminal closed: the process has ended
-                    break
-                if not data:
-                    break
-                output += data
-            elif process.poll() is not None:
-                break
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        os.close(leader)
-    return output.decode("utf-8", "replace")
-
-
-def _environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
-    env.pop("NO_COLOR", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+    _, output = run_on_terminal(args, **options)
+    return output
 
 
 def demo() -> str:
     """``obskit demo``'s output on a terminal."""
-    return on_terminal([sys.executable, "-m", "obskit", "demo"], _environment(), ROOT)
+    return _on_terminal(["obskit", "demo"], columns=COLUMNS)
 
 
 def readme_app() -> str:
@@ -211,12 +157,16 @@ def quickstart() -> str:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        env = {**_environment(), "OTEL_TRACES_EXPORTER": "console", "FLASK_RUN_PORT": str(port)}
+        env = {
+            "OTEL_TRACES_EXPORTER": "console",
+            "FLASK_RUN_PORT": str(port),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
 
-        def post(process: subprocess.Popen[bytes]) -> None:
+        def post(_: str) -> None:
             url = f"http://127.0.0.1:{port}/orders/42/pay"
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and process.poll() is None:
+            while time.monotonic() < deadline:
                 try:
                     request = urllib.request.Request(url, data=b"", method="POST")
                     with urllib.request.urlopen(request, timeout=5) as reply:
@@ -226,14 +176,16 @@ def quickstart() -> str:
                     time.sleep(0.2)
             raise RuntimeError("the quickstart app did not answer")
 
-        text = on_terminal(
-            [sys.executable, "-m", "flask", "--app", "app", "run"],
-            env,
-            Path(work),
+        # Once the app starts, one request; once its access line shows, Ctrl-C.
+        text = _on_terminal(
+            ["flask", "--app", "app", "run"],
+            env=env,
+            cwd=Path(work),
             columns=QUICKSTART_COLUMNS,
-            poke=post,
+            until=lambda seen: "Serving Flask app" in seen or "POST /orders/42/pay 200" in seen,
+            then=post,
         )
-    lines = text.replace("\r\n", "\n").split("\n")
+    lines = text.split("\n")
     # From the request's first line on: the dev server's start-up banner is not obskit's.
     first = next(i for i, line in enumerate(lines) if "card charged" in line)
     last = max(i for i, line in enumerate(lines) if "POST /orders/42/pay 200" in line)

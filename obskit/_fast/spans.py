@@ -596,6 +596,7 @@ class FastTracer:
         if tracer.sampler is not self._sampler or not tracer._tracer_config.is_enabled:
             return None
         parent: Any = parent_span.get_span_context()
+        generator = self._id_generator
         # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid).
         if parent is not None and parent[5]:
             trace_id = parent[0]
@@ -608,12 +609,10 @@ class FastTracer:
             trace_state = parent[4]
         else:
             parent = None
-            generator = self._id_generator
             trace_id = _new_trace_id() if generator is None else generator.generate_trace_id()
             random_id = self._random_root
             sampled = (trace_id & _TRACE_ID_LIMIT) < self._bound
             trace_state = DEFAULT_TRACE_STATE
-        generator = self._id_generator
         span_id = _new_span_id() if generator is None else generator.generate_span_id()
         flags_out = _FLAGS[sampled][random_id]
         # SpanContext.__new__ only computes is_valid: both ids are non-zero and in range.

@@ -275,14 +275,13 @@ class ServerRequest:
                     )
                 )
             )
-        link = None
-        if settings.trace_context_incoming == "ignore" or (
+        if (
             environ.get("HTTP_TRACEPARENT") is None
             and environ.get("HTTP_BAGGAGE") is None
             and telemetry.w3c_propagator is propagation.global_textmap()
         ):
-            parent = _NOTHING  # what extract() returns: nothing to continue
-        else:  # continue, restart: see obskit._traces.incoming_context (never raises)
+            parent, link = _NOTHING, None  # what extract() returns: nothing to continue
+        else:  # per trace_context_incoming: see obskit._traces.incoming_context (never raises)
             parent, link = _incoming_context.extract(EnvironHeaders(environ), settings)
         if link is None:
             span = spans.start_span(

@@ -68,12 +68,14 @@ def register() -> None:
     """Install the process-wide after-fork hook (once per process), after importing
     :data:`FORK_SENSITIVE_IMPORTS`."""
     global _hooked
-    if not _hooked and hasattr(os, "register_at_fork"):
-        for name in FORK_SENSITIVE_IMPORTS:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
-        os.register_at_fork(after_in_child=after_fork_in_child)
-        _hooked = True
+    if _hooked or not hasattr(os, "register_at_fork"):
+        return
+    # Set first: the imports below reach modules that call register() at import.
+    _hooked = True
+    for name in FORK_SENSITIVE_IMPORTS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 def after_fork_in_child() -> None:

@@ -199,50 +199,7 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
     """
     from obskit._traces.decorator import span as implementation
 
-    for value in attributes.values():
-        if type(value) not in _PLAIN_TYPES:
-            attributes = _as_attribute_values(attributes)
-            break
     return implementation(name, **attributes)
-
-
-#: Types of the attribute values every supported OpenTelemetry SDK stores (or refuses)
-#: alike; lists and tuples of them are checked item by item.
-_PLAIN_TYPES = frozenset({str, bool, int, float, bytes, type(None)})
-
-
-def _as_attribute_values(attributes: dict[str, Any]) -> dict[str, Any]:
-    """``attributes`` with every value that is neither a primitive nor a list or tuple of
-    primitives replaced by its text (cut to ``REPR_LIMIT`` characters).
-
-    obskit does it itself so that a span holds the same on every SDK it supports:
-    OpenTelemetry 1.27 drops such values (with a warning), newer SDKs keep mappings and
-    call ``str()`` on the rest. A value whose ``str()`` raises is an internal error
-    (raised in strict mode) and is recorded as ``"<unrepresentable TYPE>"``.
-    """
-    from obskit._lifecycle import internal_errors
-
-    cleaned: dict[str, Any] = {}
-    for key, value in attributes.items():
-        if type(value) in _PLAIN_TYPES or _primitives(value):
-            cleaned[key] = value
-            continue
-        try:
-            text = str(value)
-        except Exception as error:
-            internal_errors.report("span", error)
-            text = internal_errors.safe_text(value)
-        cleaned[key] = text[: internal_errors.REPR_LIMIT]
-    return cleaned
-
-
-def _primitives(value: object) -> bool:
-    """Whether ``value`` is a primitive (a subclass too) or a list/tuple of primitives."""
-    if isinstance(value, (str, bool, int, float, bytes)):
-        return True
-    return isinstance(value, (list, tuple)) and all(
-        item is None or isinstance(item, (str, bool, int, float, bytes)) for item in value
-    )
 
 
 # --- integrations ---------------------------------------------------------------

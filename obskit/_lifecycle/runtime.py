@@ -149,6 +149,9 @@ def init(**settings: object) -> Telemetry:
         previous = _current
         if previous is not None and previous.settings == effective:
             return previous
+        # Before the provider exists: the fork hooks obskit depends on must be installed
+        # ahead of OpenTelemetry's own (see after_fork.FORK_SENSITIVE_IMPORTS).
+        after_fork.register()
         telemetry = _build(effective)
         _install(telemetry)
         _current = telemetry

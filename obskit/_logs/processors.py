@@ -100,18 +100,26 @@ def add_trace_context(logger: Any, method: str, event: EventDict) -> EventDict:
     return event
 
 
-def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
-    """Turn ``exc_info`` into ``exception.type``/``.message``/``.stacktrace`` fields."""
+def _pop_exc_info(event: EventDict) -> tuple[Any, Any, Any] | None:
+    """The event's ``exc_info`` (removed from it) as a ``sys.exc_info()`` triple: an
+    exception, a triple, or any true value for the exception being handled; None when
+    there is no exception."""
     exc_info = event.pop("exc_info", None)
     if not exc_info:
-        return event
+        return None
     if isinstance(exc_info, BaseException):
         exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
     elif not isinstance(exc_info, tuple):
         exc_info = sys.exc_info()
-    kind, error, trace = exc_info
-    if kind is None:
+    return None if exc_info[0] is None else exc_info
+
+
+def add_exception_fields(logger: Any, method: str, event: EventDict) -> EventDict:
+    """Turn ``exc_info`` into ``exception.type``/``.message``/``.stacktrace`` fields."""
+    exc_info = _pop_exc_info(event)
+    if exc_info is None:
         return event
+    kind, error, trace = exc_info
     event["exception.type"] = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
     try:
         event["exception.message"] = str(error)
@@ -150,17 +158,12 @@ def console_safe(event: EventDict) -> dict[str, Any]:
     ``stack`` keep their lines, each escaped and indented
     (:func:`obskit._terminal.escape_block`).
     """
-    exc_info = event.pop("exc_info", None)
-    if exc_info:
-        if isinstance(exc_info, BaseException):
-            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-        elif not isinstance(exc_info, tuple):
-            exc_info = sys.exc_info()
-        if exc_info[0] is not None:
-            try:
-                event["exception"] = "".join(traceback.format_exception(*exc_info))
-            except Exception:
-                event["exception"] = "<traceback could not be formatted>"
+    exc_info = _pop_exc_info(event)
+    if exc_info is not None:
+        try:
+            event["exception"] = "".join(traceback.format_exception(*exc_info))
+        except Exception:
+            event["exception"] = "<traceback could not be formatted>"
     safe: dict[str, Any] = {}
     for key, value in event.items():
         name = escape_controls(key if isinstance(key, str) else safe_repr(key))

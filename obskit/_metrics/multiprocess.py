@@ -39,7 +39,6 @@ import collections
 import contextlib
 import glob
 import json
-import logging
 import mmap
 import os
 import struct
@@ -65,8 +64,6 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no directory lock
     fcntl = None  # type: ignore[assignment]
-
-_log = logging.getLogger("obskit")
 
 # Untyped upstream helpers, as Any for mypy --strict.
 MultiProcessCollector: Any = _upstream.MultiProcessCollector
@@ -255,29 +252,12 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
         os.close(handle)  # releases the lock
 
 
-#: Seconds between two log lines about the directory from compaction.
-LOG_INTERVAL = 10.0
-_last_logged = -LOG_INTERVAL
-
-
 def _report(error: BaseException) -> None:
-    """Count a failure of compaction or a scrape in
-    ``obskit_internal_errors_total{component="multiprocess"}``; log it at most every
-    ``LOG_INTERVAL`` s. Never raises (not even in strict mode): the gunicorn master and
-    a scrape keep going."""
-    global _last_logged
+    """:func:`obskit._lifecycle.internal_errors.report` (counted in
+    ``obskit_internal_errors_total{component="multiprocess"}``, logged at most every
+    10 s) that never raises, not even in strict mode: the gunicorn master keeps going."""
     with contextlib.suppress(Exception):
-        _self_stats.add("obskit_internal_errors", component="multiprocess")
-        now = time.monotonic()
-        if now - _last_logged >= LOG_INTERVAL:
-            _last_logged = now
-            _log.warning(
-                "obskit: metrics directory %s: %r (the dead worker's files are kept and "
-                "still counted; logged at most every %.0f s)",
-                directory(),
-                error,
-                LOG_INTERVAL,
-            )
+        _internal_errors.report("multiprocess", error)
 
 
 class MergedCollector(Collector):

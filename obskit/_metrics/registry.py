@@ -319,29 +319,21 @@ def _exemplar_fits(exemplar: dict[str, str]) -> bool:
 def _detect_multiprocess() -> str | None:
     """The multiprocess directory if prometheus-client was imported in multiprocess mode
     (its value class, chosen at import from ``PROMETHEUS_MULTIPROC_DIR``, is not the
-    single-process ``MutexValue``)."""
+    single-process ``MutexValue``).
+
+    In that mode it also installs obskit's value class for every metric made from now on
+    (before the store makes any): a full, read-only or vanished directory then never
+    raises into the app nor kills it (see :mod:`obskit._metrics.file_values`)."""
     from prometheus_client import values
 
     if values.ValueClass is not values.MutexValue:
-        from obskit._metrics.multiprocess import directory  # only in multiprocess mode
-
-        return directory()
-    return None
-
-
-def _use_file_values() -> None:
-    """In multiprocess mode, obskit's value class for every metric made from now on: a
-    full, read-only or vanished directory then never raises into the app nor kills it
-    (see :mod:`obskit._metrics.file_values`)."""
-    from prometheus_client import values
-
-    if values.ValueClass is not values.MutexValue:
-        from obskit._metrics import file_values  # only in multiprocess mode
+        # Only in multiprocess mode.
+        from obskit._metrics import file_values
+        from obskit._metrics.multiprocess import directory
 
         file_values.install()
-
-
-_use_file_values()  # before obskit makes any metric
+        return directory()
+    return None
 
 
 _multiprocess_dir: str | None = None

@@ -205,7 +205,8 @@ class Style:
     width is the terminal's (``COLUMNS`` wins), at least 60 and at most 120 columns.
     """
 
-    def __init__(self, colors: bool, width: int) -> None:
+    def __init__(self, tty: bool, colors: bool, width: int) -> None:
+        self.tty = tty
         self.colors = colors
         self.width = width
 
@@ -217,7 +218,7 @@ class Style:
             tty = False
         colors = tty and not os.environ.get("NO_COLOR")
         width = shutil.get_terminal_size((80, 24)).columns
-        return cls(colors, max(60, min(width, 120)))
+        return cls(tty, colors, max(60, min(width, 120)))
 
     def _dress(self, code: str, text: str) -> str:
         return f"{code}{text}\x1b[0m" if self.colors else text
@@ -316,13 +317,11 @@ def _show(
         f" (POST /orders/42/pay) has trace id {trace_id}:"
     )
     out.write(style.mark(style.paragraph(intro), trace_id) + "\n")
-    spans = _trace(captured, trace_id)
     out.write(style.bold("1. Its trace, as a waterfall (what a collector receives):") + "\n")
-    out.write(render(spans, colors=style.colors, width=style.width, highlight=style.trace))
+    out.write(_waterfall(captured, trace_id, style))
     out.write("\n" + style.bold("2. Its log lines, each with this trace_id:") + "\n")
-    records = [line for line in captured.logs if line.get("trace_id") == trace_id]
-    for record in records:
-        out.write(_log_line(record, style) + "\n")
+    records = _logs(captured, trace_id)
+    out.write(_log_lines(records, style))
     out.write(style.dim("   Raw, as obskit writes them to stdout (JSON, one per line):") + "\n")
     for record in records:
         out.write(style.mark(json.dumps(record), trace_id) + "\n")
@@ -341,14 +340,8 @@ def _show(
     for line in exemplars:
         out.write(style.mark(line, trace_id) + "\n")
     out.write("\n" + style.bold("4. The failing request, GET /fail, and its log lines:") + "\n")
-    out.write(
-        render(
-            _trace(captured, failing), colors=style.colors, width=style.width, highlight=style.trace
-        )
-    )
-    for record in captured.logs:
-        if record.get("trace_id") == failing:
-            out.write(_log_line(record, style) + "\n")
+    out.write(_waterfall(captured, failing, style))
+    out.write(_log_lines(_logs(captured, failing), style))
     errors = [s for s in captured.spans if s.status.status_code.name == "ERROR"]
     out.write(
         f"\nRecorded {len(captured.spans)} spans and {len(captured.logs)} log lines;"
@@ -361,8 +354,18 @@ def _show(
     out.flush()
 
 
-def _trace(captured: testing.Capture, trace_id: str) -> list[ReadableSpan]:
-    return [span for span in captured.spans if testing.Capture.trace_id(span) == trace_id]
+def _waterfall(captured: testing.Capture, trace_id: str, style: Style) -> str:
+    """The waterfall of ``trace_id``'s spans, fitted to the width."""
+    spans = [span for span in captured.spans if testing.Capture.trace_id(span) == trace_id]
+    return render(spans, colors=style.colors, width=style.width, highlight=style.trace)
+
+
+def _logs(captured: testing.Capture, trace_id: str) -> list[dict[str, Any]]:
+    return [record for record in captured.logs if record.get("trace_id") == trace_id]
+
+
+def _log_lines(records: list[dict[str, Any]], style: Style) -> str:
+    return "".join(_log_line(record, style) + "\n" for record in records)
 
 
 #: Fields every line has, shown by the condensed view in its own way or not at all.
@@ -432,16 +435,12 @@ def _exemplars(lines: list[str], style: Style) -> str:
 
 
 def _serve(captured: testing.Capture, base: str, style: Style, out: TextIO) -> None:
-    try:
-        tty = out.isatty()
-    except Exception:
-        tty = False
     out.write(
         f"\nServing {base} until Ctrl-C. Try:\n"
         f"  curl -X POST {base}/orders/1/pay\n"
         f"  curl {base}/slow    curl {base}/fail    curl {base}/metrics\n"
     )
-    if tty:
+    if style.tty:
         out.write("Each request's waterfall and log lines appear here.\n")
     else:  # not a person: the log lines as a log shipper would read them
         from obskit._logs import pipeline as _pipeline
@@ -450,7 +449,7 @@ def _serve(captured: testing.Capture, base: str, style: Style, out: TextIO) -> N
         out.write("The app's log lines follow (JSON, one per line).\n")
     out.flush()
     try:
-        if tty:
+        if style.tty:
             _watch(captured, style, out)
         else:
             while True:
@@ -469,18 +468,8 @@ def _watch(captured: testing.Capture, style: Style, out: TextIO) -> None:
             if not _is_root(span):
                 continue
             trace_id = testing.Capture.trace_id(span)
-            out.write("\n")
-            out.write(
-                render(
-                    _trace(captured, trace_id),
-                    colors=style.colors,
-                    width=style.width,
-                    highlight=style.trace,
-                )
-            )
-            for record in captured.logs:
-                if record.get("trace_id") == trace_id:
-                    out.write(_log_line(record, style) + "\n")
+            out.write("\n" + _waterfall(captured, trace_id, style))
+            out.write(_log_lines(_logs(captured, trace_id), style))
             out.flush()
         seen = len(spans)
         if seen > 10_000:  # a long session: forget what was shown

@@ -27,12 +27,6 @@ from obskit._traces import waterfall
 MAX_TRACES = 1000
 
 
-def render_trace(spans: Sequence[ReadableSpan], colors: bool = False) -> str:
-    """The waterfall of one trace's spans (children under parents, in start order), in
-    the fixed layout; see :mod:`obskit._traces.waterfall`."""
-    return waterfall.render(spans, colors=colors)
-
-
 class ConsoleTreeExporter(SpanExporter):
     """Prints each trace as a tree when its local root span ends."""
 

@@ -524,18 +524,61 @@ def traced(
     return decorate
 
 
+#: Types of the attribute values every supported OpenTelemetry SDK stores (or refuses)
+#: alike; lists and tuples of them are checked item by item.
+_PLAIN_TYPES = frozenset({str, bool, int, float, bytes, type(None)})
+
+
+def _as_attribute_values(attributes: dict[str, Any]) -> dict[str, Any]:
+    """``attributes`` with every value that is neither a primitive nor a list or tuple of
+    primitives replaced by its text (cut to ``REPR_LIMIT`` characters).
+
+    obskit does it itself so that a span holds the same on every SDK it supports:
+    OpenTelemetry 1.27 drops such values (with a warning), newer SDKs keep mappings and
+    call ``str()`` on the rest. A value whose ``str()`` raises is an internal error
+    (raised in strict mode) and is recorded as ``"<unrepresentable TYPE>"``.
+    """
+    cleaned: dict[str, Any] = {}
+    for key, value in attributes.items():
+        if type(value) in _PLAIN_TYPES or _primitives(value):
+            cleaned[key] = value
+            continue
+        try:
+            text = str(value)
+        except Exception as error:
+            _internal_errors.report("span", error)
+            text = _internal_errors.safe_text(value)
+        cleaned[key] = text[: _internal_errors.REPR_LIMIT]
+    return cleaned
+
+
+def _primitives(value: object) -> bool:
+    """Whether ``value`` is a primitive (a subclass too) or a list/tuple of primitives."""
+    if isinstance(value, (str, bool, int, float, bytes)):
+        return True
+    return isinstance(value, (list, tuple)) and all(
+        item is None or isinstance(item, (str, bool, int, float, bytes)) for item in value
+    )
+
+
 class span:
     """A manual span: ``with obskit.span("load-cart", cart_id=7) as s:`` (or ``async with``).
 
     Yields the OpenTelemetry span, current for the block; an exception escaping the
     block is recorded and sets status ERROR, then propagates unchanged (asyncio's
-    ``CancelledError`` sets ``obskit.cancelled=true`` instead: not an error). As a
+    ``CancelledError`` sets ``obskit.cancelled=true`` instead: not an error). An
+    attribute value of a type span attributes do not have (a mapping, any other object)
+    is recorded as its text, as ``@traced(attributes=...)`` records it. As a
     decorator (``@obskit.span("name")``) it traces each call without a histogram.
     Before ``init()`` it yields a non-recording span. Make a new one per block.
     """
 
     def __init__(self, name: str, /, **attributes: AttributeValue) -> None:
         self.name = name
+        for value in attributes.values():
+            if type(value) not in _PLAIN_TYPES:
+                attributes = _as_attribute_values(attributes)
+                break
         self.attributes = attributes
         self._span: Span | None = None
         self._token: object = None

@@ -14,8 +14,8 @@ ids or 256 trace ids) into a per-process buffer that hands out one slice per id:
   new block, and neither block is ever handed out twice (on a free-threaded build a
   lock does it);
 - fork-safe: a forked child drops the buffer it inherited (through obskit's after-fork
-  registry, and ``os.register_at_fork`` once a block was read), so it never repeats
-  the ids its parent hands out next;
+  registry, whose hook is installed at the latest when the first block is read), so it
+  never repeats the ids its parent hands out next;
 - never a zero id (the all-zero id is invalid): zeros are skipped.
 
 :class:`OsRandomIdGenerator` is the SDK id generator obskit's tracer provider uses; the
@@ -55,13 +55,12 @@ _BIG: repeat[Literal["big"]] = repeat("big")  #: byte order of every piece (any 
 #: The span ids and trace ids of the current blocks not yet handed out.
 _span_ids: Iterator[int] = _EMPTY
 _trace_ids: Iterator[int] = _EMPTY
-_hooked = False
 
 
 def _span_block() -> Iterator[int]:
     """A new block of span ids (made current): 64-bit ints, zeros left out."""
     global _span_ids
-    _hook_fork()
+    after_fork.register()  # per-process state from now on (a no-op once installed)
     # cast("Q"): the block read as native 64-bit unsigned ints, in C (byte order is moot).
     _span_ids = block = filter(None, memoryview(os.urandom(_BLOCK)).cast("Q").tolist())
     return block
@@ -70,7 +69,7 @@ def _span_block() -> Iterator[int]:
 def _trace_block() -> Iterator[int]:
     """A new block of trace ids (made current): 128-bit ints, zeros left out."""
     global _trace_ids
-    _hook_fork()
+    after_fork.register()
     pieces = _TRACE_PIECES.unpack(os.urandom(_BLOCK))
     # Converted lazily, one id per next(), all in C (map of a builtin, then filter).
     _trace_ids = block = filter(None, map(int.from_bytes, pieces, _BIG))
@@ -114,16 +113,6 @@ def _forget() -> None:
     """In a forked child: drop the parent's blocks (the parent hands those ids out)."""
     global _span_ids, _trace_ids
     _span_ids = _trace_ids = _EMPTY
-
-
-def _hook_fork() -> None:
-    """Make sure a forked child forgets the blocks even where obskit's after-fork hook is
-    not installed (once per process, when the first block is read)."""
-    global _hooked
-    if not _hooked:
-        _hooked = True
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_forget)
 
 
 class OsRandomIdGenerator(IdGenerator):

@@ -58,11 +58,6 @@ class PipelineGate(SpanProcessor):
         self._busy: list[None] = []
         _gates.add(self)
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`shutdown` began: ended spans are counted, not exported."""
-        return self._closed
-
     def on_end(self, span: ReadableSpan) -> None:
         busy = self._busy
         busy.append(None)  # before looking at _closed: shutdown() waits for the mark

@@ -8,11 +8,6 @@ lowest first: detected facts < ``resource_attributes`` (``OTEL_RESOURCE_ATTRIBUT
 
 from __future__ import annotations
 
-# Imported before obskit builds any TracerProvider (the runtime builds the resource
-# first), so that its own fork hooks, which take its lock before fork and re-create it
-# in the child, run before the provider's, which submits to an executor in the child
-# (see obskit._lifecycle.after_fork).
-import concurrent.futures.thread  # noqa: F401 - imported for its fork hooks' order
 import os
 import platform
 import re

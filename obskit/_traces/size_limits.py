@@ -376,11 +376,8 @@ class SizeLimits:
     ) -> tuple[list[list[ReadableSpan]], list[ReadableSpan]]:
         """``spans`` fitted to the limit, in requests each within the cap, in order; and
         the spans that cannot fit in any request (left out of the requests)."""
-        requests: list[list[ReadableSpan]] = []
         too_large: list[ReadableSpan] = []
-        for request in self._requests(spans, too_large):
-            requests.append(request)
-        return requests, too_large
+        return list(self._requests(spans, too_large)), too_large
 
     def _requests(
         self, spans: Sequence[ReadableSpan], too_large: list[ReadableSpan]

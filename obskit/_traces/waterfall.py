@@ -26,7 +26,7 @@ NAME, BAR = 44, 32
 MIN_BAR, MAX_BAR, MIN_NAME = 12, 48, 16
 #: What the offset and duration columns and the separators take: `` {8} ms |`` + ``| {8} ms``.
 _FIXED = 14 + 13
-_RED, _CYAN, _BOLD, _RESET = "\x1b[31m", "\x1b[36m", "\x1b[1m", "\x1b[0m"
+_RED, _CYAN, _RESET = "\x1b[31m", "\x1b[36m", "\x1b[0m"
 
 
 def render(

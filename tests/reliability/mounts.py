@@ -14,15 +14,13 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
-import pytest
+from tests.reliability.unavailable import unavailable
 
 
-def _unavailable(reason: str) -> None:
-    message = f"cannot mount a tmpfs here: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(f"cannot mount a tmpfs here: {reason}")
 
 
 @contextmanager

@@ -19,36 +19,13 @@ from typing import Any
 import pytest
 
 from tests.reliability.collector import FaultyCollector
-from tests.reliability.rig import paced_load, process_figures, worker_pids
+from tests.reliability.rig import flask_gunicorn, paced_load, process_figures, worker_pids
 from tests.servers import Server
 
 RATE = 200  # requests per second, all client threads together
 SECONDS = 30
 THREADS = 8
 INTERVAL_MS = 1000  # the batch processor's export interval in this test
-
-
-def _gunicorn(tmp_path: Path, name: str, env: dict[str, str]) -> Server:
-    workdir = tmp_path / name
-    workdir.mkdir()
-    return Server(
-        workdir,
-        [
-            "gunicorn",
-            "-c",
-            "examples/gunicorn.conf.py",
-            "--workers",
-            "2",
-            "--bind",
-            "127.0.0.1:{port}",
-            "examples.flask_app:create_app()",
-        ],
-        {
-            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "multiproc"),
-            "OTEL_BSP_SCHEDULE_DELAY": str(INTERVAL_MS),
-            **env,
-        },
-    )
 
 
 def _worker_rss(server: Server) -> dict[int, int]:
@@ -74,7 +51,13 @@ def test_collector_down_costs_the_app_no_answer_and_no_memory(tmp_path: Path) ->
     spans flow again within two export intervals once the collector is back."""
     collector = FaultyCollector()
     collector.stop()  # down from the start
-    server = _gunicorn(tmp_path, "down", {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint})
+    server = flask_gunicorn(
+        tmp_path / "down",
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": str(INTERVAL_MS),
+        },
+    )
     try:
         paced_load(server.url, RATE, 5, THREADS)  # warm-up
         rss_before = _worker_rss(server)

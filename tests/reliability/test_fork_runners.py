@@ -20,6 +20,7 @@ import pytest
 
 from tests.prometheus_server import free_port
 from tests.receivers import OtlpHttpReceiver
+from tests.reliability.unavailable import unavailable
 from tests.servers import ROOT, clean_env, run_python
 
 MULTIPROCESSING = """
@@ -102,13 +103,32 @@ def test_fifty_multiprocessing_children_forked_after_init_never_hang_and_export_
     assert result.stdout.count('"child working"') == 50
 
 
+HOOK_ONCE = """
+import os
+from obskit._lifecycle import after_fork
+
+runs = []
+after_fork.in_child(lambda: runs.append(1))
+after_fork.register()  # first call: its imports reach modules that call register() too
+pid = os.fork()
+if pid == 0:
+    os._exit(len(runs))
+print("child ran the callback", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), "times")
+"""
+
+
+def test_the_after_fork_hook_is_installed_once_however_register_is_reached() -> None:
+    """after_fork.register() called first from a cold start (its own imports call it again):
+    a forked child runs each registered callback exactly once."""
+    result = run_python(HOOK_ONCE, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "child ran the callback 1 times"
+
+
 def _redis_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("redis-server is not installed (apt-get install redis-server)")
     return binary
 
 
@@ -165,11 +185,9 @@ def test_a_celery_prefork_worker_started_after_init_runs_its_task(
     not from the worker's main process."""
     try:
         import celery  # noqa: F401 - only the worker and the client below use it
+        import redis  # noqa: F401 - the broker's client (celery's [redis] extra)
     except ImportError:
-        message = "celery is not installed (pip install 'celery[redis]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("celery is not installed (pip install 'celery[redis]')")
     (tmp_path / "tasks.py").write_text(textwrap.dedent(CELERY_APP))
     env = {"BROKER": redis_url, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
     stdout = (tmp_path / "worker.out").open("w")

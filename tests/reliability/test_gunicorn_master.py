@@ -13,24 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.rig import flask_gunicorn, worker_pids
 from tests.servers import Server, run_python
 
 ROUTE = "/post/<int:post_id>"
 VERSIONS = ["22.0.0", "23.0.0", "newest"]
-
-
-def _children(pid: int) -> set[int]:
-    """The pids of ``pid``'s children (a gunicorn master's workers), from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def _count(server: Server) -> float:
@@ -68,24 +55,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[[Path | None], Server]]:
         path = os.pathsep.join(
             p for p in (str(gunicorn or ""), os.environ.get("PYTHONPATH", "")) if p
         )
-        server = Server(
-            tmp_path,
-            [
-                "gunicorn",
-                "-c",
-                "examples/gunicorn.conf.py",
-                "--workers",
-                "4",
-                "--bind",
-                "127.0.0.1:{port}",
-                "examples.flask_app:create_app()",
-            ],
-            {
-                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-                "OTEL_TRACES_EXPORTER": "none",
-                **({"PYTHONPATH": path} if path else {}),
-            },
-        )
+        env = {"OTEL_TRACES_EXPORTER": "none", **({"PYTHONPATH": path} if path else {})}
+        server = flask_gunicorn(tmp_path, env, workers=4)
         started.append(server)
         return server
 
@@ -107,7 +78,6 @@ def test_four_workers_killed_at_once_never_end_the_master(
     count in /metrics is exactly what was served before each kill (the dead workers'
     counts are folded, once) and only grows."""
     server = serve(gunicorn_release(version))
-    master = server.process.pid
     if version != "newest":
         assert f"Starting gunicorn {version}" in server.stderr_path.read_text()
     served = 0
@@ -117,13 +87,13 @@ def test_four_workers_killed_at_once_never_end_the_master(
         served += 40
         time.sleep(0.3)  # (a request is counted as its response ends)
         assert _count(server) == served
-        workers = _children(master)
+        workers = set(worker_pids(server))
         assert len(workers) == 4
         for worker in workers:
             os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and server.process.poll() is None:
-            now = _children(master)
+            now = set(worker_pids(server))
             if len(now) == 4 and not now & workers:
                 break
             time.sleep(0.1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,13 @@ def test_flask_run_writes_obskits_access_line_only_and_no_colour_codes(tmp_path:
         server.get("/post/5")
         with contextlib.suppress(OSError):  # the 404
             server.get("/nowhere")
+        # The server thread writes a request's access line after its reply has gone out:
+        # wait for it (bounded) before stopping the server.
+        deadline = time.monotonic() + 10
+        while "GET /nowhere 404" not in server.stdout_path.read_text():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     finally:
         server.stop()
     raw = server.stdout_path.read_text()

@@ -15,7 +15,8 @@ Cases (all the same app, access log lines to /dev/null):
   drops them), each worker with its own metrics (the ``ratios`` in the JSON, as before);
 - ``obskit multiprocess``: as documented for gunicorn (``from
   obskit.integrations.gunicorn import *`` in ``gunicorn.conf.py``): one ``/metrics``
-  for all workers, so every metric update is an mmap write plus the exemplar store;
+  for all workers (the master's server process, on the metrics port), so every metric
+  update is an mmap write plus the exemplar store;
 - ``obskit multiprocess + OTLP``: the same, exporting every span over OTLP/HTTP to a
   local sink that answers 200 without decoding (a collector's cost is not counted;
   the workers' batching, serialising and sending is) -- what a real deployment runs.
@@ -100,6 +101,10 @@ def serve(
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["OBSKIT_BENCH_INSTRUMENT"] = instrument
     env["PYTHONPATH"] = str(ROOT)
+    # obskit's /metrics port (nobody scrapes it here): a free one on 127.0.0.1, not 9464 on
+    # every interface, where the cases running side by side would all want it.
+    env["OBSKIT_METRICS_PORT"] = str(free_port())
+    env["OBSKIT_METRICS_ADDR"] = "127.0.0.1"
     env.update(extra_env or {})
     config: list[str] = []
     if multiprocess:
@@ -148,7 +153,8 @@ def serve(
 
 
 def worker_cpu_seconds(master: int) -> float:
-    """User + system CPU seconds used so far by the gunicorn workers of ``master``."""
+    """User + system CPU seconds used so far by the gunicorn workers of ``master`` (not
+    the /metrics server process obskit's hooks start beside them)."""
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
     try:
@@ -158,7 +164,10 @@ def worker_cpu_seconds(master: int) -> float:
     for child in children:
         try:
             fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
+            continue
+        if b"obskit._metrics.pod_server" in command:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total

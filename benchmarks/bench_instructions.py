@@ -95,7 +95,8 @@ def _refs(report: str) -> int | None:
 
 def instructions(case: str, requests: int) -> int:
     """Instructions the child executes in all (start-up, warm-up and ``requests``)."""
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # No /metrics server: its threads' wake-ups would add instructions no request runs.
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OBSKIT_METRICS_PORT": "0"}
     output = subprocess.run(
         # sys.executable as started (a virtualenv's bin/python finds its packages; valgrind
         # runs it like any other program).
@@ -124,7 +125,8 @@ def gunicorn_instructions(instrument: str, requests: int) -> int:
             workers=1,
             wrapper=(*CACHEGRIND, f"--log-file={logs}/vg.%p"),
             start_timeout=300,  # gunicorn starts slowly under valgrind
-            extra_env={"PYTHONHASHSEED": "0"},
+            # No /metrics server: its threads' wake-ups would add instructions no request runs.
+            extra_env={"PYTHONHASHSEED": "0", "OBSKIT_METRICS_PORT": "0"},
         )
         try:
             for _ in range(WARM_UP + requests):

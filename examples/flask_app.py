@@ -1,7 +1,9 @@
 """An example Flask app instrumented by obskit (the Flask docs page and the tests use it).
 
 Run it:  gunicorn -c examples/gunicorn.conf.py -w 2 'examples.flask_app:create_app()'
-Every request gets a server span, RED metrics, an access log line; /metrics is served.
+Every request gets a server span, RED metrics, an access log line. The metrics are on
+obskit's own port, not the app's: http://127.0.0.1:9464/metrics (OBSKIT_METRICS_PORT;
+under the hooks, one for all workers).
 """
 
 from __future__ import annotations

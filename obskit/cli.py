@@ -1,4 +1,5 @@
-"""The ``obskit`` command: ``demo``, ``doctor``, and ``config`` (effective settings, sources)."""
+"""The ``obskit`` command: ``demo``, ``doctor``, ``config`` (effective settings, sources) and
+``constraints`` (pins for installing contrib instrumentations)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="pass a setting as if it were an init() argument (repeatable)",
     )
+    commands.add_parser(
+        "constraints",
+        help="print pins of the installed OpenTelemetry packages, for pip install -c",
+        description="Print name==version for every installed OpenTelemetry distribution"
+        " except the instrumentation packages: pass it to pip with -c when installing a"
+        " contrib instrumentation, so pip picks the release that matches the installed"
+        " API and SDK (or says none does) instead of moving them."
+        " Example: pip install -c <(obskit constraints) opentelemetry-instrumentation-redis",
+    )
     args = parser.parse_args(argv)
+    if args.command == "constraints":
+        return _constraints()
     if args.command == "demo":
         from obskit._tools import demo as _demo
 
@@ -71,6 +83,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _doctor.run()
     return _config(args.set)
+
+
+def _constraints() -> int:
+    import importlib.metadata
+
+    pins = set()
+    for distribution in importlib.metadata.distributions():
+        name = str(distribution.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("opentelemetry-") and not name.startswith(
+            "opentelemetry-instrumentation-"
+        ):
+            pins.add(f"{name}=={distribution.version}")
+    sys.stdout.write("".join(f"{pin}\n" for pin in sorted(pins)))
+    return 0
 
 
 def _config(assignments: list[str]) -> int:

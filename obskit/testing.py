@@ -152,8 +152,9 @@ class Capture:
 def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
     """Initialise obskit for a test and yield what it records; shut it down afterwards.
 
-    ``settings`` are ``obskit.init()`` settings; by default: no exporter, JSON logs at
-    DEBUG, strict mode (obskit's own internal errors raise, failing the test).
+    ``settings`` are ``obskit.init()`` settings; by default: no exporter, no ``/metrics``
+    port, JSON logs at DEBUG, strict mode (obskit's own internal errors raise, failing
+    the test).
     ``sequential_ids`` makes trace and span ids 1, 2, 3, ... and log timestamps
     ``2000-01-01T00:00:00.000001Z``, ``.000002Z``, ... (stable test output; span
     timestamps stay real, so durations mean something).
@@ -166,6 +167,7 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
         "log_format": "json",
         "log_level": "debug",
         "strict": True,
+        "metrics_port": 0,
         **settings,
     }
     handle = _runtime.init(**options)

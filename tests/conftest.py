@@ -1,10 +1,16 @@
-"""Shared fixtures: a clean environment and a clean obskit for every test, real receivers."""
+"""Shared fixtures: a clean environment and a clean obskit for every test, real receivers,
+a real redis-server."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,14 +19,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import obskit
 from obskit._metrics import registry as _registry
+from tests.prometheus_server import free_port
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
+from tests.reliability.unavailable import unavailable
 
 pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(autouse=True)
 def _clean_obskit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Strip OTEL_*/OBSKIT_* from the environment and shut obskit down after the test.
+    """Strip OTEL_*/OBSKIT_* from the environment (no /metrics port) and shut obskit down
+    after the test.
 
     ``OBSKIT_TEST_FAST_PATHS=0`` runs the whole suite with every accelerator off (the
     CI job that proves the public-API paths serve every contract).
@@ -31,6 +40,9 @@ def _clean_obskit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(name)
     if fast_paths is not None:
         monkeypatch.setenv("OBSKIT_FAST_PATHS", fast_paths)
+    # No dedicated /metrics server on 9464 unless a test asks for one (by a port of its
+    # own, or by removing this to test the default).
+    monkeypatch.setenv("OBSKIT_METRICS_PORT", "0")
     yield
     obskit.shutdown(timeout=5)
     _registry.reset_for_tests()
@@ -116,3 +128,36 @@ def wsgi_request(
         if close is not None:
             close()
     return int(reply[0].split(" ", 1)[0]), reply[1], data
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    return binary
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of its own on a free 127.0.0.1 port (no persistence)."""
+    port = free_port()
+    options = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen(
+        [_redis_binary(), *options, "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.kill()
+        server.wait(timeout=10)

@@ -21,9 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def clean_env(*, coverage: bool = True, **extra: str) -> dict[str, str]:
     """This environment without ``OTEL_*``/``OBSKIT_*`` variables (and ``COVERAGE_*``
-    ones unless ``coverage``), plus ``extra``: a child configured only as the test says."""
+    ones unless ``coverage``), with no ``/metrics`` port, plus ``extra``: a child
+    configured only as the test says."""
     skipped = ("OTEL_", "OBSKIT_") + (() if coverage else ("COVERAGE_",))
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(skipped)}, **extra}
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(skipped)}
+    # No /metrics server on 0.0.0.0:9464 unless the test asks (Server gives each one a
+    # port of its own on 127.0.0.1).
+    return {**kept, "OBSKIT_METRICS_PORT": "0", **extra}
 
 
 def run_python(
@@ -49,7 +53,8 @@ def run_python(
 
 class Server:
     """A server started from ``args`` (``{port}`` is filled in), stdout captured to a file
-    (or given to ``stdout``, a file descriptor)."""
+    (or given to ``stdout``, a file descriptor). Its dedicated ``/metrics`` is on
+    ``metrics_url`` (a free port on 127.0.0.1, unless ``env`` sets one)."""
 
     def __init__(
         self,
@@ -62,6 +67,9 @@ class Server:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        env = {"OBSKIT_METRICS_PORT": str(free_port()), "OBSKIT_METRICS_ADDR": "127.0.0.1", **env}
+        self.metrics_port = int(env["OBSKIT_METRICS_PORT"])
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.stdout_path = workdir / f"stdout-{self.port}.log"
         self.stderr_path = workdir / f"stderr-{self.port}.log"
         # Latency-sensitive tests turn coverage off in the server: tracing every line
@@ -95,6 +103,19 @@ class Server:
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as reply:
             return reply.status, dict(reply.headers), reply.read()
+
+    def scrape(self, accept: str = "application/openmetrics-text", timeout: float = 30) -> str:
+        """The dedicated ``/metrics`` (waiting, bounded, for its server to be up)."""
+        request = urllib.request.Request(self.metrics_url, headers={"Accept": accept})
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    return str(reply.read().decode())
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.1)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -135,3 +156,21 @@ def raw_get(
         return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
     finally:
         connection.close()
+
+
+def assert_no_leaks(lines: list[dict[str, Any]], expected: dict[str, str]) -> None:
+    """Every line of a request (its ``request_id`` bound) carries that request's trace id
+    (``expected``: request id -> trace id), three lines per request, and no other line
+    carries one of those trace ids with another request id."""
+    request_lines = [line for line in lines if "request_id" in line]
+    assert len(request_lines) == 3 * len(expected)
+    leaks = [line for line in request_lines if line["trace_id"] != expected[line["request_id"]]]
+    assert leaks == []
+    by_trace = {trace_id: request_id for request_id, trace_id in expected.items()}
+    stray = [
+        line
+        for line in lines
+        if "trace_id" in line
+        and line.get("request_id") not in (None, by_trace.get(line["trace_id"]))
+    ]
+    assert stray == []

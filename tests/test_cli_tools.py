@@ -43,14 +43,20 @@ def test_demo_shows_one_requests_trace_logs_and_exemplar(flask: bool) -> None:
 
 @pytest.mark.slow
 def test_doctor_passes_against_a_listening_collector(http_receiver: OtlpHttpReceiver) -> None:
-    """With a collector up: every check passes, exit 0, and the test span arrived."""
+    """With a collector up: every check passes (the metrics one over the /metrics port),
+    exit 0, and the test span arrived."""
+    port = free_port()
     result = run_obskit(
-        ["doctor"], OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint, OBSKIT_LOG_FORMAT="json"
+        ["doctor"],
+        OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint,
+        OBSKIT_LOG_FORMAT="json",
+        OBSKIT_METRICS_PORT=str(port),
+        OBSKIT_METRICS_ADDR="127.0.0.1",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"✓ traces: the span was accepted by {http_receiver.endpoint}/v1/traces" in result.stdout
     assert "✓ logs:" in result.stdout
-    assert "✓ metrics:" in result.stdout
+    assert f"✓ metrics: http://127.0.0.1:{port}/metrics exposes the exemplar" in result.stdout
     assert [span.name for span in http_receiver.wait_for(1)] == ["obskit.doctor"]
 
 
@@ -60,7 +66,7 @@ def test_doctor_says_connection_refused_at_once_for_a_closed_port() -> None:
     is the report's, not a log line."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    result = run_obskit(["doctor"], OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+    result = run_obskit(["doctor"], OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OBSKIT_METRICS_PORT="0")
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
     assert elapsed < 8, elapsed  # a functional bound: the export timeout is 10 s
@@ -83,7 +89,10 @@ def test_doctor_reports_an_endpoint_that_refuses_the_span(
     span was not accepted, with the exporter's reason and the fix; exit 1."""
     endpoint = f"{http_receiver.endpoint}/wrong/path"
     result = run_obskit(
-        ["doctor"], OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint, OBSKIT_OTLP_TIMEOUT="2"
+        ["doctor"],
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint,
+        OBSKIT_OTLP_TIMEOUT="2",
+        OBSKIT_METRICS_PORT="0",
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"… traces: sending a test span to {endpoint} (waiting up to 4 s)" in result.stdout
@@ -99,7 +108,11 @@ def test_doctor_on_a_terminal_passes_with_its_progress_replaced() -> None:
     try:
         code, out = run_on_terminal(
             ["obskit", "doctor"],
-            env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OBSKIT_METRICS_PORT": str(free_port()),
+                "OBSKIT_METRICS_ADDR": "127.0.0.1",
+            },
             columns=120,
         )
     finally:
@@ -113,6 +126,6 @@ def test_doctor_on_a_terminal_passes_with_its_progress_replaced() -> None:
 
 def test_doctor_reports_bad_configuration_with_exit_2() -> None:
     """A bad setting: exit 2 and the ConfigError message."""
-    result = run_obskit(["doctor"], OTEL_TRACES_SAMPLER="sometimes")
+    result = run_obskit(["doctor"], OTEL_TRACES_SAMPLER="sometimes", OBSKIT_METRICS_PORT="0")
     assert result.returncode == 2
     assert "traces_sampler='sometimes'" in result.stdout

@@ -263,8 +263,9 @@ def test_traceparent_continuation_and_malformed_headers(harness: Callable[..., H
 
 
 def test_metrics_served_by_middleware_and_by_metrics_view(harness: Callable[..., Harness]) -> None:
-    """The middleware serves /metrics; metrics_view serves it from urls.py; neither is traced."""
-    h = harness()
+    """Opted in, the middleware serves /metrics; metrics_view serves it from urls.py;
+    neither is traced."""
+    h = harness(http_serve_metrics=True)
     h.client.get("/catalog/")
     for path in ("/metrics", "/internal/metrics"):
         response = h.client.get(path, HTTP_ACCEPT="application/openmetrics-text")
@@ -274,6 +275,17 @@ def test_metrics_served_by_middleware_and_by_metrics_view(harness: Callable[...,
     assert [s.name for s in h.spans(SpanKind.SERVER)] == ["GET catalog/", "GET internal/metrics"]
     gz = h.client.get("/metrics", HTTP_ACCEPT_ENCODING="gzip")
     assert gz["Content-Encoding"] == "gzip"
+
+
+def test_metrics_are_not_on_the_app_port_by_default(harness: Callable[..., Harness]) -> None:
+    """By default the middleware leaves /metrics to the app's URLs (404 here); a
+    metrics_view the app routes itself still serves."""
+    h = harness()
+    h.client.get("/catalog/")
+    assert h.client.get("/metrics").status_code == 404
+    routed = h.client.get("/internal/metrics")
+    assert routed.status_code == 200
+    assert b'http_route="catalog/"' in routed.content
 
 
 def test_excluded_paths_and_db_spans_off(harness: Callable[..., Harness]) -> None:

@@ -1,4 +1,5 @@
-"""The Django test project under real servers: gunicorn (WSGI, 2 workers), uvicorn (ASGI)."""
+"""The Django test project under real servers: gunicorn (WSGI, 2 workers; with obskit's
+hooks too), uvicorn (ASGI)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ import pytest
 from tests.receivers import OtlpHttpReceiver
 from tests.servers import ROOT, Server, trace_id_of
 
+GUNICORN_OPTIONS = [
+    "--workers",
+    "2",
+    "--bind",
+    "127.0.0.1:{port}",
+    "--graceful-timeout",
+    "5",
+    "tests.djangoproj.wsgi:application",
+]
 COMMANDS = {
-    "gunicorn": [
-        "gunicorn",
-        "--workers",
-        "2",
-        "--bind",
-        "127.0.0.1:{port}",
-        "--graceful-timeout",
-        "5",
-        "tests.djangoproj.wsgi:application",
-    ],
+    "gunicorn": ["gunicorn", *GUNICORN_OPTIONS],
+    # As deployed: obskit's hooks, so one /metrics port serves both workers' metrics.
+    "gunicorn+hooks": ["gunicorn", "-c", "examples/gunicorn.conf.py", *GUNICORN_OPTIONS],
     "uvicorn": [
         "uvicorn",
         "--host",
@@ -55,13 +58,18 @@ def django_server(
     subprocess.run(
         [sys.executable, "-m", "django", "migrate", "--run-syncdb", "--verbosity", "0"],
         cwd=ROOT,
-        env={**clean, **env, "OBSKIT_DISABLED": "true"},
+        env={**clean, **env, "OBSKIT_DISABLED": "true", "OBSKIT_METRICS_PORT": "0"},
         check=True,
         timeout=60,
     )
     started: list[Server] = []
 
     def start(kind: str, **extra: str) -> Server:
+        if "-c" in COMMANDS[kind]:  # obskit's hooks: a multiprocess directory of its own
+            extra = {
+                "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"multiproc-{len(started)}"),
+                **extra,
+            }
         server = Server(tmp_path, COMMANDS[kind], {**env, **extra}, ready_path="/catalog/")
         started.append(server)
         return server

@@ -13,7 +13,6 @@ import gzip
 import inspect
 import os
 import socket
-import urllib.request
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from obskit._metrics import exposition as _exposition
 from obskit._metrics import registry as _metrics
 from obskit._metrics.registry import ObskitCounter, ObskitHistogram
 from tests.conftest import wsgi_request
+from tests.servers import raw_get
 
 
 @pytest.fixture(autouse=True)
@@ -176,26 +176,29 @@ def test_metrics_wsgi_app_serves_the_fast_rendering() -> None:
 
 
 def test_standalone_metrics_server_serves_the_fast_rendering() -> None:
-    """``init(metrics_port=...)`` serves the same bytes as prometheus-client renders, with
-    its content types, over real HTTP (OpenMetrics when asked, gzip when accepted)."""
+    """The dedicated /metrics port (``init(metrics_port=...)``) serves the same bytes as
+    prometheus-client renders, with its content types, over real HTTP (OpenMetrics when
+    asked, gzip when accepted)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    handle = obskit.init(metrics_port=port, metrics_process_collectors=False)
+    handle = obskit.init(
+        metrics_port=port, metrics_addr="127.0.0.1", metrics_process_collectors=False
+    )
     assert handle.metrics_server is not None
     with obskit.span("work"):
         obskit.histogram("served_seconds", "Served.", ["kind"]).labels('a"b').observe(0.2)
     registry = _metrics.store().registry
     for accept, openmetrics in (("application/openmetrics-text", True), ("", False)):
         for encoding in ("", "gzip"):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/metrics",
-                headers={"Accept": accept, "Accept-Encoding": encoding},
+            # http.client, which obskit does not instrument: a urllib scrape from this
+            # process would add its own client request to the registry it compares with.
+            status, headers, body = raw_get(
+                port, "/metrics", [("Accept", accept), ("Accept-Encoding", encoding)]
             )
-            with urllib.request.urlopen(request, timeout=5) as reply:
-                body, headers = reply.read(), reply.headers
-            assert headers["Content-Type"] == text_exposition.choose_encoder(accept)[1]
+            assert status == 200
+            assert headers["content-type"] == text_exposition.choose_encoder(accept)[1]
             if encoding:
-                assert headers["Content-Encoding"] == "gzip"
+                assert headers["content-encoding"] == "gzip"
                 body = gzip.decompress(body)
             assert body == upstream(registry, openmetrics)

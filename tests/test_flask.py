@@ -297,8 +297,9 @@ def test_bound_fields_do_not_leak_into_the_next_request(harness: Callable[..., H
 def test_metrics_are_served_by_the_app_and_excluded_from_telemetry(
     harness: Callable[..., Harness],
 ) -> None:
-    """/metrics serves the registry (no span, no series, no access line for itself)."""
-    h = harness()
+    """Opted in, /metrics serves the registry (no span, no series, no access line for
+    itself)."""
+    h = harness(http_serve_metrics=True)
     h.get("/")
     response = h.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.status_code == 200
@@ -309,14 +310,15 @@ def test_metrics_are_served_by_the_app_and_excluded_from_telemetry(
     assert len([line for line in h.lines() if line["logger"] == "obskit.access"]) == 1
 
 
-def test_metrics_path_is_configurable_and_can_be_turned_off(
+def test_metrics_are_not_on_the_app_port_by_default_and_the_path_is_configurable(
     harness: Callable[..., Harness],
 ) -> None:
-    """http_metrics_path moves it; http_serve_metrics=False leaves the path to the app."""
-    h = harness(http_metrics_path="/internal/metrics")
-    assert h.get("/internal/metrics").status_code == 200
+    """By default the app's /metrics is the app's own (404 here); opted in,
+    http_metrics_path moves it."""
+    h = harness()
     assert h.get("/metrics").status_code == 404
-    h = harness(http_serve_metrics=False)
+    h = harness(http_serve_metrics=True, http_metrics_path="/internal/metrics")
+    assert h.get("/internal/metrics").status_code == 200
     assert h.get("/metrics").status_code == 404
 
 

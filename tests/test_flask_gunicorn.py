@@ -10,23 +10,30 @@ from typing import Any
 import pytest
 
 from tests.receivers import OtlpHttpReceiver
-from tests.servers import Server, trace_id_of
+from tests.servers import Server, assert_no_leaks, trace_id_of
 
 
 @pytest.fixture
 def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[..., Server]]:
     """Start gunicorn (2 workers of the given class) serving ``app`` (examples.flask_app),
-    with ``env`` added to the server's environment."""
+    with ``env`` added to the server's environment; ``hooks``: with obskit's hooks
+    (examples/gunicorn.conf.py), as deployed, so one /metrics port serves both workers."""
     started: list[Server] = []
 
     def start(
-        worker_class: str, app: str = "examples.flask_app:create_app()", **env: str
+        worker_class: str,
+        app: str = "examples.flask_app:create_app()",
+        hooks: bool = False,
+        **env: str,
     ) -> Server:
         threads = ["--threads", "4"] if worker_class == "gthread" else []
+        if hooks:
+            env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"multiproc-{len(started)}"), **env}
         server = Server(
             tmp_path,
             [
                 "gunicorn",
+                *(["-c", "examples/gunicorn.conf.py"] if hooks else []),
                 "--workers",
                 "2",
                 "--worker-class",
@@ -105,16 +112,4 @@ def test_concurrent_requests_never_leak_ids_between_requests(
     with ThreadPoolExecutor(max_workers=8) as pool:
         expected = dict(pool.map(call, range(500)))
     server.stop()
-    lines = server.lines()
-    request_lines = [line for line in lines if "request_id" in line]
-    assert len(request_lines) == 3 * 500
-    leaks = [line for line in request_lines if line["trace_id"] != expected[line["request_id"]]]
-    assert leaks == []
-    by_trace = {trace_id: request_id for request_id, trace_id in expected.items()}
-    stray = [
-        line
-        for line in lines
-        if "trace_id" in line
-        and line.get("request_id") not in (None, by_trace.get(line["trace_id"]))
-    ]
-    assert stray == []
+    assert_no_leaks(server.lines(), expected)

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -161,8 +162,9 @@ def _documented_commands() -> list[str]:
 def test_documented_gunicorn_command_counts_every_workers_requests(
     tmp_path: Path, command: str
 ) -> None:
-    """The command as the docs give it (bound to a free port instead of 8000): /metrics
-    counts all 40 requests whatever worker served them, and no warning is logged."""
+    """The command as the docs give it (bound to a free port instead of 8000, its
+    /metrics port to another): the pod's /metrics counts all 40 requests whatever worker
+    served them, and no warning is logged."""
     args = shlex.split(command)[1:]
     server = Server(
         tmp_path, ["gunicorn", *args, "--bind", "127.0.0.1:{port}"], env={}, ready_path="/post/1"
@@ -170,16 +172,16 @@ def test_documented_gunicorn_command_counts_every_workers_requests(
     try:
         for _ in range(40):
             server.get("/post/2")
-        _, _, body = server.get("/metrics")
+        body = server.scrape(accept="text/plain")
     finally:
         server.stop()
     count = re.search(
         r'^http_server_request_duration_seconds_count\{[^}]*http_route="/post/<int:post_id>"'
         r"[^}]*\} (\S+)$",
-        body.decode(),
+        body,
         re.M,
     )
-    assert count is not None, body.decode()
+    assert count is not None, body
     assert float(count.group(1)) >= 41  # the readiness probe's request and the 40
     assert _warnings(server) == []
 
@@ -194,7 +196,8 @@ def test_the_docs_give_a_gunicorn_command_for_the_example_app() -> None:
 @pytest.mark.slow
 def test_the_quickstarts_gunicorn_command_counts_every_workers_requests(tmp_path: Path) -> None:
     """The quickstart's app.py and gunicorn.conf.py, and its command as written (bound to
-    a free port): /metrics counts all 40 requests across the 4 workers, and no warning."""
+    a free port, its /metrics port to another): the pod's /metrics counts all 40 requests
+    across the 4 workers, and no warning."""
     page = (DOCS / "quickstart.md").read_text(encoding="utf-8")
     (app_code,) = re.findall(r"```python\n(.*?)```", page, re.S)
     (conf,) = re.findall(r'```python title="gunicorn.conf.py"\n(.*?)```', page, re.S)
@@ -207,8 +210,14 @@ def test_the_quickstarts_gunicorn_command_counts_every_workers_requests(tmp_path
     assert command == "gunicorn -c gunicorn.conf.py -w 4 app:app"
     (tmp_path / "app.py").write_text(app_code, encoding="utf-8")
     (tmp_path / "gunicorn.conf.py").write_text(conf, encoding="utf-8")
-    port = free_port()
-    env = clean_env(PYTHONPATH=str(ROOT), OBSKIT_LOG_FORMAT="json", PROMETHEUS_MULTIPROC_DIR="")
+    port, metrics_port = free_port(), free_port()
+    env = clean_env(
+        PYTHONPATH=str(ROOT),
+        OBSKIT_LOG_FORMAT="json",
+        PROMETHEUS_MULTIPROC_DIR="",
+        OBSKIT_METRICS_PORT=str(metrics_port),
+        OBSKIT_METRICS_ADDR="127.0.0.1",
+    )
     out_path = tmp_path / "stdout.log"
     with out_path.open("w") as out:
         server = subprocess.Popen(
@@ -220,13 +229,13 @@ def test_the_quickstarts_gunicorn_command_counts_every_workers_requests(tmp_path
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_for(f"{base}/metrics", server)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            _wait_for(f"{base}/", server)  # the app answers (404: it has no "/" route)
             for n in range(40):
                 request = urllib.request.Request(f"{base}/orders/{n}/pay", data=b"", method="POST")
                 with urllib.request.urlopen(request, timeout=10) as reply:
                     reply.read()
-            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as reply:
-                metrics = reply.read().decode()
+            metrics = _wait_for(metrics_url, server)
         finally:
             server.terminate()
             try:
@@ -245,14 +254,17 @@ def test_the_quickstarts_gunicorn_command_counts_every_workers_requests(tmp_path
     assert "PROMETHEUS_MULTIPROC_DIR" not in out_path.read_text()
 
 
-def _wait_for(url: str, server: subprocess.Popen[bytes]) -> None:
+def _wait_for(url: str, server: subprocess.Popen[bytes]) -> str:
+    """GET ``url`` once something answers it (an HTTP error status is an answer; at most
+    30 s); the body."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert server.poll() is None, "gunicorn exited"
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
-                reply.read()
-                return
+                return str(reply.read().decode())
+        except urllib.error.HTTPError as error:
+            return str(error.read().decode())
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(url)

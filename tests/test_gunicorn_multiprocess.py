@@ -1,5 +1,6 @@
-"""gunicorn with several workers (--preload): one /metrics for all, exemplars across
-workers, worker recycling, graceful flush on SIGTERM, fork safety."""
+"""gunicorn with several workers (--preload): one /metrics for all (the master's metrics
+port), exemplars across workers, worker recycling, graceful flush on SIGTERM, fork
+safety."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ DURATION = "http_server_request_duration_seconds"
 
 @pytest.fixture
 def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callable[..., Server]]:
-    """gunicorn -c examples/gunicorn.conf.py (obskit's hooks) serving the example app."""
+    """gunicorn -c examples/gunicorn.conf.py (obskit's hooks) serving the example app,
+    returned once its /metrics port (the master's server process) answers too."""
     started: list[Server] = []
 
     def start(*extra: str, env: dict[str, str] | None = None) -> Server:
@@ -54,6 +56,7 @@ def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callab
         )
         server.multiproc = multiproc  # type: ignore[attr-defined]
         started.append(server)
+        server.scrape()  # the server process may start listening just after gunicorn
         return server
 
     yield start
@@ -62,8 +65,10 @@ def gunicorn(tmp_path: Path, http_receiver: OtlpHttpReceiver) -> Iterator[Callab
 
 
 def _scrape(server: Server) -> tuple[dict[str, Any], float]:
+    """The pod's /metrics, on the port the master's server process serves: (families,
+    seconds the scrape took)."""
     request = urllib.request.Request(
-        f"{server.url}/metrics", headers={"Accept": "application/openmetrics-text"}
+        server.metrics_url, headers={"Accept": "application/openmetrics-text"}
     )
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=10) as reply:
@@ -110,7 +115,7 @@ def _hammer(server: Server, count: int, threads: int = 8, retry_drops: bool = Fa
 def test_one_metrics_endpoint_counts_every_workers_requests_with_exemplars(
     gunicorn: Callable[..., Server], http_receiver: OtlpHttpReceiver, tmp_path: Path
 ) -> None:
-    """4 sync workers, --preload, 2,000 requests: /metrics (any worker) counts 2,000;
+    """4 sync workers, --preload, 2,000 requests: the pod's /metrics counts 2,000;
     its exemplars are trace ids the receiver got; each worker exports with its own
     process.pid; obskit_spans_exported_total sums every worker's exports; a real
     Prometheus stores those exemplars."""
@@ -143,7 +148,7 @@ def test_one_metrics_endpoint_counts_every_workers_requests_with_exemplars(
     assert exported == len(http_receiver.spans)
     # A real Prometheus scraping the same endpoint keeps the cross-worker exemplars.
     prometheus_binary()
-    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{server.port}"])
+    prometheus = Prometheus(tmp_path, [f"127.0.0.1:{server.metrics_port}"])
     try:
         _hammer(server, 200)
         now = time.time()
@@ -263,6 +268,7 @@ def test_sigterm_to_a_plain_script_flushes_then_terminates(
         )
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    env["OBSKIT_METRICS_PORT"] = "0"  # no /metrics server on 0.0.0.0:9464
     env["OTEL_BSP_SCHEDULE_DELAY"] = "60000"
     env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = "10000"
     env["OTEL_BSP_MAX_QUEUE_SIZE"] = "10000"

@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -219,20 +220,38 @@ def test_standalone_metrics_server_serves_restarts_and_stops() -> None:
         pass
 
 
-def test_metrics_port_in_use_is_logged_once_and_init_succeeds(
-    capsys: pytest.CaptureFixture[str],
+def test_metrics_port_in_use_is_logged_once_and_served_once_free(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A taken port gives one warning line; the app (and init) carry on."""
+    """A taken port gives one warning line; the app (and init) carry on, and obskit
+    serves the port once the process holding it lets it go."""
+    from obskit._metrics import server as _server
+
+    monkeypatch.setattr(_server, "RETRY_SECONDS", 0.05)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         handle = obskit.init(metrics_port=port, metrics_addr="127.0.0.1")
-        assert handle.metrics_server is None
+        assert handle.metrics_server is not None
+        assert not handle.metrics_server.serving
+        time.sleep(0.3)  # several retries while the port is still taken
+    obskit.counter("served_total", "Served.").inc()
+    body = b""
+    for _ in range(200):  # bounded: the keeper retries every 0.05 s
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                body = reply.read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    assert b"served_total 1.0" in body
+    assert handle.metrics_server.serving
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     warnings = [line for line in lines if "cannot serve /metrics" in line["event"]]
     assert len(warnings) == 1
     assert warnings[0]["level"] == "warning"
+    assert "once it is free" in warnings[0]["event"]
 
 
 def test_self_telemetry_counts_exported_spans_and_export_failures(

@@ -19,15 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def worker(http_receiver: OtlpHttpReceiver) -> Iterator[int]:
-    """A subprocess running @traced functions for up to 60 s; yields its metrics port."""
+    """A subprocess running @traced functions for up to 60 s; yields its metrics port
+    (obskit's dedicated /metrics server, configured as a deployment does: by variables)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OBSKIT_"))}
+    env["OBSKIT_METRICS_PORT"] = str(port)
+    env["OBSKIT_METRICS_ADDR"] = "127.0.0.1"
     env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export spans quickly for the test
     process = subprocess.Popen(
         [
             sys.executable,
             str(ROOT / "tests/apps/traced_worker.py"),
-            str(port),
             http_receiver.endpoint,
             "60",
         ],

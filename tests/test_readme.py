@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def _environment(venv: Path) -> dict[str, str]:
     env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["OBSKIT_METRICS_PORT"] = "0"  # no /metrics server on 0.0.0.0:9464 (the app has one)
     return env
 
 
@@ -74,14 +76,18 @@ def test_a_newcomer_follows_the_readme(tmp_path: Path) -> None:
     """In a fresh virtualenv and a clean copy: the README's first command installs the
     project and runs the demo, which shows a trace, its log line and its exemplar under
     one trace id, the failing request and the next step; the quickstart's install, app
-    and commands, as pasted, print the request's log lines and its trace on the console
-    (the app listens on a free port through FLASK_RUN_PORT instead of 5000)."""
+    and commands, as pasted, print the request's log lines and its trace on the console,
+    and the metrics URL it gives serves the request's latency histogram with the trace id
+    as its exemplar (the app listens on a free port through FLASK_RUN_PORT instead of
+    5000, its /metrics on another through OBSKIT_METRICS_PORT instead of 9464)."""
     first, install_flask, start, request = _blocks("bash")[:4]
     assert first == "pip install -e . && obskit demo"
     assert install_flask == "pip install -e '.[flask]'"
     assert start == "OTEL_TRACES_EXPORTER=console flask --app app run"
     assert request == "curl -X POST http://127.0.0.1:5000/orders/42/pay"
     (app_code,) = _blocks("python")
+    metrics_url = re.search(r"`(http://127\.0\.0\.1:\d+/metrics)`", README)
+    assert metrics_url is not None, "the README gives no URL for the metrics"
 
     clone = tmp_path / "obskit"
     _clean_copy(clone)
@@ -100,13 +106,18 @@ def test_a_newcomer_follows_the_readme(tmp_path: Path) -> None:
     workdir = tmp_path / "app"
     workdir.mkdir()
     (workdir / "app.py").write_text(app_code + "\n", encoding="utf-8")
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     out_path, err_path = workdir / "stdout.log", workdir / "stderr.log"
     with out_path.open("w") as out, err_path.open("w") as err:
         server = subprocess.Popen(
             ["bash", "-c", start],  # bash execs a lone command: SIGINT reaches flask
             cwd=workdir,
-            env={**env, "FLASK_RUN_PORT": str(port)},
+            env={
+                **env,
+                "FLASK_RUN_PORT": str(port),
+                "OBSKIT_METRICS_PORT": str(metrics_port),
+                "OBSKIT_METRICS_ADDR": "127.0.0.1",
+            },
             stdout=out,
             stderr=err,
         )
@@ -115,6 +126,8 @@ def test_a_newcomer_follows_the_readme(tmp_path: Path) -> None:
             answer = _post_when_up(url, server)
             assert json.loads(answer) == {"ok": True}
             time.sleep(0.5)  # the access line and the trace are written as the request ends
+            local = metrics_url.group(1).replace(":5000/", f":{port}/")
+            metrics = _scrape(local.replace(":9464/", f":{metrics_port}/"), server)
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -131,6 +144,12 @@ def test_a_newcomer_follows_the_readme(tmp_path: Path) -> None:
     assert f"trace {charged['trace_id']} " in waterfall  # your own trace, on the console
     assert "\nPOST /orders/<int:order_id>/pay " in waterfall
     assert "\n  app.charge " in waterfall
+    assert re.search(  # the request's latency, with its trace id as the exemplar
+        r'^http_server_request_duration_seconds_bucket\{[^}]*http_route="/orders/<int:order_id>'
+        rf'/pay"[^}}]*\}} \S+ # \{{[^}}]*trace_id="{charged["trace_id"]}"',
+        metrics,
+        re.M,
+    ), metrics
 
 
 def _post_when_up(url: str, server: subprocess.Popen[bytes]) -> bytes:
@@ -145,3 +164,23 @@ def _post_when_up(url: str, server: subprocess.Popen[bytes]) -> bytes:
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(url)
+
+
+def _scrape(url: str, server: subprocess.Popen[bytes]) -> str:
+    """``url`` in OpenMetrics (as Prometheus asks), once it answers with the pay route's
+    latency histogram (at most 10 s); the body."""
+    request = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text"})
+    deadline = time.monotonic() + 10
+    while True:
+        assert server.poll() is None, "the quickstart app exited"
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                text = str(reply.read().decode())
+            if "/orders/<int:order_id>/pay" in text or time.monotonic() > deadline:
+                return text
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{url} answered {error.code}") from error
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)

@@ -93,6 +93,12 @@ SAMPLES: dict[str, list[tuple[str, Any]]] = {
     "export_max_request_bytes": [("1048576", 1048576), ("2097152", 2097152), ("3145728", 3145728)],
     "log_buffer_bytes": [("1024", 1024), ("2048", 2048), ("4096", 4096)],
     "http_query_allowlist": [("page", ("page",)), ("q", ("q",)), ("sort", ("sort",))],
+    "contrib_instrumentations": [("all", ("all",)), ("all", ("all",)), ([], ())],
+    "disabled_instrumentations": [
+        ("requests", ("requests",)),
+        ("httpx,sqlite3", ("httpx", "sqlite3")),
+        ("urllib3", ("urllib3",)),
+    ],
 }
 SETTINGS = [item.name for item, _ in declared()]
 SPECS = {item.name: spec for item, spec in declared()}
@@ -292,6 +298,8 @@ def _bad_text(name: str) -> str | None:
 def test_invalid_variable_names_the_variable(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad value in a variable names that variable as the source."""
     var = SPECS[name].env[-1]
+    for earlier in SPECS[name].env:  # (conftest sets OBSKIT_METRICS_PORT=0)
+        monkeypatch.delenv(earlier, raising=False)
     monkeypatch.setenv(var, str(_bad_text(name)))
     with pytest.raises(obskit.ConfigError, match=rf"\(from env {var}\)") as caught:
         obskit.init()

@@ -273,17 +273,22 @@ class Settings:
         " (a slow log shipper); past that, whole lines are dropped and counted. 0: none.",
         "OBSKIT_LOG_BUFFER_BYTES",
     )
-    metrics_port: int | None = _setting(
-        None,
-        Number(1, 65535, integer=True),
-        "Serve `/metrics` on this port from a background thread (default: no server).",
+    metrics_port: int = _setting(
+        9464,
+        Number(0, 65535, integer=True),
+        "Port of the dedicated `/metrics` server, apart from the app's port (a background"
+        " thread; under obskit's gunicorn hooks, one server per pod run by the master)."
+        " 0: no server.",
         "OBSKIT_METRICS_PORT",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
     )
     metrics_addr: str = _setting(
-        "0.0.0.0",
+        "auto",
         Text(),
-        "Address the `/metrics` server binds to (`0.0.0.0`: all, so Prometheus reaches the pod).",
+        "Address the `/metrics` server binds to; `auto`: all (`0.0.0.0`, so Prometheus"
+        " reaches the pod) in Kubernetes (`KUBERNETES_SERVICE_HOST` set), else `127.0.0.1`.",
         "OBSKIT_METRICS_ADDR",
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
     )
     metrics_process_collectors: bool = _setting(
         True,
@@ -310,9 +315,10 @@ class Settings:
         "OBSKIT_HTTP_METRICS_PATH",
     )
     http_serve_metrics: bool = _setting(
-        True,
+        False,
         Flag(),
-        "Serve `http_metrics_path` from instrumented web apps.",
+        "Also serve `http_metrics_path` on the app's own port, to anyone who can reach the"
+        " app, before the app's own authentication (off: `/metrics` has its own port).",
         "OBSKIT_HTTP_SERVE_METRICS",
     )
     http_excluded_paths: tuple[str, ...] = _setting(
@@ -357,6 +363,21 @@ class Settings:
         Flag(),
         "Write one `obskit.access` line per request.",
         "OBSKIT_HTTP_ACCESS_LOG",
+    )
+    disabled_instrumentations: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "Libraries obskit leaves uninstrumented, by OpenTelemetry's instrumentation names"
+        " (e.g. `requests,sqlite3`; see the instrumentation page for the list).",
+        "OBSKIT_DISABLED_INSTRUMENTATIONS",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+    )
+    contrib_instrumentations: tuple[str, ...] = _setting(
+        (),
+        Names(),
+        "Installed OpenTelemetry contrib instrumentations to switch on through obskit's"
+        " pipeline, by entry point name (e.g. `redis,grpc_client`), or `all`.",
+        "OBSKIT_CONTRIB_INSTRUMENTATIONS",
     )
     db_spans: bool = _setting(
         True,
@@ -481,6 +502,23 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, object]) -> Setting
     return settings
 
 
+def load_only(environ: Mapping[str, str], *wanted: str) -> dict[str, Any]:
+    """The settings named ``wanted``, from the environment alone (no cross-checks): for
+    a process that reads a few settings without an ``init()`` (gunicorn's master).
+
+    Raises:
+        ConfigError: for an invalid value.
+    """
+    values: dict[str, Any] = {}
+    for item, spec in declared():
+        if item.name in wanted:
+            value, source = _pick(item.name, spec, environ, {})
+            values[item.name] = (
+                default_of(item) if source == "default" else _parse(item.name, spec, value, source)
+            )
+    return values
+
+
 def _parse(name: str, spec: Spec, value: object, source: str) -> Any:
     try:
         return spec.kind.parse(value, source)
@@ -562,6 +600,14 @@ def _check(settings: Settings, environ: Mapping[str, str]) -> None:
             )
     _check_propagators(settings, environ)
     _check_query_allowlist(settings)
+    if settings.contrib_instrumentations:
+        from obskit._lifecycle import contrib
+
+        contrib.check(
+            settings.contrib_instrumentations,
+            settings.disabled_instrumentations,
+            settings.sources["contrib_instrumentations"],
+        )
 
 
 def _check_propagators(settings: Settings, environ: Mapping[str, str]) -> None:

@@ -7,12 +7,13 @@ import structlog or OpenTelemetry (see ``docs/architecture.md``).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 if TYPE_CHECKING:
     from flask import Flask
     from opentelemetry.util.types import AttributeValue
+    from starlette.applications import Starlette
 
     from obskit._logs.pipeline import Logger
     from obskit._metrics.registry import ObskitCounter, ObskitGauge, ObskitHistogram
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+StarletteApp = TypeVar("StarletteApp", bound="Starlette")
 
 
 def get_logger(name: str | None = None) -> Logger:
@@ -203,6 +205,30 @@ def span(name: str, /, **attributes: AttributeValue) -> SpanBlock:
 
 
 # --- integrations ---------------------------------------------------------------
+
+
+@overload
+def instrument_asgi(
+    app: StarletteApp, *, route: Callable[[Any], str | None] | None = None
+) -> StarletteApp: ...
+
+
+@overload
+def instrument_asgi(
+    app: Callable[..., Awaitable[None]], *, route: Callable[[Any], str | None] | None = None
+) -> Callable[..., Awaitable[None]]: ...
+
+
+def instrument_asgi(app: Any, *, route: Callable[[Any], str | None] | None = None) -> Any:
+    """Instrument an ASGI 3 app: server spans, RED metrics, access log, WebSocket spans.
+
+    Starlette and FastAPI apps are instrumented in place and returned; any other app is
+    returned wrapped (serve what this returns). See
+    ``obskit.integrations.asgi.instrument_asgi()`` (and ``docs/asgi.md``).
+    """
+    from obskit.integrations.asgi import instrument_asgi as implementation
+
+    return implementation(app, route=route)
 
 
 def instrument_flask(app: Flask) -> Flask:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from obskit._lifecycle.global_provider import SwitchableTracerProvider
     from obskit._metrics.registry import ObskitHistogram
-    from obskit._metrics.server import MetricsServer
+    from obskit._metrics.server import MasterServer, MetricsServer
     from obskit._traces.guarded_export import GuardedExporter
 
 _log = logging.getLogger("obskit")
@@ -48,6 +48,9 @@ def _renew_lock() -> None:
 _current: Telemetry | None = None
 _switch: SwitchableTracerProvider | None = None
 _atexit_registered = False
+#: Set when gunicorn's master (``--preload``, without obskit's hooks) left the /metrics
+#: port to its workers, which start a server after the fork.
+_serve_after_fork = False
 
 _NO_EXPORTER_HINT = (
     "obskit: spans are created (their ids correlate logs) but not exported; "
@@ -184,6 +187,10 @@ def shutdown(timeout: float | None = None) -> bool:
 
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs(timeout)
+        if "obskit._lifecycle.library_hooks" in sys.modules:
+            from obskit._lifecycle import library_hooks
+
+            library_hooks.uninstall()
         _internal_errors.set_strict(False)
         if "obskit._lifecycle.sigterm" in sys.modules:
             from obskit._lifecycle import sigterm as _sigterm
@@ -205,7 +212,9 @@ def reinit_after_fork() -> None:
     previous.metrics_server = None  # the serving thread lives in the parent
     telemetry = _build(previous.settings)
     with _lock:
-        _install(telemetry, serve_metrics=False, decide=False)  # (decided in the parent)
+        # (decided in the parent; its /metrics server stays the parent's, unless it
+        # left the port to its children: gunicorn's master with --preload, no hooks)
+        _install(telemetry, serve_metrics=_serve_after_fork, decide=False, forked=True)
         _current = telemetry
     # Its queue was emptied at fork; stop the export thread it restarted in this child.
     threading.Thread(target=previous._stop, args=(1.0,), daemon=True).start()
@@ -236,7 +245,9 @@ def _build(settings: Settings) -> Telemetry:
     return telemetry
 
 
-def _install(telemetry: Telemetry, serve_metrics: bool = True, decide: bool = True) -> None:
+def _install(
+    telemetry: Telemetry, serve_metrics: bool = True, decide: bool = True, forked: bool = False
+) -> None:
     global _switch
     _internal_errors.set_strict(telemetry.settings.strict)
     provider = telemetry.tracer_provider
@@ -246,6 +257,10 @@ def _install(telemetry: Telemetry, serve_metrics: bool = True, decide: bool = Tr
 
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
+        if "obskit._lifecycle.library_hooks" in sys.modules:
+            from obskit._lifecycle import library_hooks
+
+            library_hooks.uninstall()
         if _current is not None and _current.metrics_server is not None:
             _current.metrics_server.stop()
             _current.metrics_server = None
@@ -274,22 +289,49 @@ def _install(telemetry: Telemetry, serve_metrics: bool = True, decide: bool = Tr
     if set(telemetry.settings.propagators) <= {"tracecontext", "baggage", "none"}:
         telemetry.w3c_propagator = textmap
     _logging_setup.install(telemetry.settings, telemetry.log_fields)
+    from obskit._metrics.registry import store
+
+    store().open_counter_file()  # (after the logs: a directory problem is logged as JSON)
     from obskit._lifecycle import sigterm as _sigterm
 
     if telemetry.settings.flush_on_sigterm:
         _sigterm.install()
     else:
         _sigterm.uninstall()
+    from obskit._lifecycle import library_hooks
+
+    library_hooks.install(telemetry.settings.disabled_instrumentations)
+    if telemetry.settings.contrib_instrumentations:
+        from obskit._lifecycle import contrib
+
+        contrib.switch_on(
+            telemetry.settings.contrib_instrumentations,
+            telemetry.settings.disabled_instrumentations,
+            _switch,
+        )
     if serve_metrics:
-        _start_metrics_server(telemetry)
+        _start_metrics_server(telemetry, forked)
 
 
-def _start_metrics_server(telemetry: Telemetry) -> None:
-    """Keep the running /metrics server if its address is unchanged; else restart it."""
+def _start_metrics_server(telemetry: Telemetry, forked: bool = False) -> None:
+    """Keep the running /metrics server if its address is unchanged; else restart it
+    (``forked``: in a child the parent left the port to)."""
+    global _serve_after_fork
+    from obskit._metrics import server as _server
+
     settings = telemetry.settings
     previous = _current
     server = previous.metrics_server if previous is not None else None
-    wanted = (settings.metrics_addr, settings.metrics_port) if settings.metrics_port else None
+    wanted = (
+        (_server.bind_address(settings.metrics_addr), settings.metrics_port)
+        if settings.metrics_port
+        else None
+    )
+    if _server.master is not None:
+        _check_master_serves(settings, wanted, _server.master)
+        wanted = None
+    elif wanted is not None and not forked and _in_gunicorn_master():
+        wanted, _serve_after_fork = None, True  # the workers have the requests
     if server is not None and (server.addr, server.port) == wanted:
         telemetry.metrics_server, previous.metrics_server = server, None  # type: ignore[union-attr]
         return
@@ -297,10 +339,42 @@ def _start_metrics_server(telemetry: Telemetry) -> None:
         server.stop()
         previous.metrics_server = None  # type: ignore[union-attr]
     if wanted is not None:
-        from obskit._metrics import server as _server
         from obskit._metrics.registry import store
 
         telemetry.metrics_server = _server.start(*wanted, store().exposition())
+
+
+def _check_master_serves(
+    settings: Settings, wanted: tuple[str, int] | None, master: MasterServer
+) -> None:
+    """Under obskit's gunicorn hooks (no server here): say so when the settings or a
+    replaced ``on_starting`` hook mean the user expects something else."""
+    serving = master.address()
+    explicit = "argument" in (settings.sources["metrics_port"], settings.sources["metrics_addr"])
+    if explicit and wanted != serving:
+        _log.warning(
+            "obskit: gunicorn's master serves this pod's /metrics (%s); the metrics_port/"
+            "metrics_addr given to init() are not used: set OBSKIT_METRICS_PORT/"
+            "OBSKIT_METRICS_ADDR in the environment gunicorn starts in instead",
+            f"on {serving[0]}:{serving[1]}" if serving else "nowhere: its metrics_port is 0",
+        )
+    if serving is not None and not master.started() and not _in_gunicorn_master():
+        _log.warning(
+            "obskit: no /metrics server process was started for this pod: gunicorn.conf.py"
+            " replaces obskit's on_starting hook; call"
+            " obskit.integrations.gunicorn.on_starting(server) from yours"
+        )
+
+
+def _in_gunicorn_master() -> bool:
+    """Whether gunicorn's master is loading the app here (``--preload``)."""
+    if "gunicorn" not in sys.modules:
+        return False
+    import inspect
+
+    from obskit._metrics.gunicorn_check import gunicorn_role
+
+    return gunicorn_role(inspect.currentframe()) == "master"
 
 
 def _uninstall_logs(timeout: float | None = None) -> None:

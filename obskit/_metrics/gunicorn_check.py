@@ -107,3 +107,20 @@ def _workers_option(words: list[str]) -> int | None:
         if text is not None and text.strip().isdigit():
             found = int(text)  # the last one wins, as in argparse
     return found
+
+
+def gunicorn_role(frame: FrameType | None) -> str | None:
+    """``"master"`` when gunicorn's arbiter is loading the app (``--preload``),
+    ``"worker"`` in a worker, ``None`` when no gunicorn frame is on the stack."""
+    role: str | None = None
+    depth = 0
+    while frame is not None and depth < MAX_FRAMES:
+        if "gunicorn" in frame.f_code.co_filename:
+            owner = frame.f_locals.get("self")
+            if isinstance(getattr(owner, "age", None), int) and hasattr(owner, "cfg"):
+                return "worker"
+            if hasattr(owner, "WORKERS") and hasattr(owner, "cfg"):
+                role = "master"
+        frame = frame.f_back
+        depth += 1
+    return role

@@ -44,7 +44,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -265,8 +265,11 @@ class MergedCollector(Collector):
     directory's state (``obskit_multiprocess_ok``) and this process's drop counts that
     the directory could not take."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, recent_problem: Callable[[], str | None] | None = None) -> None:
         self._path = path
+        #: In a process of its own (the pod's metrics server): why some worker failed to
+        #: write lately, which this process's own files cannot tell.
+        self._recent_problem = recent_problem
 
     def collect(self) -> Iterable[Any]:
         metrics = self._merge()
@@ -310,7 +313,8 @@ class MergedCollector(Collector):
             "1 if the multiprocess metrics directory takes every update, 0 if it is missing, "
             'read-only or full (see obskit_dropped_total{signal="metrics"}).',
         )
-        ok.add_metric([], 0.0 if directory_problem(self._path) else 1.0)
+        recent = self._recent_problem() if self._recent_problem is not None else None
+        ok.add_metric([], 0.0 if recent or directory_problem(self._path) else 1.0)
         yield ok
 
     def _merge(self) -> list[Any]:
@@ -376,12 +380,36 @@ def directory_problem(path: str) -> str | None:
     return _file_values.problem()
 
 
-def exposition_registry(path: str) -> CollectorRegistry:
+def exposition_registry(
+    path: str, recent_problem: Callable[[], str | None] | None = None
+) -> CollectorRegistry:
     """A registry for scrapes in multiprocess mode: all workers merged, with exemplars
     (obskit's own counters included: ``_metrics`` mirrors them into the workers' files)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MergedCollector(path))
+    registry.register(MergedCollector(path, recent_problem))
     return registry
+
+
+def dropped_metric_updates(path: str) -> dict[str, float]:
+    """Every process's ``obskit_dropped_total{signal="metrics"}`` in ``path``'s counter
+    files, by reason (empty when they cannot be read)."""
+    totals: dict[str, float] = {}
+    try:
+        with locked(path, exclusive=False):
+            files = glob.glob(os.path.join(path, "counter_*.db"))
+            merged = list(MultiProcessCollector.merge(files, accumulate=True))
+    except Exception:
+        return totals
+    for metric in merged:
+        if metric.name == "obskit_dropped":
+            for sample in metric.samples:
+                if (
+                    sample.name == "obskit_dropped_total"
+                    and sample.labels.get("signal") == "metrics"
+                ):
+                    reason = sample.labels.get("reason", "")
+                    totals[reason] = totals.get(reason, 0.0) + sample.value
+    return totals
 
 
 _MERGED_GAUGE_MODES = ("sum", "max", "min", "mostrecent")

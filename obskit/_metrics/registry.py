@@ -526,6 +526,14 @@ class MetricStore:
             if entry is not None:
                 self.registry.unregister(entry[2])
 
+    def open_counter_file(self) -> None:
+        """In multiprocess mode, make this process's counter file now, while the directory
+        may still have room: it holds the drop counts from the start, so a directory
+        that fills later still shows them to a scrape made by another process (the
+        pod's metrics server). A failure is counted and logged, as any other write."""
+        if self.multiprocess is not None and _self_stats.mirror is not None:
+            _self_stats.mirror("obskit_dropped", 0.0, {"signal": "metrics", "reason": "dir_full"})
+
     def configure(self, max_series: int, buckets: tuple[float, ...], process: bool) -> None:
         """Apply ``init()``'s metric settings."""
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector

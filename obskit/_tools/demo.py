@@ -3,7 +3,8 @@ signals joined by its trace id — the waterfall, the log lines, the exemplar.
 
 Needs no external service: the app runs on 127.0.0.1 (Flask if installed, else a
 plain WSGI app, so the base install is enough), spans and log lines are kept in
-memory, and the metrics are read from the app's own ``/metrics``.
+memory, and the metrics are read from obskit's own ``/metrics`` server (on a free local
+port here; 9464 in a service).
 
 For a person first: the output fits the terminal's width (``COLUMNS`` wins; a long
 name or field is cut with ``…``), the trace id is highlighted, log lines and exemplars
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import textwrap
 import threading
@@ -99,9 +101,6 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", "/"), environ.get("REQUEST_METHOD", "GET")
-        if path == "/metrics":
-            served: Iterable[bytes] = obskit.metrics_wsgi_app()(environ, start_response)
-            return served
         state = ServerRequest(current_telemetry(), method, path, environ)
         template, handler = route(method, path)
         state.route = template
@@ -161,8 +160,15 @@ def run(serve: bool = False, out: TextIO | None = None) -> int:
 
 def _run(serve: bool, out: TextIO) -> int:
     style = Style.for_stream(out)
+    metrics_port = _free_port()
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     with testing.capture(
-        service_name="obskit-demo", strict=False, log_level="info", sequential_ids=False
+        service_name="obskit-demo",
+        strict=False,
+        log_level="info",
+        sequential_ids=False,
+        metrics_port=metrics_port,
+        metrics_addr="127.0.0.1",
     ) as captured:
         try:
             app: Any = flask_app()
@@ -178,13 +184,20 @@ def _run(serve: bool, out: TextIO) -> int:
         try:
             checkout, failing = _drive(base)
             _wait_for_requests(captured, len(_REQUESTS))
-            _show(captured, base, checkout, failing, kind, style, out)
+            _show(captured, base, metrics, checkout, failing, kind, style, out)
             if serve:
-                _serve(captured, base, style, out)
+                _serve(captured, base, metrics, style, out)
         finally:
             server.shutdown()
             server.server_close()
     return 0
+
+
+def _free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for the demo's metrics server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _quiet(out: TextIO) -> None:
@@ -297,6 +310,7 @@ def _is_root(span: ReadableSpan) -> bool:
 def _show(
     captured: testing.Capture,
     base: str,
+    metrics: str,
     trace_id: str,
     failing: str,
     kind: str,
@@ -328,7 +342,7 @@ def _show(
     out.write(
         "\n" + style.bold("3. Its latency on /metrics, with this trace id as the exemplar:") + "\n"
     )
-    exemplars = _exemplar_lines(base, trace_id)
+    exemplars = _exemplar_lines(metrics, trace_id)
     out.write(_exemplars(exemplars, style))
     out.write(
         style.paragraph(
@@ -397,11 +411,9 @@ _EXEMPLAR = re.compile(r"^(\w+)_bucket\{(.*)\} \S+ # \{[^}]*\} (\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def _exemplar_lines(base: str, trace_id: str) -> list[str]:
+def _exemplar_lines(metrics: str, trace_id: str) -> list[str]:
     """The exposition lines that carry ``trace_id``'s exemplar, as scraped."""
-    request = urllib.request.Request(
-        f"{base}/metrics", headers={"Accept": "application/openmetrics-text"}
-    )
+    request = urllib.request.Request(metrics, headers={"Accept": "application/openmetrics-text"})
     with urllib.request.urlopen(request, timeout=10) as reply:
         exposition = reply.read().decode()
     # Label values are the app's text: escaped, so they cannot drive the terminal.
@@ -434,11 +446,12 @@ def _exemplars(lines: list[str], style: Style) -> str:
     return text
 
 
-def _serve(captured: testing.Capture, base: str, style: Style, out: TextIO) -> None:
+def _serve(captured: testing.Capture, base: str, metrics: str, style: Style, out: TextIO) -> None:
     out.write(
         f"\nServing {base} until Ctrl-C. Try:\n"
         f"  curl -X POST {base}/orders/1/pay\n"
-        f"  curl {base}/slow    curl {base}/fail    curl {base}/metrics\n"
+        f"  curl {base}/slow    curl {base}/fail\n"
+        f"  curl {metrics}    (obskit's metrics port: 9464 in a service)\n"
     )
     if style.tty:
         out.write("Each request's waterfall and log lines appear here.\n")

@@ -180,7 +180,14 @@ def _pipeline_checks(settings: Settings, report: _Report) -> None:
                 )
             )
         report.write(_log_check(lines, trace_id))
-        port, addr = handle.settings.metrics_port, handle.settings.metrics_addr
+        from obskit._metrics.server import bind_address
+
+        port, addr = handle.settings.metrics_port, bind_address(handle.settings.metrics_addr)
+        server = handle.metrics_server
+        held = bool(port) and (server is None or not server.serving)
+        if held:
+            port = 0  # another process holds it (the app itself, say): check the registry
+            report.progress(f"metrics: {addr}:{handle.settings.metrics_port} is in use")
         if port:
             report.progress(f"metrics: reading http://{_local(addr)}:{port}/metrics")
         report.write(_metrics_check(port, addr, trace_id))
@@ -324,7 +331,7 @@ def _metrics_check(port: int | None, addr: str, trace_id: str) -> Check:
 
         generate: object = exposition.generate_latest
         text = generate(store().exposition()).decode()  # type: ignore[operator]
-        where = "obskit's registry (serve it with metrics_port or your app's /metrics)"
+        where = "obskit's registry"
     if f'trace_id="{trace_id}"' in text:
         return Check("metrics", "ok", f"{where} exposes the exemplar")
     return Check(

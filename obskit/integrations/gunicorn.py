@@ -14,6 +14,12 @@ mode: it sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory under
 before any worker imports prometheus-client. Then every worker's ``/metrics`` shows
 all workers' metrics merged, with exemplars.
 
+``/metrics`` has a port of its own, one per pod: ``on_starting`` starts a small server
+process beside the master (``metrics_port``, 9464 by default, from ``OBSKIT_METRICS_PORT``
+and ``OBSKIT_METRICS_ADDR`` in gunicorn's environment; ``0``: none) that serves every
+worker's metrics merged and leaves with the master. ``obskit.init()`` in the master
+(``--preload``) or in the workers then starts no server of its own.
+
 Nothing here can end the gunicorn master: everything ``child_exit`` needs is imported
 with this module (gunicorn 22 and 23 run ``child_exit`` inside their SIGCHLD handler,
 which may interrupt anything, an import included), a ``child_exit`` that interrupts
@@ -83,14 +89,45 @@ prepare_multiprocess_dir()
 # forks anything: no hook imports anything later.
 from obskit._metrics import file_values as _file_values  # noqa: E402
 from obskit._metrics import multiprocess as _multiprocess  # noqa: E402
+from obskit._metrics import pod_server as _pod_server  # noqa: E402
+from obskit._metrics import server as _server  # noqa: E402
 
 _file_values.install()  # obskit's value class for every metric made from now on
 
 
+class _PodServer:
+    """The pod's ``/metrics`` server process, as :data:`obskit._metrics.server.master`
+    describes it. Its address is read from the environment when asked: after gunicorn
+    has applied ``--env``/``raw_env``, which it does after reading this file."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+
+    def address(self) -> tuple[str, int] | None:
+        from obskit._config.settings import load_only
+
+        wanted = load_only(os.environ, "metrics_addr", "metrics_port", "disabled")
+        sdk_disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+        if wanted["disabled"] or sdk_disabled or not wanted["metrics_port"]:
+            return None
+        return _server.bind_address(wanted["metrics_addr"]), wanted["metrics_port"]
+
+    def started(self) -> bool:
+        return self.process is not None
+
+
+_pod = _PodServer()
+_server.master = _pod  # from now on, init() leaves /metrics to the master's server
+
+
 def on_starting(server: Any) -> None:
-    """Master start: make sure the multiprocess directory exists (already done at import)."""
+    """Master start: make sure the multiprocess directory exists (already done at import)
+    and start the pod's ``/metrics`` server process."""
     if not os.environ.get(_ENV):
         prepare_multiprocess_dir()
+    address = _pod.address()
+    if address is not None and _pod.process is None:
+        _pod.process = _pod_server.launch(*address)
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -108,7 +145,10 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Master exit: remove the multiprocess directory if obskit created it."""
+    """Master exit: stop the ``/metrics`` server process, and remove the multiprocess
+    directory if obskit created it."""
+    _pod_server.stop(_pod.process)
+    _pod.process = None
     if _created and os.environ.get(_ENV) == _created:
         shutil.rmtree(_created, ignore_errors=True)
 

@@ -1,6 +1,8 @@
-"""A process that runs @obskit.traced functions and serves /metrics (for the Prometheus test).
+"""A process that runs @obskit.traced functions and serves /metrics on obskit's
+dedicated metrics port, as configured by OBSKIT_METRICS_PORT and OBSKIT_METRICS_ADDR
+(for the Prometheus test).
 
-Usage: python traced_worker.py METRICS_PORT OTLP_ENDPOINT SECONDS
+Usage: python traced_worker.py OTLP_ENDPOINT SECONDS
 """
 
 from __future__ import annotations
@@ -18,13 +20,8 @@ def checkout(n: int) -> int:
 
 
 def main() -> None:
-    port, endpoint, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-    obskit.init(
-        service_name="traced-worker",
-        metrics_port=port,
-        metrics_addr="127.0.0.1",
-        otlp_endpoint=endpoint,
-    )
+    endpoint, seconds = sys.argv[1], float(sys.argv[2])
+    obskit.init(service_name="traced-worker", otlp_endpoint=endpoint)
     deadline = time.monotonic() + seconds
     n = 0
     while time.monotonic() < deadline:

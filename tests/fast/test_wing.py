@@ -47,7 +47,9 @@ DEPENDENCIES = frozenset(
 )
 #: Underscore names that are public API: namedtuple's methods, CPython's documented
 #: ``sys._getframe``/``os._exit``.
-PUBLIC_UNDERSCORE = frozenset({"_replace", "_asdict", "_make", "_fields", "_getframe", "_exit"})
+PUBLIC_UNDERSCORE = frozenset(
+    {"_replace", "_asdict", "_make", "_fields", "_getframe", "_exit", "_current_frames"}
+)
 
 
 def _modules(inside_wing: bool) -> Iterator[tuple[Path, ast.Module]]:

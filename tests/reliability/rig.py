@@ -21,7 +21,8 @@ def flask_gunicorn(
     measure_coverage: bool = True,
     stdout: int | None = None,
 ) -> Server:
-    """examples.flask_app under gunicorn (obskit's hooks from examples/gunicorn.conf.py)."""
+    """examples.flask_app under gunicorn (obskit's hooks from examples/gunicorn.conf.py);
+    the pod's /metrics is on ``server.metrics_url``."""
     workdir.mkdir(parents=True, exist_ok=True)
     return Server(
         workdir,
@@ -94,15 +95,17 @@ def paced_load(
 
 
 def worker_pids(server: Server) -> list[int]:
-    """The gunicorn master's children (its workers)."""
+    """The gunicorn master's workers: its children but the /metrics server process that
+    obskit's hooks start beside it."""
     master = str(server.process.pid)
     pids = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if fields[1] == master:
+        if fields[1] == master and b"obskit._metrics.pod_server" not in command:
             pids.append(int(stat.parent.name))
     return sorted(pids)
 

@@ -128,6 +128,7 @@ def test_negative_numbers_in_variables_fail_init(
     variable: str, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """-1 in any numeric variable is one ConfigError naming the setting and variable."""
+    monkeypatch.delenv("OBSKIT_METRICS_PORT")  # (set to 0 by conftest; it would come first)
     monkeypatch.setenv(variable, "-1")
     with pytest.raises(obskit.ConfigError, match=rf"\(from env {variable}\)") as caught:
         obskit.init()

@@ -6,7 +6,8 @@ scrape's time is printed with the figures, not judged).
 
 The requests are raw WSGI calls in-process (the environ gunicorn would build, the app
 called directly): 100,000 real HTTP round trips would take minutes, and the cardinality
-path (route template → label set) is the same code either way.
+path (route template → label set) is the same code either way. ``/metrics`` is scraped
+the same way from ``obskit.metrics_wsgi_app()``, the app obskit's metrics port serves.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _series_per_metric() -> dict[str, int]:
 
 
 def _scrape(app: Any, accept: str) -> tuple[bytes, float]:
-    """GET /metrics from a WSGI app: (body, seconds)."""
+    """GET /metrics from a WSGI app serving metrics: (body, seconds)."""
     started = time.perf_counter()
     status, _, body = wsgi_request(app, "/metrics", [("Accept", accept)])
     elapsed = time.perf_counter() - started
@@ -112,7 +113,7 @@ def test_random_paths_keep_series_bounded(framework: str, target: Callable[..., 
     assert "<unmatched>" in routes
     assert len(routes) <= 3
     figures: dict[str, Any] = {"requests": count, "seconds": round(elapsed, 1)}
-    _check_scrapes(app.app, figures)
+    _check_scrapes(obskit.metrics_wsgi_app(), figures)  # what the metrics port serves
     print(f"\n{framework}: {figures} series={series}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ def _worker_rss(server: Server) -> dict[int, int]:
 
 
 def _self_counters(server: Server) -> dict[str, float]:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    """obskit's export-error and dropped totals, as the pod's /metrics shows them."""
+    text = server.scrape(accept="text/plain")
     totals: dict[str, float] = collections.defaultdict(float)
     for line in text.splitlines():
         if line.startswith(("obskit_export_errors_total", "obskit_dropped_total")):

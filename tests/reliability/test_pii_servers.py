@@ -1,9 +1,10 @@
 """Scenario 9: PII canaries through real servers with header capture on.
 
-Flask under gunicorn and Django under gunicorn, over real HTTP (``http.client`` sending
-the request line and headers verbatim, so an absolute URI with userinfo reaches the
-server as a client would send it). The canaries must not reach the server's stdout, the
-spans the OTLP receiver decoded, ``/metrics`` (text and OpenMetrics, with exemplars).
+Flask under gunicorn and Django under gunicorn (obskit's hooks, as deployed), over real
+HTTP (``http.client`` sending the request line and headers verbatim, so an absolute URI
+with userinfo reaches the server as a client would send it). The canaries must not reach
+the server's stdout, the spans the OTLP receiver decoded, the pod's ``/metrics`` (text
+and OpenMetrics, with exemplars).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def _start(
     **env: str,
 ) -> Server:
     if framework == "flask":
-        return gunicorn("sync", "tests.reliability.apps:create_flask_app()", **env)
-    return django_server("gunicorn", **env)
+        return gunicorn("sync", "tests.reliability.apps:create_flask_app()", hooks=True, **env)
+    return django_server("gunicorn+hooks", **env)
 
 
 def _text(spans: list[ReceivedSpan]) -> str:
@@ -81,13 +82,13 @@ def test_canaries_never_leave_the_server(
     assert [status for status, _, _ in replies] == [200, 200, 200]
     assert SESSION_CANARY in replies[1][1]["set-cookie"]  # the app really sent it
     mine = {trace_id_of(headers) for _, headers, _ in replies}
-    # Two workers, each with its own registry: scrape until both requests' series (and
+    # The pod's /metrics (both workers merged): scrape until both requests' series (and
     # their exemplars) have been seen, checking every scrape for canaries.
     routes = [f'http_route="{route}"' for route in ROUTES[framework]]
     scrapes: list[str] = []
     for _ in range(40):
         for accept in ("text/plain", "application/openmetrics-text"):
-            scrapes.append(raw_get(port, "/metrics", [("Accept", accept)])[2].decode())
+            scrapes.append(server.scrape(accept=accept))
         seen = "".join(scrapes)
         if all(route in seen for route in routes) and "# {" in seen:
             break
@@ -170,8 +171,7 @@ def test_query_referer_and_baggage_canaries_never_leave_the_server(
     assert [status for status, _, _ in replies] == [200, 200, 200, 200, 301][: len(replies)]
     mine = {trace_id_of(headers) for _, headers, _ in replies}
     scrapes = [
-        raw_get(port, "/metrics", [("Accept", accept)])[2].decode()
-        for accept in ("text/plain", "application/openmetrics-text")
+        server.scrape(accept=accept) for accept in ("text/plain", "application/openmetrics-text")
     ]
     spans = http_receiver.wait_for_traces(mine, 1)
     servers = {s.trace_id: s for s in spans if s.kind == 2 and s.trace_id in mine}

@@ -77,3 +77,53 @@ def test_highlight_and_colours() -> None:
     assert text.startswith("trace <00000000000000000000000000000001>  100.0 ms  4 spans")
     assert "\x1b[" not in text
     assert "\x1b[36m" in render(_golden_spans(), colors=True, width=80)
+
+
+def test_a_trace_across_services_names_each_rows_service() -> None:
+    """Spans of one trace from two services (as in a test running both): each row says
+    its service, escaped; a one-service trace's rows do not."""
+    from opentelemetry.sdk.resources import Resource
+
+    exporter = InMemorySpanExporter()
+    tracers = {}
+    for service in ("shop", "pay\x1b[31m"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracers[service] = provider.get_tracer("services")
+    root = tracers["shop"].start_span("GET /checkout", start_time=T0)
+    call = tracers["shop"].start_span(
+        "POST", context=trace.set_span_in_context(root), start_time=T0 + 5 * MS
+    )
+    served = tracers["pay\x1b[31m"].start_span(
+        "POST /pay", context=trace.set_span_in_context(call), start_time=T0 + 6 * MS
+    )
+    served.end(end_time=T0 + 20 * MS)
+    call.end(end_time=T0 + 21 * MS)
+    root.end(end_time=T0 + 30 * MS)
+    rows = render(exporter.get_finished_spans(), width=100).splitlines()[1:]
+    assert [
+        row.split("  ")[0] if not row.startswith(" ") else row.strip().split("  ")[0]
+        for row in rows
+    ] == ["GET /checkout (shop)", "POST (shop)", "POST /pay (pay\\x1b[31m)"]
+    single = render(_golden_spans(), width=100)
+    assert "(" not in single.split("\n", 1)[1].split("|")[0]
+
+
+def test_spans_that_repeat_ids_render_once_each() -> None:
+    """Two providers counting ids from 1 (ids that collide): every span is one row, no
+    endless recursion."""
+    exporter = InMemorySpanExporter()
+    tracers = []
+    for _ in range(2):
+        provider = TracerProvider(id_generator=SequentialIds())
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracers.append(provider.get_tracer("collide"))
+    for tracer in tracers:
+        root = tracer.start_span("root", start_time=T0)
+        child = tracer.start_span(
+            "child", context=trace.set_span_in_context(root), start_time=T0 + MS
+        )
+        child.end(end_time=T0 + 2 * MS)
+        root.end(end_time=T0 + 3 * MS)
+    rows = render(exporter.get_finished_spans(), width=80).splitlines()[1:]
+    assert len(rows) == 4

@@ -382,7 +382,8 @@ class Settings:
     db_spans: bool = _setting(
         True,
         Flag(),
-        "Trace each SQL query (Django ORM) as a child span and time it in a histogram.",
+        "Trace each SQL query (Django ORM, DB-API drivers, SQLAlchemy) as a child span and"
+        " time it in a histogram.",
         "OBSKIT_DB_SPANS",
     )
     capture_pii: bool = _setting(

@@ -40,8 +40,14 @@ class Instrumentation:
     patch: str
 
 
+_DATABASES = "obskit.integrations.databases"
 #: Every instrumentation obskit ships, in the order they are installed.
-KNOWN: tuple[Instrumentation, ...] = ()
+KNOWN: tuple[Instrumentation, ...] = (
+    Instrumentation("sqlite3", "sqlite3", f"{_DATABASES}.sqlite3:patch"),
+    Instrumentation("psycopg", "psycopg", f"{_DATABASES}.psycopg:patch"),
+    Instrumentation("psycopg2", "psycopg2", f"{_DATABASES}.psycopg2:patch"),
+    Instrumentation("sqlalchemy", "sqlalchemy", f"{_DATABASES}.sqlalchemy:patch"),
+)
 
 #: Names switched on now (empty before ``init()`` and after ``shutdown()``).
 _on: frozenset[str] = frozenset()

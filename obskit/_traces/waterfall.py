@@ -2,8 +2,10 @@
 
 Each span is a row: its name indented under its parent, its offset from the trace's
 start, a bar on the trace's time axis and its duration; errors are marked with their
-description. With ``width`` the name column and the bar share what the offset and
-duration columns leave, so no row is wider than ``width`` (a long name is cut with
+description. When the trace's spans come from several services (a test or the demo
+that runs them in one process), each row names its service after the span's name.
+With ``width`` the name column and the bar share what the offset and duration columns
+leave, so no row is wider than ``width`` (a long name is cut with
 ``…``, an error's description goes to a row of its own when it does not fit). Without
 it, the columns have the console exporter's fixed widths (name 44, bar 32).
 
@@ -62,9 +64,18 @@ def render(
     if width is not None and len(f"trace {trace_id}  {facts}") > width:
         header = f"trace {shown_id}\n  {facts}"  # too narrow for one line
     rows: list[tuple[ReadableSpan, str]] = []
+    several = len({_service(span) for span in spans}) > 1
+
+    shown: set[int] = set()
 
     def walk(span: ReadableSpan, depth: int) -> None:
-        rows.append((span, "  " * depth + escape_controls(span.name)))
+        if id(span) in shown:  # (spans that repeat ids must not make a cycle)
+            return
+        shown.add(id(span))
+        label = escape_controls(span.name)
+        if several:  # spans of several services reached this process: say whose each is
+            label += f" ({escape_controls(_service(span))})"
+        rows.append((span, "  " * depth + label))
         for child in children.get(span.context.span_id if span.context else None, []):
             walk(child, depth + 1)
 
@@ -99,6 +110,13 @@ def render(
         if below:
             lines.append(below)
     return "\n".join(lines) + "\n"
+
+
+def _service(span: ReadableSpan) -> str:
+    """The ``service.name`` of the resource ``span`` came with (``?`` if none)."""
+    resource = span.resource
+    name = resource.attributes.get("service.name") if resource is not None else None
+    return str(name) if name is not None else "?"
 
 
 def _columns(labels: list[str], width: int | None) -> tuple[int, int]:

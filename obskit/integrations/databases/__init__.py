@@ -1,0 +1,1 @@
+"""Database calls: CLIENT spans and latency for DB-API drivers and SQLAlchemy."""

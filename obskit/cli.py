@@ -1,5 +1,6 @@
-"""The ``obskit`` command: ``demo``, ``doctor``, ``config`` (effective settings, sources) and
-``constraints`` (pins for installing contrib instrumentations)."""
+"""The ``obskit`` command: ``demo``, ``doctor``, ``config`` (effective settings, sources),
+``constraints`` (pins for installing contrib instrumentations) and ``monitoring rules`` /
+``monitoring dashboard`` (Prometheus rules and the Grafana dashboard)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from obskit._config import otel_env
 from obskit._config.env_text import UNSET, env_text
@@ -71,7 +73,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         " API and SDK (or says none does) instead of moving them."
         " Example: pip install -c <(obskit constraints) opentelemetry-instrumentation-redis",
     )
+    _add_monitoring(commands)
     args = parser.parse_args(argv)
+    if args.command == "monitoring":
+        from obskit._monitoring import command as _monitoring
+
+        if args.what == "dashboard":
+            return _monitoring.run_dashboard(args.slo, args.output)
+        return _monitoring.run_rules(
+            args.slo,
+            args.output,
+            args.format,
+            args.name,
+            args.namespace,
+            args.label,
+            args.window_scale,
+        )
     if args.command == "constraints":
         return _constraints()
     if args.command == "demo":
@@ -83,6 +100,69 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _doctor.run()
     return _config(args.set)
+
+
+def _add_monitoring(commands: Any) -> None:
+    """The ``monitoring`` command and its ``rules`` and ``dashboard`` subcommands."""
+    monitoring = commands.add_parser(
+        "monitoring",
+        help="write Prometheus rules (RED, SLO burn-rate alerts, obskit health) or the"
+        " Grafana dashboard",
+        description="Generate monitoring for what obskit exports: recording rules, SLO"
+        " alerts and obskit's health alerts (rules), or the Grafana dashboard (dashboard),"
+        " from an optional SLO file. See the monitoring page of the documentation.",
+    )
+    what = monitoring.add_subparsers(dest="what", required=True, metavar="WHAT")
+    rules = what.add_parser(
+        "rules",
+        help="Prometheus rules: a rule file, or a PrometheusRule manifest",
+        description="Write recording rules (RED per route, function, task, outgoing call and"
+        " database operation), per SLO the SLI rules and multi-window multi-burn-rate"
+        " alerts, and obskit's health alerts. Exit code 2 on a mistake in the SLO file.",
+    )
+    dashboard = what.add_parser(
+        "dashboard",
+        help="the Grafana dashboard (JSON)",
+        description="Write the Grafana dashboard: SLOs, RED per route, function and task,"
+        " outgoing calls, databases and obskit's health, exemplars linked to traces, logs"
+        " and profiles.",
+    )
+    for sub in (rules, dashboard):
+        sub.add_argument(
+            "--slo", metavar="FILE", help="the SLO file (YAML or JSON; none: no SLO rules)"
+        )
+        sub.add_argument(
+            "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
+        )
+    rules.add_argument(
+        "--format",
+        choices=("rules", "prometheusrule"),
+        default="rules",
+        help="a Prometheus rule file (default) or a prometheus-operator PrometheusRule",
+    )
+    rules.add_argument("--name", default="", help="the PrometheusRule's name")
+    rules.add_argument("--namespace", default="", help="the PrometheusRule's namespace")
+    rules.add_argument(
+        "--label",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a label of the PrometheusRule, e.g. release=prometheus (repeatable)",
+    )
+    rules.add_argument(
+        "--window-scale",
+        type=_fraction,
+        default=1.0,
+        metavar="FACTOR",
+        help="for tests only: multiply every window, 'for' and the SLO period by FACTOR,"
+        " a number or a fraction (1/60 turns 1h into 1m)",
+    )
+
+
+def _fraction(text: str) -> float:
+    """``0.5`` or ``1/60`` as a float (argparse reports a ValueError as a usage error)."""
+    top, sep, bottom = text.partition("/")
+    return float(top) / float(bottom) if sep else float(text)
 
 
 def _constraints() -> int:

@@ -23,7 +23,8 @@ from tests.prometheus_server import free_port
 from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.reliability.unavailable import unavailable
 
-pytest_plugins = ["pytester"]
+# django_server (the Django project served), postgres (a real PostgreSQL server)
+pytest_plugins = ["pytester", "tests.django_rig", "tests.postgres_server"]
 
 
 @pytest.fixture(autouse=True)

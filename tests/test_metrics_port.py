@@ -117,7 +117,8 @@ def test_gunicorn_pod_serves_merged_metrics_on_its_own_port_and_not_the_apps(
 ) -> None:
     """With obskit's hooks and 2 workers, the app's /metrics is the app's own 404 and
     the dedicated port serves every worker's requests merged, from one process beside
-    the master (no worker listens on it); it keeps serving when both workers are killed,
+    the master (no worker listens on it), obskit's fast-path gauge included; it keeps
+    serving when both workers are killed,
     and the port is released when gunicorn stops."""
     server = flask_gunicorn(tmp_path / "pod", {"OTEL_TRACES_EXPORTER": "none"}, workers=2)
     try:
@@ -126,6 +127,8 @@ def test_gunicorn_pod_serves_merged_metrics_on_its_own_port_and_not_the_apps(
             server.get(f"/post/{index}")
         exposition = server.scrape()
         assert _request_count(exposition) == 40
+        # obskit's own state is in the workers' files too (the server has no registry)
+        assert re.search(r'^obskit_fast_path_enabled\{path="spans"\} [01]\.0$', exposition, re.M)
         children = _children(server.process.pid)
         holders = _listeners(server.metrics_port, [server.process.pid, *children])
         assert len(holders) == 1

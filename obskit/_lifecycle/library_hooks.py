@@ -40,13 +40,20 @@ class Instrumentation:
     patch: str
 
 
+_CLIENTS = "obskit.integrations.http_clients"
 _DATABASES = "obskit.integrations.databases"
 #: Every instrumentation obskit ships, in the order they are installed.
 KNOWN: tuple[Instrumentation, ...] = (
+    Instrumentation("requests", "requests", f"{_CLIENTS}.requests:patch"),
+    Instrumentation("httpx", "httpx", f"{_CLIENTS}.httpx:patch"),
+    Instrumentation("urllib3", "urllib3", f"{_CLIENTS}.urllib3:patch"),
+    Instrumentation("urllib", "urllib.request", f"{_CLIENTS}.urllib_request:patch"),
+    Instrumentation("aiohttp-client", "aiohttp", f"{_CLIENTS}.aiohttp:patch"),
     Instrumentation("sqlite3", "sqlite3", f"{_DATABASES}.sqlite3:patch"),
     Instrumentation("psycopg", "psycopg", f"{_DATABASES}.psycopg:patch"),
     Instrumentation("psycopg2", "psycopg2", f"{_DATABASES}.psycopg2:patch"),
     Instrumentation("sqlalchemy", "sqlalchemy", f"{_DATABASES}.sqlalchemy:patch"),
+    Instrumentation("celery", "celery", "obskit.integrations.celery:patch"),
 )
 
 #: Names switched on now (empty before ``init()`` and after ``shutdown()``).

@@ -292,6 +292,7 @@ def _install(
     from obskit._metrics.registry import store
 
     store().open_counter_file()  # (after the logs: a directory problem is logged as JSON)
+    store().share_fast_paths()
     from obskit._lifecycle import sigterm as _sigterm
 
     if telemetry.settings.flush_on_sigterm:

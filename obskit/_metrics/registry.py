@@ -397,6 +397,9 @@ def _renew_locks() -> None:
 after_fork.register()  # (an app may fork after using metrics, before any init())
 
 
+_FAST_PATH_HELP = "1 if the accelerator is on, 0 if its public-API path serves (see obskit doctor)."
+
+
 class _SelfCollector(Collector):
     """Exposes obskit's own counters (``_self_stats``) as ``obskit_*_total``."""
 
@@ -415,11 +418,7 @@ class _SelfCollector(Collector):
         if "obskit._fast.status" in sys.modules:  # (else init() never decided)
             from obskit._fast.status import statuses
 
-            paths = GaugeMetricFamily(
-                "obskit_fast_path_enabled",
-                "1 if the accelerator is on, 0 if its public-API path serves (see obskit doctor).",
-                labels=["path"],
-            )
+            paths = GaugeMetricFamily("obskit_fast_path_enabled", _FAST_PATH_HELP, labels=["path"])
             for status in statuses():
                 paths.add_metric([status.path], 1.0 if status.enabled else 0.0)
             yield paths
@@ -465,6 +464,7 @@ class MetricStore:
         #: The multiprocess directory when running under gunicorn's hooks, else None.
         self.multiprocess = _multiprocess_dir = _detect_multiprocess()
         self._exposition: CollectorRegistry | None = None
+        self._fast_paths: Gauge | None = None
         # A scrape merges every worker's files: obskit's own counts must be in them too.
         _self_stats.mirror = _file_backed_counts() if self.multiprocess is not None else None
 
@@ -533,6 +533,27 @@ class MetricStore:
         pod's metrics server). A failure is counted and logged, as any other write."""
         if self.multiprocess is not None and _self_stats.mirror is not None:
             _self_stats.mirror("obskit_dropped", 0.0, {"signal": "metrics", "reason": "dir_full"})
+
+    def share_fast_paths(self) -> None:
+        """In multiprocess mode, write each accelerator's state to this process's gauge
+        file (``livemin``: a path shows 0 while any live worker has it off), so the
+        pod's metrics server shows ``obskit_fast_path_enabled`` too."""
+        if self.multiprocess is None or "obskit._fast.status" not in sys.modules:
+            return
+        from obskit._fast.status import statuses
+
+        with self._lock:
+            if self._fast_paths is None:
+                self._fast_paths = Gauge(
+                    "obskit_fast_path_enabled",
+                    _FAST_PATH_HELP,
+                    labelnames=["path"],
+                    registry=None,
+                    multiprocess_mode="livemin",
+                )
+            gauge = self._fast_paths
+        for status in statuses():
+            gauge.labels(status.path).set(1.0 if status.enabled else 0.0)
 
     def configure(self, max_series: int, buckets: tuple[float, ...], process: bool) -> None:
         """Apply ``init()``'s metric settings."""

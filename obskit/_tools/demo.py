@@ -21,15 +21,18 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any, TextIO
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -41,18 +44,35 @@ from obskit._traces.waterfall import render
 log = obskit.get_logger("obskit.demo")
 
 
+#: Where the demo's "payments service" answers and its database file (set by ``_run``).
+_where: dict[str, str] = {}
+
+
 @obskit.traced
 def load_order(order_id: int) -> dict[str, Any]:
-    with obskit.span("db.query", **{"db.operation.name": "SELECT"}):
-        time.sleep(0.004)
+    with sqlite3.connect(_where["db"]) as db:  # a real query: obskit records its span
+        row = db.execute("SELECT total FROM orders WHERE id = ?", (order_id,)).fetchone()
+    total = row[0] if row else 19.9
     log.info("order loaded", order_id=order_id)
-    return {"id": order_id, "total": 42.5}
+    return {"id": order_id, "total": total}
 
 
 @obskit.traced
 def charge_card(order: dict[str, Any]) -> None:
-    time.sleep(0.008)
+    """A call to another service (the payments route, over HTTP): its trace goes along."""
+    body = json.dumps({"order": order["id"], "amount": order["total"]}).encode()
+    request = urllib.request.Request(f"{_where['base']}/payments", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
     log.info("card charged", amount=order["total"])
+
+
+def _payment() -> dict[str, Any]:
+    """The payments service: writes the payment to its database."""
+    with sqlite3.connect(_where["db"]) as db:
+        db.execute("INSERT INTO payments (amount) VALUES (?)", (42.5,))
+    log.info("payment stored")
+    return {"stored": True}
 
 
 def _checkout(order_id: int) -> dict[str, Any]:
@@ -78,6 +98,7 @@ def flask_app() -> Any:
     app = Flask("obskit_demo")
     app.add_url_rule("/", "index", lambda: {"hello": "obskit"})
     app.add_url_rule("/orders/<int:order_id>/pay", "pay", _checkout, methods=["POST"])
+    app.add_url_rule("/payments", "payments", _payment, methods=["POST"])
     app.add_url_rule("/slow", "slow", _slow)
     app.add_url_rule("/fail", "fail", _fail)
     return obskit.instrument_flask(app)
@@ -93,6 +114,8 @@ def wsgi_app() -> Callable[..., Iterable[bytes]]:
             return "/", lambda: {"hello": "obskit"}
         if len(parts) == 3 and parts[0] == "orders" and parts[1].isdigit() and method == "POST":
             return "/orders/<int:order_id>/pay", lambda: _checkout(int(parts[1]))
+        if path == "/payments" and method == "POST":
+            return "/payments", _payment
         if path == "/slow":
             return "/slow", _slow
         if path == "/fail":
@@ -158,8 +181,28 @@ def run(serve: bool = False, out: TextIO | None = None) -> int:
         return 0
 
 
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _database(directory: str) -> str:
+    """The demo's database: an ``orders`` row to load and a ``payments`` table to fill."""
+    path = os.path.join(directory, "demo.sqlite3")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("CREATE TABLE payments (id INTEGER PRIMARY KEY, amount REAL)")
+        db.execute("INSERT INTO orders (id, total) VALUES (42, 42.5)")
+    return path
+
+
 def _run(serve: bool, out: TextIO) -> int:
     style = Style.for_stream(out)
+    with tempfile.TemporaryDirectory(prefix="obskit-demo-") as directory:
+        _where["db"] = _database(directory)
+        return _run_app(serve, out, style)
+
+
+def _run_app(serve: bool, out: TextIO, style: Style) -> int:
     metrics_port = _free_port()
     metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     with testing.capture(
@@ -176,14 +219,16 @@ def _run(serve: bool, out: TextIO) -> int:
         except ImportError:
             app = wsgi_app()
             kind = "a plain WSGI app (with Flask installed, the demo uses Flask)"
-        server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+        # Threads: the checkout calls the payments route of the same server.
+        server = make_server("127.0.0.1", 0, app, _ThreadingServer, handler_class=_Quiet)
         port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         base = f"http://127.0.0.1:{port}"
+        _where["base"] = base
         try:
             checkout, failing = _drive(base)
-            _wait_for_requests(captured, len(_REQUESTS))
+            _wait_for_requests(captured, len(_REQUESTS) + 1)  # (+ the payments call)
             _show(captured, base, metrics, checkout, failing, kind, style, out)
             if serve:
                 _serve(captured, base, metrics, style, out)
@@ -472,15 +517,24 @@ def _serve(captured: testing.Capture, base: str, metrics: str, style: Style, out
 
 
 def _watch(captured: testing.Capture, style: Style, out: TextIO) -> None:
-    """Print each request's waterfall and log lines when its server span ends."""
+    """Print each request's waterfall and log lines when its server span ends.
+
+    A request whose trace came with it (a ``traceparent``) is shown a moment after it
+    ends, unless a request of this app that started the trace ends meanwhile (the
+    checkout's call to the payments route): then the whole trace is shown once."""
     seen = len(captured.spans)
+    waiting: dict[str, float] = {}  # trace id -> when its remote-parented request ended
     while True:
         time.sleep(0.2)
         spans = captured.spans
+        due = [trace for trace, ended in waiting.items() if time.monotonic() - ended > 1.0]
         for span in spans[seen:]:
-            if not _is_root(span):
-                continue
-            trace_id = testing.Capture.trace_id(span)
+            if span.parent is None:
+                due.append(testing.Capture.trace_id(span))
+            elif span.parent.is_remote:
+                waiting.setdefault(testing.Capture.trace_id(span), time.monotonic())
+        for trace_id in dict.fromkeys(due):
+            waiting.pop(trace_id, None)
             out.write("\n" + _waterfall(captured, trace_id, style))
             out.write(_log_lines(_logs(captured, trace_id), style))
             out.flush()

@@ -34,6 +34,15 @@ DATABASES = {
         ),
     }
 }
+if os.environ.get("DJANGOPROJ_PG"):  # "host port user dbname": the project on PostgreSQL
+    _host, _port, _user, _name = os.environ["DJANGOPROJ_PG"].split()
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": _host,
+        "PORT": _port,
+        "USER": _user,
+        "NAME": _name,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 OBSKIT = {"service_name": "django-example"}

@@ -20,8 +20,8 @@ from tests.conftest import wsgi_request
 from tests.reliability.collector import FaultyCollector
 from tests.reliability.unavailable import unavailable
 
-# The real-server fixtures of the integration tests, shared with the reliability tests.
-from tests.test_django_servers import django_server  # noqa: F401
+# The real-server fixture of the Flask integration tests, shared with the reliability
+# tests (django_server comes from tests/django_rig.py, a plugin of tests/conftest.py).
 from tests.test_flask_gunicorn import gunicorn  # noqa: F401
 
 # Fuzz runs are deterministic and bounded: a fixed seed (derandomize), no example

@@ -2,7 +2,8 @@
 workers (a shared PROMETHEUS_MULTIPROC_DIR) and gunicorn with 2 uvicorn workers and
 obskit's hooks. Spans at a real OTLP receiver, stdout lines matched by trace id, the
 dedicated /metrics showing both workers' requests, scraped by a real Prometheus with
-exemplars, and no ids leaking between 500 concurrent requests."""
+exemplars, no ids leaking between 500 concurrent requests, and a real WebSocket
+connection's span continuing its caller's trace."""
 
 from __future__ import annotations
 
@@ -244,3 +245,38 @@ def test_uvicorn_workers_without_a_multiprocess_directory_warn_once(
     assert "uvicorn runs 2 workers" in warned[0]["event"]
     access = [line["event"] for line in lines if line.get("logger") == "obskit.access"]
     assert "GET /items/1 200" in access
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(SERVERS))
+def test_websocket_connection_is_one_server_span_continuing_the_callers_trace(
+    kind: str, serve: Callable[..., Server], http_receiver: OtlpHttpReceiver
+) -> None:
+    """A real WebSocket client sending a traceparent, one message and a normal close: the
+    receiver gets one SERVER span "WS /ws/{room}" continuing that trace, not an error,
+    the handler's lines carry its trace id and no access line is written."""
+    connect = pytest.importorskip("websockets.sync.client").connect
+    caller, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    server = serve(kind)
+    with connect(
+        f"ws://127.0.0.1:{server.port}/ws/lobby",
+        additional_headers={"traceparent": f"00-{caller}-{parent}-01"},
+        open_timeout=10,
+        close_timeout=10,
+    ) as websocket:
+        websocket.send("hi")
+        assert websocket.recv(timeout=10) == "lobby: hi"
+    spans = http_receiver.wait_for_traces({caller}, 1)
+    server.stop()
+    (span,) = [span for span in spans if span.trace_id == caller]
+    assert (span.name, span.kind, span.parent_span_id) == ("WS /ws/{room}", 2, parent)
+    assert span.status_code == 0  # STATUS_CODE_UNSET: a normal close is not an error
+    assert span.attributes["http.route"] == "/ws/{room}"
+    assert span.attributes["url.path"] == "/ws/lobby"
+    lines = server.lines()
+    mine = [line for line in lines if line.get("room") == "lobby"]
+    assert [line["event"] for line in mine] == ["joined", "message", "left"]
+    assert {line["trace_id"] for line in mine} == {caller}
+    access = {line["event"] for line in lines if line.get("logger") == "obskit.access"}
+    assert access == {"GET / 200"}  # the readiness probes' only
+    assert [line for line in lines if line.get("level") == "error"] == []

@@ -98,6 +98,8 @@ def test_flapping_collector_retries_are_bounded_and_spans_flow_again(
     """429/503 with Retry-After, resets and truncated replies: at most 6 attempts per
     batch within the export timeout, the failure counted once under its reason, no
     error reaches the app, and once the collector recovers the next batch arrives."""
+    if mode == "truncated" and _urllib3_major() < 2:
+        pytest.skip("urllib3 1.x does not enforce Content-Length: a truncated reply reads whole")
     collector.mode, collector.status, collector.retry_after = mode, status, "1"
     handle, thread = _init(otlp_endpoint=collector.endpoint, otlp_timeout=TIMEOUT)
     errors_before = _self_stats.value("obskit_export_errors", signal="traces", reason=reason)
@@ -156,3 +158,10 @@ def test_while_the_collector_is_down_batches_are_dropped_without_being_sent(
     _spans(3)
     handle.force_flush(timeout=10)
     assert [span.name for span in collector.spans] == ["s0", "s0", "s1", "s2"]
+
+
+def _urllib3_major() -> int:
+    """The installed urllib3's major version (what the OTLP/HTTP exporter reads with)."""
+    import importlib.metadata
+
+    return int(importlib.metadata.version("urllib3").split(".")[0])

@@ -44,6 +44,8 @@ def _clean_obskit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # No dedicated /metrics server on 9464 unless a test asks for one (by a port of its
     # own, or by removing this to test the default).
     monkeypatch.setenv("OBSKIT_METRICS_PORT", "0")
+    # No stuck-span watchdog unless a test asks: a slow test is not a stuck request.
+    monkeypatch.setenv("OBSKIT_STUCK_AFTER", "0")
     yield
     obskit.shutdown(timeout=5)
     _registry.reset_for_tests()

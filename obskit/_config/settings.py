@@ -404,6 +404,48 @@ class Settings:
         "On SIGTERM flush buffered spans (within `shutdown_timeout`), then run the old handler.",
         "OBSKIT_FLUSH_ON_SIGTERM",
     )
+    dumps: bool = _setting(
+        True,
+        Flag(),
+        "Thread and task dumps with the trace of each: the registry of running spans,"
+        " `dump_signal`, `/debug/dump` on the metrics port, the `stuck_after` watchdog.",
+        "OBSKIT_DUMPS",
+    )
+    dump_signal: str = _setting(
+        "sigusr1",
+        Choice(("sigusr1", "sigusr2", "none")),
+        "Signal that writes a dump of every thread and task to the log (chained with the"
+        " handler already there; gunicorn's master passes `SIGUSR1` to its workers).",
+        "OBSKIT_DUMP_SIGNAL",
+    )
+    stuck_after: float = _setting(
+        30.0,
+        Number(0, 86400),
+        "Seconds after which a request or `@traced` span still running is dumped once (its"
+        " stack, trace id) and counted in `obskit_stuck_spans_total`. 0: no watchdog.",
+        "OBSKIT_STUCK_AFTER",
+    )
+    dump_heap: bool = _setting(
+        False,
+        Flag(),
+        "Add a heap summary (object types by count and size) to dumps asked for by signal"
+        " or endpoint; it walks every object, pausing the process briefly.",
+        "OBSKIT_DUMP_HEAP",
+    )
+    dump_tracemalloc: int = _setting(
+        0,
+        Number(0, 100, integer=True),
+        "Trace allocations with this many frames each (`tracemalloc`) and add the top sites"
+        " and their growth since the last dump to the heap summary. 0: off.",
+        "OBSKIT_DUMP_TRACEMALLOC",
+    )
+    crash_logs: bool = _setting(
+        True,
+        Flag(),
+        "Enable `faulthandler` (stacks on stderr at a crash) and log unhandled exceptions"
+        " (main thread, threads, asyncio loops) as error lines with their trace id.",
+        "OBSKIT_CRASH_LOGS",
+    )
     disabled: bool = _setting(
         False,
         Flag(),

@@ -9,12 +9,14 @@ the access log line, redaction, the ``traceresponse`` header.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from obskit._dumps.active_spans import enter_request as _enter_request
+from obskit._dumps.active_spans import leave as _leave
 from obskit._fast import propagation, spans
 from obskit._http import access_line as _access_line
 from obskit._http.redaction import redact_header, redact_path, redact_query
@@ -178,6 +180,10 @@ def server_of(meta: Mapping[str, Any]) -> tuple[str | None, int | None]:
 #: a Context refuses item assignment, and with_span copies before it adds the span).
 _NOTHING = otel_context.Context()
 
+#: How integrations find the route of a request still running, from its environ (None:
+#: unknown): their ``instrument_*`` adds one; dumps ask :meth:`ServerRequest.route_now`.
+ROUTE_LOOKUPS: list[Callable[[Mapping[str, Any]], str | None]] = []
+
 
 class ServerRequest:
     """One HTTP request in flight: its span, context, timing and metrics.
@@ -191,6 +197,8 @@ class ServerRequest:
     __slots__ = (
         "_active",
         "_client_address",
+        "_entry",
+        "_environ",
         "_errored",
         "_finished",
         "_flags",
@@ -233,6 +241,7 @@ class ServerRequest:
         #: Set by the integration when the response body is produced lazily.
         self.streamed = False
         self._started = time.perf_counter_ns()
+        self._environ = environ  # (for route_now(): a dump of the request in flight)
         self._finished = False
         self._errored = False
         self._client_address = client_address if settings.capture_pii else None
@@ -308,6 +317,8 @@ class ServerRequest:
         self._flags = (flags, valid)
         self._active = metrics.active_child(normalized)
         add_trusted(self._active, 1)
+        #: Its key in the registry of running spans (dumps, the stuck-span watchdog).
+        self._entry = _enter_request(span, self, self._started * 1e-9)
 
     def _add_uncommon(
         self, attributes: dict[str, Any], method: str, query: str, environ: Mapping[str, Any]
@@ -423,10 +434,46 @@ class ServerRequest:
             _internal_errors.report("http", internal)
         finally:
             add_trusted(self._active, -1)
+            _leave(self._entry, None)
             # Not ended, unless it ended before something raised (a span processor's
             # on_end): end_time is the SDK span's; other spans have none, end_span decides.
             if not ended and getattr(span, "end_time", None) is None:
                 spans.end_span(span)
+
+    def route_now(self) -> str | None:
+        """The route template, also while the request is still running (a dump of it):
+        asked of the integrations' :data:`ROUTE_LOOKUPS` until one knows it."""
+        route = self.route
+        if route is None:
+            for lookup in ROUTE_LOOKUPS:
+                try:
+                    route = lookup(self._environ)
+                except Exception:  # a request torn down meanwhile: no route
+                    route = None
+                if route is not None:
+                    break
+        return route
+
+    def abandon(self, error_type: str, description: str) -> None:
+        """End the request's span now as an error (``error.type``), from any thread,
+        without metrics or an access line: the process is about to stop serving it
+        (gunicorn aborting a timed-out worker). :meth:`finish` does nothing afterwards."""
+        if self._finished:
+            return
+        self._finished = True
+        span = self.span
+        try:
+            span.set_status(Status(StatusCode.ERROR, description))
+            attributes: dict[str, Any] = {"error.type": error_type}
+            route = self.route = self.route_now()
+            if route:
+                attributes["http.route"] = route
+            spans.finish_span(span, f"{self.method} {route}" if route else None, attributes)
+        except Exception as internal:
+            _internal_errors.report("http", internal)
+        finally:
+            add_trusted(self._active, -1)
+            _leave(self._entry, None)
 
 
 #: The environ keys of the headers every request looks up.

@@ -196,6 +196,7 @@ def shutdown(timeout: float | None = None) -> bool:
             from obskit._lifecycle import sigterm as _sigterm
 
             _sigterm.uninstall()
+        _uninstall_dumps()
         if telemetry.metrics_server is not None:
             telemetry.metrics_server.stop()
             telemetry.metrics_server = None
@@ -257,6 +258,7 @@ def _install(
 
             _switch.switch(NoOpTracerProvider())
         _uninstall_logs()
+        _uninstall_dumps()
         if "obskit._lifecycle.library_hooks" in sys.modules:
             from obskit._lifecycle import library_hooks
 
@@ -299,6 +301,9 @@ def _install(
         _sigterm.install()
     else:
         _sigterm.uninstall()
+    from obskit._dumps import install as _dumps
+
+    _dumps.install(telemetry.settings)
     from obskit._lifecycle import library_hooks
 
     library_hooks.install(telemetry.settings.disabled_instrumentations)
@@ -383,6 +388,13 @@ def _uninstall_logs(timeout: float | None = None) -> None:
         from obskit._logs import install as _logging_setup
 
         _logging_setup.uninstall(timeout)
+
+
+def _uninstall_dumps() -> None:
+    if "obskit._dumps.install" in sys.modules:  # never installed: nothing to undo
+        from obskit._dumps import install as _dumps
+
+        _dumps.uninstall()
 
 
 def _register_atexit() -> None:

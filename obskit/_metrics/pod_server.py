@@ -107,6 +107,34 @@ def _install_logs() -> None:
     install.install(settings, {})
 
 
+def _answer_dumps_by_signalling(master: int) -> None:
+    """``/debug/dump`` here: ``SIGUSR1`` to the master, which passes it to every worker
+    (each writes its own dump); only while the workers take ``SIGUSR1`` as the dump signal."""
+    from obskit._config.settings import load_only
+    from obskit._dumps import endpoint
+    from obskit.exceptions import ConfigError
+
+    try:
+        wanted = load_only(os.environ, "dumps", "dump_signal", "disabled")
+    except ConfigError:  # the workers report the setting
+        wanted = {"dumps": False}
+
+    def signal_master() -> tuple[str, dict[str, object]]:
+        if not wanted["dumps"] or wanted.get("disabled"):
+            return "404 Not Found", {"error": "dumps are off (the dumps setting)"}
+        if wanted["dump_signal"] != "sigusr1":
+            return "409 Conflict", {
+                "error": "the workers' dump signal is not SIGUSR1: send it to each worker"
+            }
+        os.kill(master, signal.SIGUSR1)
+        return "202 Accepted", {
+            "signalled": f"gunicorn master (pid {master}), which passes SIGUSR1 to every worker",
+            "written_to": "each worker's log (logger obskit.dumps)",
+        }
+
+    endpoint.answer = signal_master
+
+
 def main(argv: Sequence[str]) -> int:
     """Serve the pod's merged metrics on ``argv = (addr, port, master pid)`` until the
     master is gone."""
@@ -123,6 +151,7 @@ def main(argv: Sequence[str]) -> int:
     registry = CollectorRegistry()
     if path and watch is not None:
         registry = exposition_registry(path, watch.recent_problem)
+    _answer_dumps_by_signalling(master)
     server = MetricsServer(addr, port, registry)
     server.start(watch_reloader=False)
     while os.getppid() == master:

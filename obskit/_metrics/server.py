@@ -77,7 +77,9 @@ class _SilentHandler(WSGIRequestHandler):
 
 
 def start_http_server(port: int, addr: str, registry: CollectorRegistry) -> tuple[Any, Any]:
-    """prometheus-client's ``start_http_server`` (no TLS), serving obskit's fast exposition."""
+    """prometheus-client's ``start_http_server`` (no TLS), serving obskit's fast exposition,
+    and ``/debug/dump`` to loopback clients (:mod:`obskit._dumps.endpoint`)."""
+    from obskit._dumps.endpoint import with_dump_path
     from obskit._metrics.exposition import make_wsgi_app
 
     infos = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -86,9 +88,8 @@ def start_http_server(port: int, addr: str, registry: CollectorRegistry) -> tupl
     class Server(_ThreadingServer):
         address_family = family
 
-    httpd = make_server(
-        str(sockaddr[0]), port, make_wsgi_app(registry), Server, handler_class=_SilentHandler
-    )
+    app = with_dump_path(make_wsgi_app(registry))  # /debug/dump: loopback clients only
+    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=_SilentHandler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True, name="obskit-metrics")
     thread.start()
     return httpd, thread

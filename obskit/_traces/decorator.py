@@ -40,6 +40,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from obskit._dumps.active_spans import enter as _enter
+from obskit._dumps.active_spans import enter_task as _enter_task
+from obskit._dumps.active_spans import leave as _leave
 from obskit._fast.histogram import observe as _observe_plain
 from obskit._fast.spans import SpanStarter, end_span
 from obskit._fast.spans import attach as _attach
@@ -183,6 +186,8 @@ class _Site:
                     span.set_attribute(CANCELLED_ATTRIBUTE, True)
             else:
                 child = self.error_child
+                if span is not None and not span.is_recording():
+                    span = None  # ended meanwhile (a worker timeout's report ends it)
                 if span is not None:
                     if self.record_exception:
                         span.record_exception(error, escaped=True)
@@ -220,6 +225,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
             return wrapped(*args, **kwargs)
         span, token = site.open() if site.tracer is not None else _NOTHING
         started = _perf_counter()
+        entry = _enter(span, site.span_name, started)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as error:
@@ -228,6 +234,7 @@ def _sync_wrapper(site: _Site) -> Callable[..., Any]:
         finally:
             if token is not None:
                 _detach(token)
+            _leave(entry, None)
         site.finish(span, started, None)
         return result
 
@@ -413,6 +420,7 @@ class _SyncFunctionWrapper(_FunctionWrapper):
             return result
         span, token = site.open()
         started = _perf_counter()
+        entry = _enter(span, site.span_name, started)
         try:
             result = self.__wrapped__(*args, **kwargs)
         except BaseException as error:
@@ -421,6 +429,7 @@ class _SyncFunctionWrapper(_FunctionWrapper):
         finally:
             if token is not None:
                 _detach(token)
+            _leave(entry, None)
         site.finish(span, started, None)
         return result
 
@@ -446,6 +455,7 @@ async def _traced_coroutine(
     (returned by the proxy's ``__call__``) and, from :func:`_async_wrapper`, methods."""
     span, token = site.open() if site.tracer is not None else _NOTHING
     started = _perf_counter()
+    entry = _enter_task(span, site.span_name, started)
     try:
         result = await wrapped(*args, **kwargs)
     except BaseException as error:
@@ -454,6 +464,7 @@ async def _traced_coroutine(
     finally:
         if token is not None:
             _detach(token)
+        _leave(entry, None)
     site.finish(span, started, None)
     return result
 
@@ -582,29 +593,34 @@ class span:
         self.attributes = attributes
         self._span: Span | None = None
         self._token: object = None
+        self._entry = 0  # (its key in the registry of running spans)
 
     def __enter__(self) -> Span:
+        return self._start(_enter)
+
+    def _start(self, enter: Callable[[Any, str, float], int]) -> Span:
         telemetry = _runtime._current
         if telemetry is None or telemetry.tracer is None:
             return trace.INVALID_SPAN
         try:
-            return self._open(telemetry.tracer)
+            return self._open(telemetry.tracer, enter)
         except Exception as error:
             _internal_errors.report("span", error)
         # Most likely a hostile attribute value (raising __str__, a cyclic dict): keep
         # the span, with such values as their text.
         self.attributes = _internal_errors.safe_attributes(self.attributes)
         try:
-            return self._open(telemetry.tracer)
+            return self._open(telemetry.tracer, enter)
         except Exception as error:
             _internal_errors.report("span", error)
             self._span = None
             return trace.INVALID_SPAN
 
-    def _open(self, tracer: Any) -> Span:
+    def _open(self, tracer: Any, enter: Callable[[Any, str, float], int]) -> Span:
         self._span, self._token = SpanStarter(
             tracer, self.name, self.attributes, False, reused=False
         ).open()
+        self._entry = enter(self._span, self.name, _perf_counter())
         return self._span
 
     def __exit__(
@@ -621,17 +637,21 @@ class span:
                 pass
             elif isinstance(error, CancelledError):  # not an error for the cancelled block
                 current.set_attribute(CANCELLED_ATTRIBUTE, True)
-            else:
+            elif current.is_recording():  # (a worker timeout's report may have ended it)
                 current.record_exception(error, escaped=True)
                 current.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            else:
+                return
             end_span(current)
         except Exception as internal:
             _internal_errors.report("span", internal)
         finally:
             _detach(self._token)
+            _leave(self._entry, None)
+            self._entry = 0
 
     async def __aenter__(self) -> Span:
-        return self.__enter__()
+        return self._start(_enter_task)
 
     async def __aexit__(
         self,

@@ -29,7 +29,13 @@ from typing import Any
 
 from flask import Flask, Response, got_request_exception, has_request_context, request
 
-from obskit._http.server_request import ServerRequest, current_telemetry, excluded, server_of
+from obskit._http.server_request import (
+    ROUTE_LOOKUPS,
+    ServerRequest,
+    current_telemetry,
+    excluded,
+    server_of,
+)
 
 StartResponse = Callable[..., Any]
 
@@ -60,6 +66,8 @@ def instrument_flask(app: Flask) -> Flask:
     app.wsgi_app = _Middleware(app.wsgi_app)  # type: ignore[method-assign]
     app.after_request(_note_response)
     got_request_exception.connect(_note_exception, app, weak=False)
+    if _route not in ROUTE_LOOKUPS:  # the route of a request in flight, for dumps
+        ROUTE_LOOKUPS.append(_route)
     _install_dev_server_filter()
     return app
 

@@ -5,7 +5,14 @@ Enable them with one line in ``gunicorn.conf.py``::
     from obskit.integrations.gunicorn import *
 
 or call them from your own hooks (``on_starting(server)``, ``post_fork(server, worker)``,
-``child_exit(server, worker)``, ``worker_exit(server, worker)``).
+``child_exit(server, worker)``, ``worker_exit(server, worker)``, ``post_worker_init(worker)``,
+``worker_abort(worker)``).
+
+``worker_abort`` turns ``WORKER TIMEOUT`` into one error line per request the worker was
+serving (stack, trace id, route) and ends its span as an error, exported before the
+worker exits; ``post_worker_init`` keeps obskit's dump signal working in workers that set
+their own handlers after a ``--preload`` master forked them. ``kill -USR1 <master>``
+dumps every worker: gunicorn's master passes ``SIGUSR1`` on to each worker itself.
 
 Importing this module (which gunicorn does when it reads its config file, before it
 loads the app even with ``--preload``) turns on prometheus-client's multiprocess
@@ -34,12 +41,23 @@ import glob
 import logging
 import os
 import shutil
+import sys
 import tempfile
+from types import FrameType
 from typing import Any
 
 import obskit
 
-__all__ = ["child_exit", "logger_class", "on_exit", "on_starting", "post_fork", "worker_exit"]
+__all__ = [
+    "child_exit",
+    "logger_class",
+    "on_exit",
+    "on_starting",
+    "post_fork",
+    "post_worker_init",
+    "worker_abort",
+    "worker_exit",
+]
 
 #: gunicorn's own error and access loggers write through obskit's non-blocking writer.
 logger_class = "obskit.integrations.gunicorn_logging.Logger"
@@ -156,3 +174,40 @@ def on_exit(server: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     """In a worker that is stopping (also on SIGTERM): flush and shut obskit down."""
     obskit.shutdown()
+
+
+def post_worker_init(worker: Any) -> None:
+    """In each worker, once it has loaded the app and set its own signal handlers: put
+    obskit's dump signal back in front of them (with ``--preload`` obskit installed it
+    before the worker set its own). The master passes ``SIGUSR1`` to every worker itself
+    (``kill -USR1 <master>``: each worker writes a dump), and runs no obskit code for it."""
+    if "obskit._dumps.install" in sys.modules:
+        from obskit._dumps import install as _dumps
+
+        _dumps.after_gunicorn_worker_init()
+
+
+def worker_abort(worker: Any) -> None:
+    """In a worker gunicorn aborts (``WORKER TIMEOUT``: it sends ``SIGABRT``): one error
+    line per request still running, with its stack, trace id and route; its span ended
+    as an error (``error.type="worker_timeout"``) and exported before the worker exits."""
+    report = sys.modules.get("obskit._dumps.worker_timeout")  # (imported by init())
+    if report is None:
+        return
+    timeout = getattr(getattr(worker, "cfg", None), "timeout", None)
+    report.report(_interrupted_frame(), timeout if isinstance(timeout, (int, float)) else None)
+
+
+def _interrupted_frame() -> FrameType | None:
+    """The frame gunicorn's ``SIGABRT`` handler interrupted (the request's stack, for a
+    request served on the main thread), or None if the handler is not found."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "handle_abort" and str(
+            frame.f_globals.get("__name__", "")
+        ).startswith("gunicorn."):
+            return frame.f_back
+        frame = frame.f_back
+    return None

@@ -34,26 +34,37 @@ def free_port() -> int:
 
 
 class Prometheus:
-    """Prometheus scraping ``targets`` every second, with exemplar storage on."""
+    """Prometheus scraping ``targets`` every second, with exemplar storage on, and
+    evaluating ``rule_files`` (if any) every second."""
 
-    def __init__(self, workdir: Path, targets: list[str], metrics_path: str = "/metrics") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        metrics_path: str = "/metrics",
+        rule_files: list[Path] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
-        config.write_text(
-            json.dumps(
+        settings: dict[str, object] = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [
                 {
-                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                    "scrape_configs": [
-                        {
-                            "job_name": "obskit",
-                            "metrics_path": metrics_path,
-                            "static_configs": [{"targets": targets}],
-                        }
-                    ],
+                    "job_name": "obskit",
+                    "metrics_path": metrics_path,
+                    "static_configs": [{"targets": targets}],
                 }
-            )
-        )
+            ],
+        }
+        if rule_files:
+            settings["global"] = {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            }
+            settings["rule_files"] = [str(path) for path in rule_files]
+        config.write_text(json.dumps(settings))
         self._log = (workdir / "prometheus.log").open("w")
         self._process = subprocess.Popen(
             [
@@ -66,7 +77,11 @@ class Prometheus:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready(workdir)
+        try:
+            self._wait_ready(workdir)
+        except BaseException:
+            self.close()
+            raise
 
     def _wait_ready(self, workdir: Path) -> None:
         deadline = time.monotonic() + 30

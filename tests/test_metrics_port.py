@@ -22,6 +22,7 @@ from tests.servers import Server
 POST_ROUTE = 'http_route="/post/<int:post_id>"'
 PORT = ("--port", "{port}")
 APP = "examples.flask_app:create_app()"
+APP_ON_PORT_1 = "examples.flask_app:create_app(metrics_port=1)"
 BIND = ("--bind", "127.0.0.1:{port}")
 
 
@@ -372,3 +373,24 @@ def test_a_replaced_on_starting_hook_is_named_in_a_warning(tmp_path: Path) -> No
         server.stop()
     events = [line["event"] for line in server.lines() if line.get("level") == "warning"]
     assert [event for event in events if "replaces obskit's on_starting hook" in event]
+
+
+@pytest.mark.slow
+def test_an_init_argument_for_the_port_under_the_hooks_is_named_in_a_warning(
+    tmp_path: Path,
+) -> None:
+    """Under obskit's hooks the pod's port comes from gunicorn's environment: an app that
+    passes init(metrics_port=...) is told, once per worker, that it is not used (and the
+    pod's server still serves on the environment's port)."""
+    server = Server(
+        tmp_path,
+        ["gunicorn", "-c", "examples/gunicorn.conf.py", "-w", "1", *BIND, APP_ON_PORT_1],
+        {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"), "OTEL_TRACES_EXPORTER": "none"},
+    )
+    try:
+        server.get("/post/1")
+        assert _request_count(server.scrape()) == 1
+    finally:
+        server.stop()
+    events = [line["event"] for line in server.lines() if line.get("level") == "warning"]
+    assert len([event for event in events if "are not used" in event]) == 1

@@ -28,8 +28,7 @@ import pytest
 from obskit import cli
 from obskit._monitoring import dashboard, slo_spec
 from tests.http_origin import Origin
-from tests.prometheus_rules import RulesPrometheus
-from tests.prometheus_server import free_port, prometheus_binary
+from tests.prometheus_server import Prometheus, free_port, prometheus_binary
 from tests.servers import ROOT, Server, clean_env
 
 SPEC = """\
@@ -51,7 +50,7 @@ PAGE = {"alertname": "ObskitSLOBurnRate", "alertstate": "firing", "severity": "p
 class Stack:
     """The running processes, the load and the error burst switch."""
 
-    prometheus: RulesPrometheus
+    prometheus: Prometheus
     app: Server
     spec: Path
     burst: threading.Event = field(default_factory=threading.Event)
@@ -158,8 +157,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stdout=subprocess.DEVNULL,
             cwd=ROOT,
         )
-        prometheus = RulesPrometheus(
-            work, [f"127.0.0.1:{app.metrics_port}", f"127.0.0.1:{worker_port}"], [rules]
+        prometheus = Prometheus(
+            work,
+            [f"127.0.0.1:{app.metrics_port}", f"127.0.0.1:{worker_port}"],
+            rule_files=[rules],
         )
         running = Stack(prometheus, app, spec)
         load = threading.Thread(target=_load, args=(app.url, stop, running.burst), daemon=True)
@@ -207,7 +208,7 @@ def _filled(expr: str) -> str:
     return expr
 
 
-def _has_value(prometheus: RulesPrometheus, expr: str) -> bool:
+def _has_value(prometheus: Prometheus, expr: str) -> bool:
     now = time.time()
     data = prometheus.api("query_range", query=expr, start=now - 180, end=now, step=2)
     return any(

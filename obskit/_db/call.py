@@ -106,6 +106,18 @@ class Target:
 _STATEMENTS_MAX = 256
 
 
+def postgresql_where(connection: Any) -> Mapping[str, Any]:
+    """``db.namespace``, ``server.address`` and ``server.port`` of a psycopg or psycopg2
+    connection (from the public ``info`` both drivers give)."""
+    info = connection.info
+    found: dict[str, Any] = {"db.namespace": str(info.dbname or "")}
+    if info.host:
+        found["server.address"] = str(info.host)
+    if info.port:
+        found["server.port"] = int(info.port)
+    return found
+
+
 class DbCall:
     """A database call in flight (from :func:`begin` to :func:`end`)."""
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import time
 from asyncio import CancelledError
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -270,6 +270,26 @@ def exit_logical(token: Token[list[int] | None]) -> None:
         _hops.reset(token)
     except ValueError:  # (reset from another context: the variable is that context's)
         pass
+
+
+def logical_call(name: str) -> Callable[[Any, Any, Any, Any], Any]:
+    """A wrapt wrapper for library ``name``'s outermost call of a logical request
+    (``Session.send``, ``Client.send``, ``OpenerDirector.open``): the requests it sends
+    (redirect hops) are numbered as one call's resends."""
+    from obskit._lifecycle import library_hooks
+
+    def wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if not library_hooks.enabled(name):
+            return wrapped(*args, **kwargs)
+        token = enter_logical()
+        if token is None:  # a redirect hop: inside the logical call of the first request
+            return wrapped(*args, **kwargs)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            exit_logical(token)
+
+    return wrapper
 
 
 def _next_resend() -> int | None:

@@ -13,7 +13,6 @@ a call measures the time to queue the query, not the server's answer.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -69,17 +68,5 @@ def target(connection: Any) -> _call.Target:
     """The :class:`~obskit._db.call.Target` of a psycopg connection."""
     found = _targets.get(connection)
     if found is None:
-        found = _targets[connection] = _call.Target(SYSTEM, where(connection))
-    return found
-
-
-def where(connection: Any) -> Mapping[str, Any]:
-    """``db.namespace``, ``server.address`` and ``server.port`` of a psycopg connection
-    (from its public ``info``)."""
-    info = connection.info
-    found: dict[str, Any] = {"db.namespace": str(info.dbname or "")}
-    if info.host:
-        found["server.address"] = str(info.host)
-    if info.port:
-        found["server.port"] = int(info.port)
+        found = _targets[connection] = _call.Target(SYSTEM, _call.postgresql_where(connection))
     return found

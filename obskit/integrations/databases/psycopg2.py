@@ -18,7 +18,6 @@ it is: its connections or cursors are not traced. Not recorded: ``callproc``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -113,19 +112,7 @@ def target(connection: Any) -> _call.Target:
     one)."""
     found = getattr(connection, "obskit_target", None)
     if found is None:
-        found = _call.Target(SYSTEM, where(connection))
+        found = _call.Target(SYSTEM, _call.postgresql_where(connection))
         if isinstance(connection, TracedConnection):
             connection.obskit_target = found
-    return found
-
-
-def where(connection: Any) -> Mapping[str, Any]:
-    """``db.namespace``, ``server.address`` and ``server.port`` of a psycopg2 connection
-    (from its public ``info``)."""
-    info = connection.info
-    found: dict[str, Any] = {"db.namespace": str(info.dbname or "")}
-    if info.host:
-        found["server.address"] = str(info.host)
-    if info.port:
-        found["server.port"] = int(info.port)
     return found

@@ -31,22 +31,10 @@ NAME = "httpx"
 
 def patch(module: ModuleType) -> None:
     """Instrument the clients' ``send`` and the network transports (for the process's life)."""
-    wrapt.wrap_function_wrapper(httpx.Client, "send", _send)
+    wrapt.wrap_function_wrapper(httpx.Client, "send", client_call.logical_call(NAME))
     wrapt.wrap_function_wrapper(httpx.AsyncClient, "send", _send_async)
     wrapt.wrap_function_wrapper(httpx.HTTPTransport, "handle_request", _handle)
     wrapt.wrap_function_wrapper(httpx.AsyncHTTPTransport, "handle_async_request", _handle_async)
-
-
-def _send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    if not library_hooks.enabled(NAME):
-        return wrapped(*args, **kwargs)
-    token = client_call.enter_logical()
-    if token is None:
-        return wrapped(*args, **kwargs)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        client_call.exit_logical(token)
 
 
 async def _send_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

@@ -30,20 +30,8 @@ NAME = "requests"
 
 def patch(module: ModuleType) -> None:
     """Instrument ``Session.send`` and ``HTTPAdapter.send`` (for the process's life)."""
-    wrapt.wrap_function_wrapper(requests.Session, "send", _session_send)
+    wrapt.wrap_function_wrapper(requests.Session, "send", client_call.logical_call(NAME))
     wrapt.wrap_function_wrapper(requests.adapters.HTTPAdapter, "send", _adapter_send)
-
-
-def _session_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    if not library_hooks.enabled(NAME):
-        return wrapped(*args, **kwargs)
-    token = client_call.enter_logical()
-    if token is None:  # a redirect hop: inside the logical call of the first request
-        return wrapped(*args, **kwargs)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        client_call.exit_logical(token)
 
 
 def _begin(request: Any) -> client_call.ClientCall | None:

@@ -42,23 +42,13 @@ _SETTER = _RequestHeaders()
 
 def patch(module: ModuleType) -> None:
     """Instrument ``OpenerDirector.open`` and the HTTP(S) handlers (for the process's life)."""
-    wrapt.wrap_function_wrapper(urllib.request.OpenerDirector, "open", _open)
+    wrapt.wrap_function_wrapper(
+        urllib.request.OpenerDirector, "open", client_call.logical_call(NAME)
+    )
     wrapt.wrap_function_wrapper(urllib.request.HTTPHandler, "http_open", _http_open)
     https = getattr(urllib.request, "HTTPSHandler", None)  # (absent without ssl)
     if https is not None:
         wrapt.wrap_function_wrapper(https, "https_open", _http_open)
-
-
-def _open(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    if not library_hooks.enabled(NAME):
-        return wrapped(*args, **kwargs)
-    token = client_call.enter_logical()
-    if token is None:  # a redirect hop, inside the first request's open()
-        return wrapped(*args, **kwargs)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        client_call.exit_logical(token)
 
 
 def _begin(request: Any) -> client_call.ClientCall | None:

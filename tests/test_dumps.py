@@ -4,6 +4,7 @@ loopback-only endpoint on the metrics port, the heap summary, and the hooks put 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -405,14 +406,7 @@ def test_a_main_thread_blocked_in_a_restarted_system_call_still_dumps_at_once() 
         cwd=ROOT,
     )
     received: queue.Queue[dict[str, Any]] = queue.Queue()
-
-    def read() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.startswith(b"{"):
-                received.put(json.loads(line))
-
-    reader = threading.Thread(target=read, daemon=True)
+    reader = threading.Thread(target=_read_json_lines, args=(child, received), daemon=True)
     reader.start()
     seen: list[dict[str, Any]] = []
 
@@ -434,17 +428,78 @@ def test_a_main_thread_blocked_in_a_restarted_system_call_still_dumps_at_once() 
             pass
         assert child.wait(timeout=20) == 0
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        reader.join(10)
-        assert child.stdout is not None
-        child.stdout.close()
+        _end(child, reader)
     while not received.empty():
         seen.append(received.get())
     (main,) = [x for x in seen if x.get("thread.main")]
     assert main["stack"].rstrip().endswith(", in wait_for_input")
     assert len([x for x in seen if x.get("event") == "dump written"]) == 1
+
+
+def test_a_traced_process_blocked_in_a_system_call_dumps_on_every_signal() -> None:
+    """Under a trace function (coverage, a debugger) in every thread, sixteen signals to a
+    main thread blocked in a read give sixteen dumps while it is still blocked: the dump
+    thread does not spin on the signal the main thread cannot take yet (Python 3.11)."""
+    code = textwrap.dedent(
+        """
+        import signal, sys, threading
+
+        def trace(frame, event, arg):
+            return trace
+
+        threading.settrace(trace)
+        sys.settrace(trace)
+        import obskit
+
+        obskit.init(service_name="traced", log_format="json")
+        signal.siginterrupt(signal.SIGUSR1, False)
+        print('{"ready": true}', flush=True)
+        sys.stdin.buffer.read(1)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=clean_env(coverage=False, PYTHONUNBUFFERED="1"),
+        cwd=ROOT,
+    )
+    received: queue.Queue[dict[str, Any]] = queue.Queue()
+    reader = threading.Thread(target=_read_json_lines, args=(child, received), daemon=True)
+    reader.start()
+    try:
+        while "ready" not in received.get(timeout=20):
+            pass
+        for _ in range(16):
+            _wait_until_sleeping(child.pid)
+            child.send_signal(signal.SIGUSR1)
+            while received.get(timeout=20).get("event") != "dump written":
+                pass
+        assert child.poll() is None  # still blocked in the read
+    finally:
+        _end(child, reader)
+
+
+def _read_json_lines(child: subprocess.Popen[bytes], into: queue.Queue[dict[str, Any]]) -> None:
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.startswith(b"{"):
+            into.put(json.loads(line))
+
+
+def _end(child: subprocess.Popen[bytes], reader: threading.Thread) -> None:
+    """Close the child's stdin (its read returns), then make sure it has ended."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    with contextlib.suppress(OSError):
+        child.stdin.close()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    reader.join(10)
+    child.stdout.close()
 
 
 def _wait_until_sleeping(pid: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import sys
 import threading
 import time
 
@@ -88,6 +89,8 @@ class DumpThread:
                 os.close(fd)
 
     def _run(self) -> None:
+        if sys.version_info[:2] == (3, 11):
+            _untraced()
         while not self._stopping:
             watchdog = self.watchdog
             timeout = None
@@ -139,6 +142,19 @@ class DumpThread:
                 dump_lines.write_dump("signal", heap=self.heap)
             except Exception as error:
                 _report(error)
+
+
+def _untraced() -> None:
+    """Run this thread without a trace or profile function (Python 3.11 only).
+
+    On 3.11 a thread with a trace function (coverage, a debugger) that enters a Python
+    function while a signal waits for a main thread blocked in a system call loops at
+    that function's first instruction: the traced path re-checks the "eval breaker" the
+    signal set, and only the main thread clears it. The dump thread is exactly the
+    thread that runs then, so it must not be traced (3.12 traces differently).
+    """
+    sys.settrace(None)
+    sys.setprofile(None)
 
 
 def _report(error: Exception) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.mounts import fill, read_only_directory, tmpfs
+from tests.reliability.mounts import fill, read_only_directory, remount, tmpfs
 from tests.reliability.rig import worker_pids
 from tests.servers import Server, run_python
 
@@ -103,8 +103,9 @@ def test_a_filling_tmpfs_kills_neither_the_master_nor_a_worker(tmp_path: Path) -
     """gunicorn (2 workers) on a 1 MiB tmpfs filled to the last block, under load that adds
     series, with a worker SIGKILLed while it is full: every request answered 200, the
     master alive, no worker dead of SIGBUS, /metrics answers with obskit_multiprocess_ok 0
-    and obskit_dropped_total{reason="dir_full"}; once there is room again, the workers
-    write what they kept and obskit_multiprocess_ok is 1."""
+    and obskit_dropped_total{reason="dir_full"}; once there is room again (the ballast
+    gone, the tmpfs grown), the workers write what they kept and obskit_multiprocess_ok
+    is 1."""
     with tmpfs(tmp_path / "metrics", "1m") as directory:
         server = _serve(tmp_path, directory)
         try:
@@ -126,7 +127,11 @@ def test_a_filling_tmpfs_kills_neither_the_master_nor_a_worker(tmp_path: Path) -
             assert _dropped(samples, "dir_full") > 0
             full_series = sum(name.startswith("grow_total{") for name in samples)
 
+            # Room again: the ballast goes, and the tmpfs grows, since what the workers
+            # kept can need more than the ballast held (prometheus-client doubles a full
+            # file: 128 KiB more for a 128 KiB one).
             ballast.unlink()
+            remount(directory, "size=4m")
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 time.sleep(1.1)  # each worker retries the directory at most once a second

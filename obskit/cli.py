@@ -1,6 +1,7 @@
 """The ``obskit`` command: ``demo``, ``doctor``, ``config`` (effective settings, sources),
-``constraints`` (pins for installing contrib instrumentations) and ``monitoring rules`` /
-``monitoring dashboard`` (Prometheus rules and the Grafana dashboard)."""
+``constraints`` (pins for installing contrib instrumentations), ``monitoring rules`` /
+``monitoring dashboard`` (Prometheus rules and the Grafana dashboard) and ``profile`` (a
+program run under the sampling profiler: its flame graph and pprof file)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from obskit._config import otel_env
 from obskit._config.env_text import UNSET, env_text
 from obskit._config.settings import Settings, declared, load
+from obskit._tools import profile_cmd
 from obskit._version import __version__
 from obskit.exceptions import ConfigError
 
@@ -74,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         " Example: pip install -c <(obskit constraints) opentelemetry-instrumentation-redis",
     )
     _add_monitoring(commands)
+    profile_cmd.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "profile":
+        return profile_cmd.run(args.target, args.hz, args.output, args.format)
     if args.command == "monitoring":
         from obskit._monitoring import command as _monitoring
 

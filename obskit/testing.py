@@ -178,7 +178,10 @@ def capture(sequential_ids: bool = True, **settings: Any) -> Iterator[Capture]:
         # A new scope name: the SDK caches tracers (and their id generator) per scope.
         handle.tracer = provider.get_tracer("obskit.testing", __version__)
     exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    from obskit._traces.pipeline import with_hot_frames
+
+    # (with profiles on, slow spans reach it with their hot frames, as an exporter's do)
+    provider.add_span_processor(with_hot_frames(SimpleSpanProcessor(exporter), handle.settings))
     shared = _pipeline.pipeline()
     if sequential_ids:
         ticks = itertools.count(1)

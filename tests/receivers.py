@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,6 +29,8 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     resource: dict[str, Any]
     status_code: int
+    #: ``(name, attributes)`` of each event.
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def _value(value: AnyValue) -> Any:
@@ -53,6 +55,10 @@ def decode(request: trace_service_pb2.ExportTraceServiceRequest) -> Iterator[Rec
                     attributes={a.key: _value(a.value) for a in span.attributes},
                     resource=resource,
                     status_code=span.status.code,
+                    events=[
+                        (event.name, {a.key: _value(a.value) for a in event.attributes})
+                        for event in span.events
+                    ],
                 )
 
 

@@ -14,7 +14,7 @@ from tests.terminal import run_obskit, run_on_terminal
 
 
 def _check_demo_output(out: str) -> None:
-    checkout, failing = re.findall(r"^trace ([0-9a-f]{32}) ", out, re.M)
+    checkout, failing, slow = re.findall(r"^trace ([0-9a-f]{32}) ", out, re.M)
     trace_id = checkout
     assert re.search(rf'"trace_id": "{trace_id}"', out), "no log line with the trace id"
     exemplars = re.findall(
@@ -23,6 +23,11 @@ def _check_demo_output(out: str) -> None:
     assert trace_id in exemplars, "no histogram exemplar with the trace id"
     assert "POST /orders/<int:order_id>/pay" in out
     assert re.search(rf"^trace {failing} .* 1 error$", out, re.M)  # the failing request
+    # The slow request: the watchdog's line while it ran, and its span's hot frame.
+    slow_part = out[out.index(f"trace {slow} ") :]
+    assert re.search(r"warning  stuck span  span.name=compute-report  running_ms=\d+", slow_part)
+    assert re.search(r"in build_report\n", slow_part)
+    assert re.search(r"^     build_report \(.*demo\.py:\d+\) \d+ samples$", slow_part, re.M)
     assert "\x1b[" not in out  # not a terminal: plain text
 
 

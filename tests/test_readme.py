@@ -96,7 +96,7 @@ def test_a_newcomer_follows_the_readme(tmp_path: Path) -> None:
     env = _environment(venv)
 
     demo = _shell(first, clone, env, INSTALL_TIMEOUT)
-    (trace_id, failing) = re.findall(r"^trace ([0-9a-f]{32}) ", demo, re.M)
+    (trace_id, failing, _slow) = re.findall(r"^trace ([0-9a-f]{32}) ", demo, re.M)
     assert f'"trace_id": "{trace_id}"' in demo  # a log line of that request
     assert re.search(rf'_bucket\{{.*\}} \S+ # \{{.*trace_id="{trace_id}"\}}', demo)  # exemplar
     assert re.search(rf"^trace {failing} .* 1 error$", demo, re.M)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ROOT / ".ci" / "floors.txt"
 #: Extras whose floors are tested; ``bench`` holds the peers the benchmarks compare
 #: against, installed in a virtualenv of their own.
-TESTED_EXTRAS = ("otlp", "flask", "django", "monitoring", "dev")
+TESTED_EXTRAS = ("otlp", "flask", "django", "monitoring", "profiles", "dev")
 #: Development tools the matrix jobs do not run (CI's main job runs them, newest).
 NOT_IN_MATRIX = frozenset({"ruff", "mypy", "mkdocs", "mkdocs-material", "mkdocstrings"})
 

@@ -446,6 +446,61 @@ class Settings:
         " (main thread, threads, asyncio loops) as error lines with their trace id.",
         "OBSKIT_CRASH_LOGS",
     )
+    profiles: bool = _setting(
+        False,
+        Flag(),
+        "Sample every thread's Python stack `profile_hz` times a second, each sample"
+        " labelled with the span running there; written as pprof to `profile_dir` and/or"
+        " sent to `pyroscope_endpoint` every `profile_interval`.",
+        "OBSKIT_PROFILES",
+    )
+    profile_hz: float = _setting(
+        100.0,
+        Number(1, 1000),
+        "Samples per second per thread taken by the profiler.",
+        "OBSKIT_PROFILE_HZ",
+    )
+    profile_interval: float = _setting(
+        15.0,
+        Number(1, 3600),
+        "Seconds of samples in each profile written or sent.",
+        "OBSKIT_PROFILE_INTERVAL",
+    )
+    profile_dir: str | None = _setting(
+        None,
+        Text(),
+        "Directory the profiles are written to as `.pb.gz` pprof files (oldest deleted"
+        " beyond `profile_dir_max_mb`).",
+        "OBSKIT_PROFILE_DIR",
+    )
+    profile_dir_max_mb: float = _setting(
+        100.0,
+        Number(0.1, 1_000_000),
+        "Megabytes the profile files in `profile_dir` may take together.",
+        "OBSKIT_PROFILE_DIR_MAX_MB",
+    )
+    pyroscope_endpoint: str | None = _setting(
+        None,
+        Url(),
+        "Grafana Pyroscope (or Alloy's `pyroscope.receive_http`) base URL the profiles are"
+        " sent to (its `/ingest` API).",
+        "OBSKIT_PYROSCOPE_ENDPOINT",
+        "PYROSCOPE_SERVER_ADDRESS",
+    )
+    profile_slow_span: float = _setting(
+        1.0,
+        Number(0, 86400),
+        "Seconds from which an ended span gets its most sampled frames as a"
+        " `profile.hot_frames` event (with profiles on). 0: never.",
+        "OBSKIT_PROFILE_SLOW_SPAN",
+    )
+    profile_max_stacks: int = _setting(
+        10_000,
+        Number(100, 1_000_000, integer=True),
+        "Distinct stacks a profile keeps; samples of further ones are counted under one"
+        " 'other stacks' frame and in `obskit_profiler_overflow_samples_total`.",
+        "OBSKIT_PROFILE_MAX_STACKS",
+    )
     disabled: bool = _setting(
         False,
         Flag(),

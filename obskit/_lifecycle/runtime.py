@@ -304,6 +304,11 @@ def _install(
     from obskit._dumps import install as _dumps
 
     _dumps.install(telemetry.settings)
+    if telemetry.settings.profiles or "obskit._profiles.install" in sys.modules:
+        from obskit._profiles import install as _profiles
+
+        resource = telemetry.resource
+        _profiles.install(telemetry.settings, dict(resource.attributes) if resource else None)
     from obskit._lifecycle import library_hooks
 
     library_hooks.install(telemetry.settings.disabled_instrumentations)
@@ -395,6 +400,10 @@ def _uninstall_dumps() -> None:
         from obskit._dumps import install as _dumps
 
         _dumps.uninstall()
+    if "obskit._profiles.install" in sys.modules:
+        from obskit._profiles import install as _profiles
+
+        _profiles.uninstall()
 
 
 def _register_atexit() -> None:

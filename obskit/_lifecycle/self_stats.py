@@ -21,6 +21,11 @@ HELP = {
     "obskit_dropped": "Telemetry dropped by obskit, by signal and reason.",
     "obskit_internal_errors": "Internal obskit errors (never raised into the app), by component.",
     "obskit_metric_overflow": "Observations sent to a metric's __overflow__ series.",
+    "obskit_profiler_samples": "Thread stacks sampled by the profiler.",
+    "obskit_profiler_overflow_samples": "Profiler samples whose stack was not kept (the"
+    " distinct stack limit was reached): counted under one 'other stacks' frame.",
+    "obskit_profiler_seconds": "CPU seconds used by the profiler's sampling thread.",
+    "obskit_profiler_exports": "Profiles written or sent, by destination and outcome.",
 }
 
 #: The label names of each counter, in exposition order.
@@ -30,6 +35,10 @@ LABELS: dict[str, tuple[str, ...]] = {
     "obskit_dropped": ("signal", "reason"),
     "obskit_internal_errors": ("component",),
     "obskit_metric_overflow": ("metric",),
+    "obskit_profiler_samples": (),
+    "obskit_profiler_overflow_samples": (),
+    "obskit_profiler_seconds": (),
+    "obskit_profiler_exports": ("destination", "outcome"),
 }
 
 #: Called with (counter, amount, labels) after each ``add()``; set in multiprocess mode.

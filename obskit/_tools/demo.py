@@ -81,9 +81,18 @@ def _checkout(order_id: int) -> dict[str, Any]:
     return {"paid": order_id}
 
 
+def build_report(seconds: float) -> int:
+    """The slow request's work: CPU spent right here, where the profiler finds it."""
+    deadline = time.perf_counter() + seconds
+    rows = 0
+    while time.perf_counter() < deadline:
+        rows += sum(range(200))
+    return rows
+
+
 def _slow() -> dict[str, Any]:
     with obskit.span("compute-report"):
-        time.sleep(0.25)
+        build_report(SLOW_SECONDS)
     return {"report": "done"}
 
 
@@ -168,6 +177,10 @@ _REQUESTS = (
     ("GET", "/nowhere", "a 404"),
 )
 NEXT_STEPS = "https://obskit.readthedocs.io/quickstart/"
+#: How long GET /slow works, and the demo's stuck_after and profile_slow_span: the
+#: watchdog logs it while it runs and the profiler names its hot frame.
+SLOW_SECONDS = 0.5
+STUCK_AFTER = 0.25
 
 
 def run(serve: bool = False, out: TextIO | None = None) -> int:
@@ -212,6 +225,10 @@ def _run_app(serve: bool, out: TextIO, style: Style) -> int:
         sequential_ids=False,
         metrics_port=metrics_port,
         metrics_addr="127.0.0.1",
+        stuck_after=STUCK_AFTER,
+        profiles=True,
+        profile_hz=200,
+        profile_slow_span=STUCK_AFTER,
     ) as captured:
         try:
             app: Any = flask_app()
@@ -227,9 +244,9 @@ def _run_app(serve: bool, out: TextIO, style: Style) -> int:
         base = f"http://127.0.0.1:{port}"
         _where["base"] = base
         try:
-            checkout, failing = _drive(base)
+            checkout, failing, slow = _drive(base)
             _wait_for_requests(captured, len(_REQUESTS) + 1)  # (+ the payments call)
-            _show(captured, base, metrics, checkout, failing, kind, style, out)
+            _show(captured, base, metrics, (checkout, failing, slow), kind, style, out)
             if serve:
                 _serve(captured, base, metrics, style, out)
         finally:
@@ -329,13 +346,14 @@ def _request(url: str, method: str = "GET") -> tuple[int, dict[str, str]]:
         return failed.code, dict(failed.headers)
 
 
-def _drive(base: str) -> tuple[str, str]:
-    """Send the demo's requests; return the trace ids of the checkout and the failure."""
+def _drive(base: str) -> tuple[str, str, str]:
+    """Send the demo's requests; return the trace ids of the checkout, the failure and
+    the slow one."""
     ids = {}
     for method, path, _ in _REQUESTS:
         _, headers = _request(f"{base}{path}", method)
         ids[path] = headers.get("traceresponse", "00-?-").split("-")[1]
-    return ids["/orders/42/pay"], ids["/fail"]
+    return ids["/orders/42/pay"], ids["/fail"], ids["/slow"]
 
 
 def _wait_for_requests(captured: testing.Capture, count: int) -> None:
@@ -356,12 +374,12 @@ def _show(
     captured: testing.Capture,
     base: str,
     metrics: str,
-    trace_id: str,
-    failing: str,
+    traces: tuple[str, str, str],
     kind: str,
     style: Style,
     out: TextIO,
 ) -> None:
+    trace_id, failing, slow = traces
     sent = ", ".join(what for _, _, what in _REQUESTS[:-1]) + " and " + _REQUESTS[-1][2]
     out.write(
         style.paragraph(
@@ -401,6 +419,9 @@ def _show(
     out.write("\n" + style.bold("4. The failing request, GET /fail, and its log lines:") + "\n")
     out.write(_waterfall(captured, failing, style))
     out.write(_log_lines(_logs(captured, failing), style))
+    out.write("\n" + style.bold("5. The slow request, GET /slow: where its time went:") + "\n")
+    out.write(_waterfall(captured, slow, style))
+    out.write(_slow_request(captured, slow, style))
     errors = [s for s in captured.spans if s.status.status_code.name == "ERROR"]
     out.write(
         f"\nRecorded {len(captured.spans)} spans and {len(captured.logs)} log lines;"
@@ -411,6 +432,42 @@ def _show(
     out.write("  pip install 'obskit-sdk[flask]', then follow the quickstart:\n")
     out.write(f"  {NEXT_STEPS}\n")
     out.flush()
+
+
+def _slow_request(captured: testing.Capture, trace_id: str, style: Style) -> str:
+    """The watchdog's lines about the slow request (with the innermost line of the stack
+    they show) and the hot frames the profiler recorded on its span."""
+    text = style.paragraph(
+        f"Still running after {STUCK_AFTER} s (the demo's stuck_after), it was logged with"
+        " its stack by the watchdog:",
+        indent="   ",
+    )
+    for record in _logs(captured, trace_id):
+        if record.get("event") != "stuck span":
+            continue
+        shown = {key: record.get(key) for key in ("timestamp", "level", "event")}
+        shown.update({key: record.get(key) for key in ("span.name", "running_ms", "thread.name")})
+        text += _log_line(shown, style) + "\n"
+        where = str(record.get("stack", "")).rstrip().splitlines()[-2:]
+        text += "".join(
+            style.dim(style.fit("      " + escape_controls(line))) + "\n" for line in where
+        )
+    for span in captured.spans:
+        if testing.Capture.trace_id(span) != trace_id:
+            continue
+        for event in span.events:
+            if event.name != "profile.hot_frames":
+                continue
+            attributes = dict(event.attributes or {})
+            text += style.paragraph(
+                f"The profiler sampled span {span.name!r} {attributes.get('profile.samples')}"
+                " times; its hottest frames (span event profile.hot_frames):",
+                indent="   ",
+            )
+            hot = attributes.get("profile.hot_frames")
+            for frame in list(hot if isinstance(hot, (list, tuple)) else ())[:3]:
+                text += style.fit("     " + escape_controls(str(frame))) + "\n"
+    return text
 
 
 def _waterfall(captured: testing.Capture, trace_id: str, style: Style) -> str:

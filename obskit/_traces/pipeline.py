@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -243,6 +243,10 @@ def build_pipeline(
         # obskit runs its own deadline-bounded shutdown at exit (see _runtime).
         shutdown_on_exit=False,
     )
+    if settings.profiles:  # (root spans' pyroscope.profile.id)
+        from obskit._profiles.span_hooks import ProfileSpanProcessor
+
+        provider.add_span_processor(ProfileSpanProcessor())
     if settings.resolved_traces_exporter == "none":
         return provider, None
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -269,7 +273,9 @@ def build_pipeline(
     # Each processor behind a gate: a span that ends after this pipeline shut down is
     # counted as dropped (reason pipeline_closed), never lost silently.
     if isinstance(exporter, ConsoleTreeExporter):  # a developer watches it live
-        provider.add_span_processor(PipelineGate(SimpleSpanProcessor(guarded)))
+        provider.add_span_processor(
+            with_hot_frames(PipelineGate(SimpleSpanProcessor(guarded)), settings)
+        )
         return provider, guarded
     env = settings.otel_env
     processor = CountingBatchSpanProcessor(
@@ -279,8 +285,17 @@ def build_pipeline(
         max_export_batch_size=env.bsp_max_export_batch_size,
         export_timeout_millis=env.bsp_export_timeout,
     )
-    provider.add_span_processor(PipelineGate(processor))
+    provider.add_span_processor(with_hot_frames(PipelineGate(processor), settings))
     return provider, guarded
+
+
+def with_hot_frames(processor: SpanProcessor, settings: Settings) -> SpanProcessor:
+    """``processor``, behind the profiler's hot-frames step when profiles are on."""
+    if not settings.profiles or not settings.profile_slow_span:
+        return processor
+    from obskit._profiles.span_hooks import HotFramesProcessor
+
+    return HotFramesProcessor(processor, settings.profile_slow_span)
 
 
 def _span_limits(settings: Settings) -> SpanLimits:

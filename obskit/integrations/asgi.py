@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from obskit._http.server_request import (
+    ROUTE_LOOKUPS,
     EnvironHeaders,
     ServerRequest,
     current_telemetry,
@@ -54,6 +55,10 @@ RouteOf = Callable[[Scope], "str | None"]
 #: one it leaves alone on purpose (None: an excluded path): an instrumented app nested
 #: inside (a mounted sub-app) does not record it again.
 SCOPE_KEY = "obskit.request"
+#: The keys of a request's environ (obskit's own, made per request) holding its
+#: middleware and scope, so a dump of the request in flight can name its route.
+MIDDLEWARE_ENVIRON_KEY = "obskit.asgi.middleware"
+SCOPE_ENVIRON_KEY = "asgi.scope"
 #: The scope key holding the ``root_path`` the app was called with (routing changes
 #: ``root_path`` as it enters mounts; route templates are matched from the original).
 ROOT_PATH_KEY = "obskit.root_path"
@@ -165,6 +170,8 @@ class ObskitMiddleware:
             return
         try:
             environ = environ_of(scope)
+            environ[MIDDLEWARE_ENVIRON_KEY] = self
+            environ[SCOPE_ENVIRON_KEY] = scope
             address, port = server_of(environ)
             client = scope.get("client")
             query = scope.get("query_string")
@@ -434,6 +441,17 @@ class _Connection:
 
 
 # --- framework support, loaded only when the framework is ----------------------------
+
+
+def _route_in_flight(environ: Any) -> str | None:
+    """The route of a request still running (a dump of it), from its environ."""
+    middleware = environ.get(MIDDLEWARE_ENVIRON_KEY)
+    if middleware is None:
+        return None
+    return middleware.route_of(environ[SCOPE_ENVIRON_KEY])  # type: ignore[no-any-return]
+
+
+ROUTE_LOOKUPS.append(_route_in_flight)
 
 
 def _load_framework_support() -> None:

@@ -8,6 +8,7 @@ whole request, including other middleware.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.utils.log import log_response
 
 from obskit._http.server_request import (
+    ROUTE_LOOKUPS,
     ServerRequest,
     current_telemetry,
     excluded,
@@ -24,6 +26,9 @@ from obskit._http.server_request import (
 from obskit._lifecycle import internal_errors as _internal_errors
 
 _STATE = "_obskit_request"
+#: The ``request.META`` key holding (weakly) the request itself, so a dump of a request
+#: in flight can name its route (resolved before the view runs).
+REQUEST_META_KEY = "obskit.django.request"
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
@@ -143,12 +148,23 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
         _internal_errors.report("django", error)
         return None
     setattr(request, _STATE, state)
+    meta[REQUEST_META_KEY] = weakref.ref(request)
     return state
 
 
 def _route(request: HttpRequest) -> str | None:
     match = getattr(request, "resolver_match", None)
     return match.route if match is not None and match.route else None
+
+
+def _route_in_flight(meta: Any) -> str | None:
+    """The route of a request still running (a dump of it), from its ``META``."""
+    reference = meta.get(REQUEST_META_KEY)
+    request = reference() if reference is not None else None
+    return _route(request) if request is not None else None
+
+
+ROUTE_LOOKUPS.append(_route_in_flight)
 
 
 def _finish_or_stream(state: ServerRequest, request: HttpRequest, response: Any) -> Any:

@@ -14,4 +14,5 @@ urlpatterns = [
     path("login", views.login, name="login"),
     path("context", views.context, name="context"),
     path("item/<int:pk>", views.item, name="item"),
+    path("wait/<int:pk>", views.wait, name="wait"),
 ]

@@ -69,6 +69,18 @@ def unavailable(request: HttpRequest) -> HttpResponse:
     return HttpResponse("try later", status=503)
 
 
+#: ``wait``'s view: set when it is running, and what ends it (tests in-process).
+WAITING = threading.Event()
+RELEASE = threading.Event()
+
+
+def wait(request: HttpRequest, pk: int) -> HttpResponse:
+    """Runs until a test in the same process sets RELEASE (at most 10 s)."""
+    WAITING.set()
+    RELEASE.wait(10)
+    return HttpResponse("released")
+
+
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     def chunks() -> Iterator[str]:
         for n in range(int(request.GET.get("chunks", "3"))):

@@ -1,7 +1,8 @@
 """The profiler's cost and memory.
 
 1. **Throughput**: one busy gunicorn sync worker serving ``e2e_app``'s hello route with
-   obskit (``init()`` + ``instrument_flask``), loaded by ``wrk`` (16 connections), with
+   obskit (``init()`` + ``instrument_flask``), pinned to CPU 0, loaded by ``wrk`` (16
+   connections) pinned to CPU 1, with
    profiling off and on at 100 Hz (writing a pprof file every 15 s to a temporary
    directory), interleaved: each round runs both in a new order. Reports req/s, p50/p99
    and worker CPU per request, and the *paired* ratio on/off (the median over rounds of
@@ -27,9 +28,33 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_e2e import RESULTS, load, serve
+import bench_e2e
+from bench_e2e import RESULTS, serve
 
 CASES = ("profiling off", "profiling on (100 Hz)")
+
+
+#: gunicorn (its master, the worker and the worker's threads) on CPU 0, ``wrk`` on CPU 1:
+#: the load generator never takes the worker's core, as in a deployment where the
+#: worker has its core and the clients are elsewhere.
+_WORKER_CPU = ("taskset", "-c", "0")
+_CLIENT_CPU = ("taskset", "-c", "1")
+
+
+def load(url: str, seconds: int, master: int) -> dict[str, float]:
+    """bench_e2e's ``wrk`` run, with ``wrk`` pinned to the other CPU."""
+    original = bench_e2e.subprocess.run
+
+    def pinned(command: list[str], *args: Any, **kwargs: Any) -> Any:
+        if command and command[0] == "wrk":
+            command = [*_CLIENT_CPU, *command]
+        return original(command, *args, **kwargs)
+
+    bench_e2e.subprocess.run = pinned  # type: ignore[assignment]
+    try:
+        return bench_e2e.load(url, seconds, master)
+    finally:
+        bench_e2e.subprocess.run = original
 
 
 def throughput(rounds: int, seconds: int) -> dict[str, Any]:
@@ -49,7 +74,7 @@ def throughput(rounds: int, seconds: int) -> dict[str, Any]:
                         "OBSKIT_PROFILE_HZ": "100",
                         "OBSKIT_PROFILE_DIR": directory,
                     }
-                process, url = serve("1", workers=1, extra_env=extra)
+                process, url = serve("1", workers=1, extra_env=extra, wrapper=_WORKER_CPU)
                 try:
                     load(url, 2, process.pid)  # warm-up
                     result = load(url, seconds, process.pid)

@@ -200,7 +200,8 @@ def test_every_nav_page_and_every_image_exists() -> None:
 
 def test_the_pictures_are_svg_of_what_the_pages_say() -> None:
     """The checked-in pictures are SVG documents showing obskit's own output: the demo's
-    waterfall, log lines and exemplars; the quickstart's log line, trace and access line."""
+    waterfall, log lines and exemplars; the quickstart's log line, trace and access line;
+    the flame graph of examples/report_job.py."""
     import xml.etree.ElementTree as ElementTree
 
     def words(name: str) -> str:
@@ -220,6 +221,10 @@ def test_the_pictures_are_svg_of_what_the_pages_say() -> None:
         "4. The failing request",
     ):
         assert shown in demo, shown
+    # (a frame's label is cut to its width; its tooltip, a <title>, names it whole)
+    flames = "".join(ElementTree.parse(PICTURES / "flamegraph.svg").getroot().itertext())
+    for shown in ("load_rows", "parse_rows", "render_report", "main"):
+        assert shown in flames, shown
     quickstart = words("quickstart.svg")
     for shown in (
         "card charged",
@@ -246,7 +251,7 @@ def test_terminal_text_becomes_svg_with_its_colours_and_columns() -> None:
 @pytest.mark.slow
 def test_the_pictures_script_makes_them_from_real_runs(tmp_path: Path) -> None:
     """`python docs/pictures/make_pictures.py OUTDIR` runs the demo and the quickstart
-    on a terminal and writes both pictures."""
+    on a terminal and writes their pictures, and the flame graph of a profiled job."""
     result = subprocess.run(
         [sys.executable, str(PICTURES / "make_pictures.py"), str(tmp_path)],
         capture_output=True,
@@ -259,6 +264,7 @@ def test_the_pictures_script_makes_them_from_real_runs(tmp_path: Path) -> None:
         text = (tmp_path / name).read_text(encoding="utf-8")
         assert text.startswith("<svg ")
         assert "trace\u00a0" in text
+    assert "render_report" in (tmp_path / "flamegraph.svg").read_text(encoding="utf-8")
 
 
 def test_grafana_page_describes_every_panel() -> None:

@@ -10,7 +10,9 @@ person sees), drawn as an SVG terminal window:
 - ``quickstart.svg``: on a 140-column terminal, the README's quickstart app (its
   ``app.py`` block, as written) under ``OTEL_TRACES_EXPORTER=console flask --app app
   run``, after one ``POST /orders/42/pay``: a log line, the request's waterfall and the
-  access line.
+  access line;
+- ``flamegraph.svg``: the flame graph ``obskit profile --format svg`` writes for
+  ``examples/report_job.py``.
 
 Ids, ports and timings differ from run to run; ``tests/test_docs.py`` checks that the
 checked-in pictures exist, are SVG and show what the pages say they show.
@@ -192,6 +194,33 @@ def quickstart() -> str:
     return "\n".join(lines[first : last + 1]) + "\n"
 
 
+def flamegraph() -> str:
+    """The SVG flame graph ``obskit profile`` writes for ``examples/report_job.py``."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as work:
+        prefix = Path(work) / "flamegraph"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "obskit",
+                "profile",
+                "--format",
+                "svg",
+                "-o",
+                str(prefix),
+                "--",
+                "examples/report_job.py",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        return prefix.with_suffix(".svg").read_text(encoding="utf-8")
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else HERE
     out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +229,7 @@ def main(argv: list[str]) -> int:
     (out / "quickstart.svg").write_text(
         ansi_to_svg(quickstart(), title, QUICKSTART_COLUMNS), encoding="utf-8"
     )
+    (out / "flamegraph.svg").write_text(flamegraph(), encoding="utf-8")
     return 0
 
 

@@ -32,7 +32,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from obskit._dumps import active_spans
-from obskit._dumps.active_spans import SPAN, TASK, THREAD, Entry
+from obskit._dumps.active_spans import REQUEST, SPAN, TASK, THREAD, Entry
 from obskit._dumps.dump_lines import span_fields
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
@@ -46,6 +46,8 @@ MAX_DEPTH = 128
 MAX_SPANS = 1000
 #: Distinct stacks kept per span for its hot frames.
 MAX_SPAN_STACKS = 64
+#: The stack id of samples counted under the overflow frame.
+OVERFLOW = -1
 #: The frame that ends a stack cut at :data:`MAX_DEPTH`.
 TRUNCATED: Frame = ("[truncated]", "", 0)
 #: Threads that are obskit's or OpenTelemetry's own (by name prefix): not sampled.
@@ -76,12 +78,20 @@ class Sampler:
         self.max_stacks = max_stacks
         self._labels_of = labels or span_labels
         self._lock = threading.Lock()
-        self._counts: dict[tuple[_RawStack, Labels], int] = {}
+        #: (stack id, labels) -> samples in this window; stack ids index ``_stacks``.
+        self._counts: dict[tuple[int, Labels], int] = {}
+        self._stacks: list[_RawStack] = []
+        self._stack_ids: dict[_RawStack, int] = {}
+        self._thread_names: dict[int | None, str] = {}
         self._overflow = 0
         self._start_ns = time.time_ns()
-        #: span id -> {raw stack: samples}, for slow spans' hot frames.
-        self._spans: dict[int, dict[_RawStack, int]] = {}
+        #: span id -> {stack id: samples}, for slow spans' hot frames.
+        self._spans: dict[int, dict[int, int]] = {}
         self._names: dict[CodeType, tuple[str, str]] = {}
+        self._lines: dict[tuple[CodeType, int], int] = {}
+        #: id(root entry) -> (the entry, its labels): a root's labels are final once its
+        #: route is known (or it has no request), so later samples reuse them.
+        self._root_labels: dict[int, tuple[Entry, Labels]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Samples taken, samples folded into the overflow frame, CPU seconds used: not
@@ -119,6 +129,7 @@ class Sampler:
         self._stop = threading.Event()
         with self._lock:
             self._counts = {}
+            self._stacks, self._stack_ids = [], {}
             self._overflow = 0
             self._spans = {}
             self._start_ns = time.time_ns()
@@ -128,6 +139,7 @@ class Sampler:
         own = threading.get_ident()
         stop = self._stop
         period = self.period
+        sleep = time.sleep
         next_tick = time.monotonic()
         while True:
             next_tick += period
@@ -135,8 +147,14 @@ class Sampler:
             if delay < 0:  # late (a long pause): no catching up with a burst
                 next_tick = time.monotonic()
                 delay = 0.0
-            if stop.wait(delay):
+            # time.sleep: one wake-up in C (Event.wait runs a Condition's Python code);
+            # the stop flag is read after each short sleep.
+            if delay > 0.05 and stop.wait(delay):
                 return
+            if delay <= 0.05:
+                sleep(delay)
+                if stop.is_set():
+                    return
             started = time.thread_time()
             try:
                 self.sample(own)
@@ -149,11 +167,14 @@ class Sampler:
     def sample(self, skip: int = 0) -> None:
         """Sample every thread once (but ``skip``, a thread ident)."""
         frames = sys._current_frames()
-        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        names = self._thread_names
+        if not names.keys() >= frames.keys():
+            names = self._thread_names = {t.ident: t.name for t in threading.enumerate()}
         spans = self._spans_by_thread(frames) if active_spans.enabled() else {}
         taken = folded = 0
         with self._lock:
             counts = self._counts
+            ids = self._stack_ids
             for ident, frame in frames.items():
                 if ident == skip:
                     continue
@@ -161,21 +182,22 @@ class Sampler:
                 if name.startswith(OWN_THREADS):
                     continue
                 stack = _raw_stack(frame)
+                sid = ids.get(stack)  # (the one hash of the long tuple)
+                if sid is None and len(ids) < self.max_stacks:
+                    sid = ids[stack] = len(self._stacks)
+                    self._stacks.append(stack)
                 span = spans.get(ident)
                 labels: Labels = (("thread_name", name),)
                 if span is not None:
                     labels = span[1] + labels
-                    self._count_for_span(span[0], stack)
-                key = (stack, labels)
-                if key in counts:
-                    counts[key] += 1
-                elif len(counts) < self.max_stacks:
-                    counts[key] = 1
-                else:
-                    overflow = ((), labels)
-                    counts[overflow] = counts.get(overflow, 0) + 1
+                    if sid is not None:
+                        self._count_for_span(span[0], sid)
+                if sid is None or (len(counts) >= self.max_stacks and (sid, labels) not in counts):
+                    sid = OVERFLOW
                     self._overflow += 1
                     folded += 1
+                key = (sid, labels)
+                counts[key] = counts.get(key, 0) + 1
                 taken += 1
         pending = self._pending
         pending[0] += taken
@@ -207,22 +229,36 @@ class Sampler:
             try:
                 context = entry[SPAN].get_span_context()
                 root = roots.get(context.trace_id, entry)
-                fields = self._labels_of(root, entries)
+                labels = self._labels(root, entries)
             except Exception:
                 continue
-            found[ident] = (context.span_id, tuple(sorted(fields.items())))
+            found[ident] = (context.span_id, labels)
         return found
 
-    def _count_for_span(self, span_id: int, stack: _RawStack) -> None:
+    def _labels(self, root: Entry, entries: list[Entry]) -> Labels:
+        """``root``'s labels, from the cache once they are final."""
+        cached = self._root_labels.get(id(root))
+        if cached is not None and cached[0] is root:
+            return cached[1]
+        fields = self._labels_of(root, entries)
+        labels = tuple(sorted(fields.items()))
+        if root[REQUEST] is None or "http.route" in fields:
+            cache = self._root_labels
+            if len(cache) >= MAX_SPANS:
+                cache.clear()
+            cache[id(root)] = (root, labels)
+        return labels
+
+    def _count_for_span(self, span_id: int, sid: int) -> None:
         stacks = self._spans.get(span_id)
         if stacks is None:
             if len(self._spans) >= MAX_SPANS:
                 return
             stacks = self._spans[span_id] = {}
-        if stack in stacks:
-            stacks[stack] += 1
+        if sid in stacks:
+            stacks[sid] += 1
         elif len(stacks) < MAX_SPAN_STACKS:
-            stacks[stack] = 1
+            stacks[sid] = 1
 
     # -- handing over --
 
@@ -233,12 +269,18 @@ class Sampler:
             counts, self._counts = self._counts, {}
             overflow, self._overflow = self._overflow, 0
             start, self._start_ns = self._start_ns, now
-            if len(self._spans) >= MAX_SPANS // 2:
+            stacks = self._stacks
+            if len(stacks) >= self.max_stacks // 2:  # new stack ids from here on
+                self._stacks, self._stack_ids = [], {}
+                self._spans = {}
+            elif len(self._spans) >= MAX_SPANS // 2:
                 self._forget_ended_spans()
+            self._root_labels = {}
+            self._thread_names = {}
         window = Window(start, now, self.period_ns, overflow=overflow)
         converted = window.counts
-        for (raw, labels), count in counts.items():
-            stack = self._frames(raw) if raw else (OVERFLOW_FRAME,)
+        for (sid, labels), count in counts.items():
+            stack = self._frames(stacks[sid]) if sid != OVERFLOW else (OVERFLOW_FRAME,)
             key = (stack, labels)
             converted[key] = converted.get(key, 0) + count
         return window
@@ -253,14 +295,18 @@ class Sampler:
         """The stacks sampled while span ``span_id`` ran, forgotten once read."""
         with self._lock:
             raw = self._spans.pop(span_id, None)
-        if not raw:
-            return {}
-        return {self._frames(stack): count for stack, count in raw.items()}
+            stacks = self._stacks
+        found: dict[Stack, int] = {}
+        for sid, count in (raw or {}).items():
+            stack = self._frames(stacks[sid])  # (stacks differing in f_lasti only merge)
+            found[stack] = found.get(stack, 0) + count
+        return found
 
     def _frames(self, raw: _RawStack) -> Stack:
         names = self._names
+        lines = self._lines
         frames: list[Frame] = []
-        for code, line in raw:
+        for code, line in raw:  # (line: the frame's f_lasti until here)
             if code is None:
                 frames.append(TRUNCATED)
                 continue
@@ -269,7 +315,12 @@ class Sampler:
                 if len(names) > 4 * self.max_stacks:
                     names.clear()
                 named = names[code] = (getattr(code, "co_qualname", code.co_name), code.co_filename)
-            frames.append((named[0], named[1], line))
+            where = lines.get((code, line))
+            if where is None:
+                if len(lines) > 8 * self.max_stacks:
+                    lines.clear()
+                where = lines[(code, line)] = _line(code, line)
+            frames.append((named[0], named[1], where))
         return tuple(frames)
 
     def flush_stats(self) -> None:
@@ -282,6 +333,16 @@ class Sampler:
             _self_stats.add("obskit_profiler_overflow_samples", pending[1])
         if pending[2]:
             _self_stats.add("obskit_profiler_seconds", pending[2])
+
+
+def _line(code: CodeType, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti`` in ``code``."""
+    if lasti < 0:
+        return code.co_firstlineno
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line if line is not None else code.co_firstlineno
+    return code.co_firstlineno
 
 
 def _local_roots(entries: list[Entry]) -> dict[int, Entry]:
@@ -298,7 +359,7 @@ def _local_roots(entries: list[Entry]) -> dict[int, Entry]:
 
 
 def _raw_stack(frame: FrameType | None) -> _RawStack:
-    """``frame`` and its callers as ``(code, line)`` pairs, innermost first, at most
+    """``frame`` and its callers as ``(code, f_lasti)`` pairs, innermost first, at most
     :data:`MAX_DEPTH` (then a ``(None, 0)`` marker)."""
     stack: list[Any] = []
     append = stack.append
@@ -307,7 +368,7 @@ def _raw_stack(frame: FrameType | None) -> _RawStack:
         if depth == MAX_DEPTH:
             append((None, 0))
             break
-        append((frame.f_code, frame.f_lineno))
+        append((frame.f_code, frame.f_lasti))  # (half the cost of f_lineno)
         frame = frame.f_back
         depth += 1
     return tuple(stack)

@@ -16,7 +16,7 @@ from obskit._config.env_text import UNSET, env_text
 from obskit._config.settings import Settings, declared, load
 from obskit._tools import profile_cmd
 from obskit._version import __version__
-from obskit.exceptions import ConfigError
+from obskit.exceptions import ConfigError, without_password
 
 _DESCRIPTION = "obskit: correlated logs, metrics and traces for Python services."
 
@@ -217,6 +217,7 @@ def _rows(settings: Settings) -> list[tuple[str, str, str, str]]:
             variable = spec.env[0] if spec.env else UNSET
         if item.name == "otlp_headers":  # header values are often credentials
             value = env_text(dict.fromkeys(settings.otlp_headers, "***"))
+        value = str(without_password(value))  # (a URL user:password@)
         rows.append((item.name, kind, variable, value or UNSET))
     rows.append(
         ("traces_exporter (in effect)", "derived", UNSET, settings.resolved_traces_exporter)

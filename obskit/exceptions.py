@@ -35,7 +35,20 @@ class ConfigError(ObskitError, ValueError):
         self.source = source
         self.allowed = allowed
         self.hint = hint
-        message = f"invalid setting {setting}={value!r} (from {source}): {allowed}"
+        shown = without_password(value)
+        message = f"invalid setting {setting}={shown!r} (from {source}): {allowed}"
         if hint:
             message = f"{message}; {hint}"
         super().__init__(message)
+
+
+def without_password(value: object) -> object:
+    """``value``, a URL's ``user:password@`` shown as ``user:[REDACTED]@`` (an error
+    message ends up in logs)."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        scheme, _, rest = value.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if at and ":" in userinfo and "/" not in userinfo:
+            user = userinfo.split(":", 1)[0]
+            return f"{scheme}://{user}:[REDACTED]@{host}"
+    return value

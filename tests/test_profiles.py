@@ -248,3 +248,151 @@ def test_shutdown_stops_the_profiler_threads() -> None:
         assert install.sampler() is None
     finally:
         obskit.shutdown()
+
+
+def _remote_parent(trace_id: int, sampled: bool) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    parent = SpanContext(trace_id, 0x1234, is_remote=True, trace_flags=flags)
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def test_two_requests_of_one_trace_each_label_their_samples_with_their_own_root() -> None:
+    """Two spans continuing the same remote trace, busy on two threads at once: each
+    thread's samples carry its own span's id as span_id (the local root of each), not
+    the other's."""
+    from opentelemetry import context as otel_context
+
+    parent = _remote_parent(0xABC, sampled=True)
+
+    def busy_a() -> None:
+        busy_loop(0.3)
+
+    def busy_b() -> None:
+        busy_loop(0.3)
+
+    ids: dict[str, str] = {}
+
+    def request(name: str, work: Any) -> None:
+        token = otel_context.attach(parent)
+        try:
+            with obskit.span(name) as span:
+                ids[name] = format(span.get_span_context().span_id, "016x")
+                work()
+        finally:
+            otel_context.detach(token)
+
+    with obskit.testing.capture(sequential_ids=False, profiles=True, profile_hz=200):
+        threads = [
+            threading.Thread(target=request, args=("a", busy_a)),
+            threading.Thread(target=request, args=("b", busy_b)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        window = _sampler().take()
+    for function, name in (("busy_a", "a"), ("busy_b", "b")):
+        found = _samples_in(window, function, depth=2)
+        assert {dict(labels)["span_id"] for labels in found} == {ids[name]}, function
+
+
+def test_unsampled_spans_never_crowd_out_a_sampled_spans_hot_frames(
+    http_receiver: OtlpHttpReceiver,
+) -> None:
+    """1,200 unsampled spans ending while the sampler runs, then a slow sampled span: the
+    slow span still gets its profile.hot_frames event."""
+    from opentelemetry import context as otel_context
+
+    obskit.init(
+        service_name="crowd",
+        otlp_endpoint=http_receiver.endpoint,
+        metrics_port=0,
+        profiles=True,
+        profile_hz=500,
+        profile_slow_span=0.2,
+    )
+    try:
+        token = otel_context.attach(_remote_parent(0xDEF, sampled=False))
+        try:
+            for _ in range(1200):
+                with obskit.span("unsampled"):
+                    busy_loop(0.001)
+        finally:
+            otel_context.detach(token)
+        with obskit.span("slow"):
+            busy_loop(0.4)
+    finally:
+        obskit.shutdown()
+    (slow,) = [span for span in http_receiver.wait_for(1) if span.name == "slow"]
+    assert [name for name, _ in slow.events] == [HOT_FRAMES_EVENT]
+
+
+def test_profiles_written_or_sent_without_protobuf_fail_init_with_the_fix() -> None:
+    """Where protobuf is not installed, profiles with a profile_dir fail init() with one
+    ConfigError naming the setting and the extra to install; without a destination
+    (hot frames only) init() succeeds."""
+    from tests.servers import run_python
+
+    result = run_python(
+        """
+        import sys
+        sys.modules["google.protobuf"] = None  # as if protobuf were not installed
+        import obskit
+        try:
+            obskit.init(service_name="p", profiles=True, profile_dir="/tmp/never")
+        except obskit.ConfigError as error:
+            print("refused:", error)
+        obskit.init(service_name="p", profiles=True)
+        print("hot frames only: ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "refused:" in result.stdout
+    assert "profiles" in result.stdout
+    assert "pip install 'obskit-sdk[profiles]'" in result.stdout
+    assert "hot frames only: ok" in result.stdout
+
+
+def test_a_password_in_the_pyroscope_endpoint_stays_out_of_errors_and_obskit_config() -> None:
+    """A user:password@ in pyroscope_endpoint is shown as user:[REDACTED]@ in the
+    ConfigError of a bad value and in `obskit config`."""
+    from tests.servers import run_python
+
+    with pytest.raises(obskit.ConfigError) as raised:
+        obskit.init(pyroscope_endpoint="ftp://ops:hunter2@pyroscope:4040")
+    assert "hunter2" not in str(raised.value)
+    assert "ops:[REDACTED]@pyroscope" in str(raised.value)
+    shown = run_python(
+        "from obskit.cli import main\nmain(['config'])\n",
+        env={"OBSKIT_PYROSCOPE_ENDPOINT": "http://ops:hunter2@pyroscope:4040"},
+    )
+    assert "hunter2" not in shown.stdout
+    assert "http://ops:[REDACTED]@pyroscope:4040" in shown.stdout
+
+
+def test_the_hot_frames_event_reaches_every_exporting_processor(
+    http_receiver: OtlpHttpReceiver,
+) -> None:
+    """With an OTLP exporter and obskit.testing.capture() both on the provider, a slow
+    span carries the same profile.hot_frames event in both."""
+    with obskit.testing.capture(
+        sequential_ids=False,
+        traces_exporter="otlp",
+        otlp_endpoint=http_receiver.endpoint,
+        profiles=True,
+        profile_hz=200,
+        profile_slow_span=0.2,
+    ) as cap:
+        with obskit.span("slow"):
+            busy_loop(0.4)
+        (captured,) = cap.spans
+    (received,) = http_receiver.wait_for(1)
+    assert [event.name for event in captured.events] == [HOT_FRAMES_EVENT]
+    assert [name for name, _ in received.events] == [HOT_FRAMES_EVENT]
+    mine = dict(captured.events[0].attributes or {})
+    theirs = received.events[0][1]
+    assert mine["profile.hot_stack"] == theirs["profile.hot_stack"]
+    assert list(mine["profile.hot_frames"]) == theirs["profile.hot_frames"]

@@ -664,6 +664,23 @@ _EXPORTERS = {
 }
 
 
+def _check_profiles(settings: Settings) -> None:
+    """Profiles written or sent as pprof need protobuf (the ``profiles`` extra)."""
+    if not settings.profiles or not (settings.profile_dir or settings.pyroscope_endpoint):
+        return
+    if _installed("google.protobuf"):
+        return
+    name = "profile_dir" if settings.profile_dir else "pyroscope_endpoint"
+    raise ConfigError(
+        "profiles",
+        True,
+        settings.sources["profiles"],
+        f"true with {name} set only where protobuf is installed: profiles are written and"
+        " sent as pprof (a protobuf format)",
+        "install protobuf: pip install 'obskit-sdk[profiles]'",
+    )
+
+
 def _check(settings: Settings, environ: Mapping[str, str]) -> None:
     """Checks that span several settings or the installed packages."""
     if settings.disabled:
@@ -698,6 +715,7 @@ def _check(settings: Settings, environ: Mapping[str, str]) -> None:
             )
     _check_propagators(settings, environ)
     _check_query_allowlist(settings)
+    _check_profiles(settings)
     if settings.contrib_instrumentations:
         from obskit._lifecycle import contrib
 

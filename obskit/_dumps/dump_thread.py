@@ -90,7 +90,7 @@ class DumpThread:
 
     def _run(self) -> None:
         if sys.version_info[:2] == (3, 11):
-            _untraced()
+            untraced()
         while not self._stopping:
             watchdog = self.watchdog
             timeout = None
@@ -144,7 +144,7 @@ class DumpThread:
                 _report(error)
 
 
-def _untraced() -> None:
+def untraced() -> None:
     """Run this thread without a trace or profile function (Python 3.11 only).
 
     On 3.11 a thread with a trace function (coverage, a debugger) that enters a Python

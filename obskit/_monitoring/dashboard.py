@@ -495,7 +495,7 @@ def _exemplar_links(model: Model) -> list[dict[str, Any]]:
                                     "uid": "${pyroscope}",
                                 },
                                 "queryType": "profile",
-                                "profileTypeId": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                                "profileTypeId": "wall:wall:nanoseconds:wall:nanoseconds",
                                 "labelSelector": "{}",
                                 "spanSelector": ["${__data.fields.span_id}"],
                             }

@@ -56,6 +56,7 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 
@@ -79,8 +80,9 @@ __all__ = [
 
 #: The component of obskit's internal errors raised here.
 COMPONENT = "profiles"
-#: Sample labels :func:`for_pyroscope` leaves out.
-DROPPED_LABELS = frozenset({"trace_id"})
+#: Sample labels :func:`for_pyroscope` leaves out: Pyroscope makes a series of each
+#: value (a trace id, a thread per request) would make one per trace or per thread.
+DROPPED_LABELS = frozenset({"trace_id", "thread_name"})
 #: Labels sent in the ``name`` of an ingest request, at most.
 MAX_LABELS = 20
 #: Pyroscope's default limits on a label's name and value (bytes).
@@ -232,7 +234,9 @@ class PyroscopeClient:
             self.headers["X-Scope-OrgID"] = tenant_id
         #: Why the last send failed (``timeout``, ``http_500``, ...; ``None`` after a success).
         self.last_error: str | None = None
-        self._opener = urllib.request.build_opener()
+        # A redirect is refused (an error), never followed: urllib would resend the
+        # credentials to wherever it points, as a GET that loses the profile.
+        self._opener = urllib.request.build_opener(_NoRedirects())
         self._logged_at = -LOG_INTERVAL
 
     def send(self, data: bytes, start_ns: int, end_ns: int, sample_rate: float) -> bool:
@@ -344,3 +348,10 @@ def for_pyroscope(window: Window) -> Window:
             kept = converted[labels] = tuple(sorted(pairs.items()))
         counts[(stack, kept)] = counts.get((stack, kept), 0) + count
     return Window(window.start_ns, window.end_ns, window.period_ns, counts, window.overflow)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects become ``HTTPError`` answers instead of being followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None

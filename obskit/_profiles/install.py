@@ -58,6 +58,7 @@ def install(settings: Settings, resource: dict[str, Any] | None = None) -> None:
 
             active_spans.switch(True)  # (the span labels; on already with dumps)
             _sampler = Sampler(settings.profile_hz, settings.profile_max_stacks)
+            _sampler.hot_frames = settings.profile_slow_span > 0
             _exporter = _Exporter(_sampler, settings, resource or {})
             _sampler.start()
             _exporter.start()
@@ -81,9 +82,9 @@ def _stop(timeout: float = 2.0) -> None:
     sampler_, exporter = _sampler, _exporter
     _sampler = _exporter = None
     if sampler_ is not None:
-        sampler_.stop()
+        sampler_.stop(0.2)  # (it wakes within one period, or at once from a long wait)
     if exporter is not None:
-        exporter.stop(timeout)
+        exporter.stop(min(timeout, 1.0))  # (shutdown's own deadline is for the spans)
 
 
 class _Exporter:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from obskit._lifecycle import after_fork
+
 __all__ = ["FILE_NAME", "PACKAGE", "message_class"]
 
 PACKAGE = "perftools.profiles"
@@ -94,6 +96,12 @@ _SCHEMA: dict[str, tuple[tuple[str, int, int, bool, str | None], ...]] = {
 
 _lock = threading.Lock()
 _classes: dict[str, Any] = {}
+
+
+@after_fork.in_child
+def _renew_lock() -> None:
+    global _lock  # (a thread building the classes at fork holds it in the child forever)
+    _lock = threading.Lock()
 
 
 def message_class(name: str) -> Any:

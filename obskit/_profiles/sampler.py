@@ -34,6 +34,7 @@ from typing import Any
 from obskit._dumps import active_spans
 from obskit._dumps.active_spans import REQUEST, SPAN, TASK, THREAD, Entry
 from obskit._dumps.dump_lines import span_fields
+from obskit._dumps.dump_thread import untraced
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import self_stats as _self_stats
 from obskit._profiles.window import OVERFLOW_FRAME, Frame, Labels, Stack, Window
@@ -53,8 +54,9 @@ TRUNCATED: Frame = ("[truncated]", "", 0)
 #: Threads that are obskit's or OpenTelemetry's own (by name prefix): not sampled.
 OWN_THREADS = ("obskit", "OtelBatch", "OtelPeriodic")
 
-#: ``(code, line)`` pairs, innermost first; ``(None, 0)`` marks a stack cut at MAX_DEPTH.
-_RawStack = tuple[tuple[CodeType | None, int], ...]
+#: ``code, f_lasti, code, f_lasti, ...`` innermost first, flat (one object per sample);
+#: ``None, 0`` marks a stack cut at MAX_DEPTH.
+_RawStack = tuple[Any, ...]
 
 
 def format_frame(frame: Frame) -> str:
@@ -77,6 +79,8 @@ class Sampler:
         self.period_ns = round(1e9 / hz)
         self.max_stacks = max_stacks
         self._labels_of = labels or span_labels
+        #: Keep per-span samples for slow spans' hot frames (False: nothing reads them).
+        self.hot_frames = True
         self._lock = threading.Lock()
         #: (stack id, labels) -> samples in this window; stack ids index ``_stacks``.
         self._counts: dict[tuple[int, Labels], int] = {}
@@ -136,6 +140,8 @@ class Sampler:
             self._pending = [0, 0, 0.0]
 
     def _run(self) -> None:
+        if sys.version_info[:2] == (3, 11):
+            untraced()  # (see obskit._dumps.dump_thread: a traced thread can spin)
         own = threading.get_ident()
         stop = self._stop
         period = self.period
@@ -160,7 +166,9 @@ class Sampler:
                 self.sample(own)
             except Exception as error:  # the profiler never takes the app down
                 _internal_errors.report("profiles", error)
-            self._pending[2] += time.thread_time() - started
+            used = time.thread_time() - started
+            with self._lock:
+                self._pending[2] += used
 
     # -- one sample of every thread --
 
@@ -175,41 +183,48 @@ class Sampler:
         with self._lock:
             counts = self._counts
             ids = self._stack_ids
+            limit = self.max_stacks
             for ident, frame in frames.items():
                 if ident == skip:
                     continue
-                name = names.get(ident, "")
+                name = names.get(ident)
+                if name is None:  # (a thread threading does not know: asked once)
+                    name = names[ident] = ""
                 if name.startswith(OWN_THREADS):
                     continue
                 stack = _raw_stack(frame)
                 sid = ids.get(stack)  # (the one hash of the long tuple)
-                if sid is None and len(ids) < self.max_stacks:
+                if sid is None and len(ids) < limit:
                     sid = ids[stack] = len(self._stacks)
                     self._stacks.append(stack)
+                thread: Labels = (("thread_name", name),)
+                labels = thread
                 span = spans.get(ident)
-                labels: Labels = (("thread_name", name),)
                 if span is not None:
-                    labels = span[1] + labels
-                    if sid is not None:
-                        self._count_for_span(span[0], sid)
-                if sid is None or (len(counts) >= self.max_stacks and (sid, labels) not in counts):
+                    labels = span[1] + thread
+                    if sid is not None and span[2]:
+                        self._count_for_span(span[0], sid, spans)
+                if sid is None:
                     sid = OVERFLOW
+                    labels = thread
                     self._overflow += 1
                     folded += 1
                 key = (sid, labels)
+                if key not in counts and len(counts) >= limit and labels is not thread:
+                    key = (sid, thread)  # past the limit the span labels go, the stack stays
                 counts[key] = counts.get(key, 0) + 1
                 taken += 1
-        pending = self._pending
-        pending[0] += taken
-        pending[1] += folded
+            pending = self._pending
+            pending[0] += taken
+            pending[1] += folded
 
-    def _spans_by_thread(self, frames: dict[int, FrameType]) -> dict[int, tuple[int, Labels]]:
+    def _spans_by_thread(self, frames: dict[int, FrameType]) -> dict[int, tuple[int, Labels, bool]]:
         """The innermost running span of each thread (for a thread running an asyncio
-        task: that task's) as ``(its span id, the labels of its local root)``."""
+        task: that task's) as ``(its span id, the labels of its local root, sampled)``."""
         entries = active_spans.snapshot()
         if not entries:
             return {}
-        found: dict[int, tuple[int, Labels]] = {}
+        found: dict[int, tuple[int, Labels, bool]] = {}
         innermost: dict[int, Entry] = {}
         for entry in entries:  # oldest first: the last one per thread is the innermost
             if entry[TASK] is None:
@@ -224,15 +239,14 @@ class Sampler:
                 running = False
             if running:
                 innermost[entry[THREAD]] = entry
-        roots = _local_roots(entries)
+        by_id = {entry[SPAN].get_span_context().span_id: entry for entry in entries}
         for ident, entry in innermost.items():
             try:
                 context = entry[SPAN].get_span_context()
-                root = roots.get(context.trace_id, entry)
-                labels = self._labels(root, entries)
+                labels = self._labels(_local_root(entry, by_id), entries)
             except Exception:
                 continue
-            found[ident] = (context.span_id, labels)
+            found[ident] = (context.span_id, labels, bool(context.trace_flags & 1))
         return found
 
     def _labels(self, root: Entry, entries: list[Entry]) -> Labels:
@@ -249,12 +263,20 @@ class Sampler:
             cache[id(root)] = (root, labels)
         return labels
 
-    def _count_for_span(self, span_id: int, sid: int) -> None:
-        stacks = self._spans.get(span_id)
+    def _count_for_span(self, span_id: int, sid: int, running: dict[int, Any]) -> None:
+        """Count a sample of a sampled span for its hot frames (lock held)."""
+        if not self.hot_frames:
+            return
+        spans = self._spans
+        stacks = spans.get(span_id)
         if stacks is None:
-            if len(self._spans) >= MAX_SPANS:
-                return
-            stacks = self._spans[span_id] = {}
+            if len(spans) >= MAX_SPANS:  # forget spans no longer running, then retry
+                live = {span[0] for span in running.values()}
+                for ended in [key for key in spans if key not in live]:
+                    del spans[ended]
+                if len(spans) >= MAX_SPANS:
+                    return
+            stacks = spans[span_id] = {}
         if sid in stacks:
             stacks[sid] += 1
         elif len(stacks) < MAX_SPAN_STACKS:
@@ -306,7 +328,8 @@ class Sampler:
         names = self._names
         lines = self._lines
         frames: list[Frame] = []
-        for code, line in raw:  # (line: the frame's f_lasti until here)
+        for index in range(0, len(raw), 2):
+            code, line = raw[index], raw[index + 1]  # (line: the frame's f_lasti until here)
             if code is None:
                 frames.append(TRUNCATED)
                 continue
@@ -326,7 +349,8 @@ class Sampler:
     def flush_stats(self) -> None:
         """Add the samples taken, folded and the CPU time used since the last flush to
         ``obskit_profiler_*`` (the exporting thread calls it each interval)."""
-        pending, self._pending = self._pending, [0, 0, 0.0]
+        with self._lock:
+            pending, self._pending = self._pending, [0, 0, 0.0]
         if pending[0]:
             _self_stats.add("obskit_profiler_samples", pending[0])
         if pending[1]:
@@ -345,30 +369,34 @@ def _line(code: CodeType, lasti: int) -> int:
     return code.co_firstlineno
 
 
-def _local_roots(entries: list[Entry]) -> dict[int, Entry]:
-    """The running local root span of each trace (no parent, or a parent from another
-    process), by trace id: the span whose id a sample carries, as Pyroscope's span
-    profiles expect (the root span's ``pyroscope.profile.id`` names it)."""
-    roots: dict[int, Entry] = {}
-    for entry in entries:  # oldest first: a trace's first root wins
-        span = entry[SPAN]
-        parent = getattr(span, "parent", None)
+def _local_root(entry: Entry, by_id: dict[int, Entry]) -> Entry:
+    """The local root of ``entry``'s span: up its parents while they are running spans
+    of this process, to the one without a parent here (a request, an outermost
+    ``@traced`` call): the span whose ``pyroscope.profile.id`` names the samples."""
+    for _ in range(64):  # (bounded: a parent chain never loops, but stay safe)
+        parent = getattr(entry[SPAN], "parent", None)
         if parent is None or parent.is_remote:
-            roots.setdefault(span.get_span_context().trace_id, entry)
-    return roots
+            return entry
+        above = by_id.get(parent.span_id)
+        if above is None:  # its parent is not a running span obskit knows: the outermost
+            return entry
+        entry = above
+    return entry
 
 
 def _raw_stack(frame: FrameType | None) -> _RawStack:
-    """``frame`` and its callers as ``(code, f_lasti)`` pairs, innermost first, at most
-    :data:`MAX_DEPTH` (then a ``(None, 0)`` marker)."""
+    """``frame`` and its callers as a flat ``code, f_lasti, ...`` tuple, innermost
+    first, at most :data:`MAX_DEPTH` frames (then ``None, 0``)."""
     stack: list[Any] = []
     append = stack.append
     depth = 0
     while frame is not None:
         if depth == MAX_DEPTH:
-            append((None, 0))
+            append(None)
+            append(0)
             break
-        append((frame.f_code, frame.f_lasti))  # (half the cost of f_lineno)
+        append(frame.f_code)
+        append(frame.f_lasti)  # (half the cost of f_lineno)
         frame = frame.f_back
         depth += 1
     return tuple(stack)

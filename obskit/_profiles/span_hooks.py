@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 PROFILE_ID = "pyroscope.profile.id"
+#: The last slow spans' events, by span id: each exporting processor of a provider (and
+#: ``obskit.testing.capture()``'s) hands on the same one (the samples are read once).
+RECENT_EVENTS = 256
+_recent: dict[int, Event] = {}
 HOT_FRAMES_EVENT = "profile.hot_frames"
 #: Hot frames listed in the event, and frames of the hot stack.
 TOP_FRAMES = 5
@@ -79,11 +83,16 @@ class HotFramesProcessor(SpanProcessor):
         context = span.context
         if sampler is None or context is None:
             return span
-        samples = sampler.span_samples(context.span_id)
         start, end = span.start_time, span.end_time
-        if not samples or start is None or end is None or end - start < self.slow_after_ns:
-            return span
-        event = Event(HOT_FRAMES_EVENT, hot_frames_attributes(samples), end)
+        event = _recent.get(context.span_id)  # (another exporting processor's, just now)
+        if event is None:
+            samples = sampler.span_samples(context.span_id)
+            if not samples or start is None or end is None or end - start < self.slow_after_ns:
+                return span
+            event = Event(HOT_FRAMES_EVENT, hot_frames_attributes(samples), end)
+            if len(_recent) >= RECENT_EVENTS:
+                del _recent[next(iter(_recent))]
+            _recent[context.span_id] = event
         return ReadableSpan(
             name=span.name,
             context=context,

@@ -3,9 +3,8 @@ aggregated by stack and labels.
 
 A stack is a tuple of frames, **innermost first** (pprof's order: a sample's first
 location is the leaf). A frame is ``(function name, file name, line number)``. Labels are
-a sorted tuple of ``(key, value)`` pairs: ``trace_id``, ``span_id``, ``span_name`` and
-``http.route`` of the span running on the sampled thread or task (none outside a span),
-and ``thread_name``.
+a tuple of ``(key, value)`` pairs: ``http.route``, ``span_id``, ``span_name`` and
+``trace_id`` (sorted; none outside a span), then ``thread_name``.
 """
 
 from __future__ import annotations

@@ -191,7 +191,10 @@ class ObskitMiddleware:
             _report(error)
             await self.app(scope, receive, send)
             return
-        await _Exchange(self, state, scope).run(receive, send)
+        try:
+            await _Exchange(self, state, scope).run(receive, send)
+        finally:  # (the scope holds the request, which holds the environ: no cycle left)
+            del environ[MIDDLEWARE_ENVIRON_KEY], environ[SCOPE_ENVIRON_KEY]
 
     def route_of(self, scope: Scope) -> str | None:
         """The route template of a request the app has answered (None: unmatched)."""
@@ -444,11 +447,22 @@ class _Connection:
 
 
 def _route_in_flight(environ: Any) -> str | None:
-    """The route of a request still running (a dump of it), from its environ."""
+    """The route of a request still running (a dump or a profile sample of it, from
+    another thread), from its environ: the framework's routing only (a ``route=``
+    callback is called once the app has answered, as documented), errors unreported."""
     middleware = environ.get(MIDDLEWARE_ENVIRON_KEY)
-    if middleware is None:
+    scope = environ.get(SCOPE_ENVIRON_KEY)
+    if middleware is None or scope is None:
         return None
-    return middleware.route_of(environ[SCOPE_ENVIRON_KEY])  # type: ignore[no-any-return]
+    route = middleware.route
+    try:
+        if route is None:
+            return _framework_route(middleware.app, scope)
+        if getattr(route, "in_flight_safe", False):  # obskit's own (Starlette's routes)
+            return route(scope)  # type: ignore[no-any-return]
+    except Exception:  # a request torn down meanwhile
+        return None
+    return None
 
 
 ROUTE_LOOKUPS.append(_route_in_flight)

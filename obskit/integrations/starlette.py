@@ -67,6 +67,9 @@ def is_app(app: Any) -> bool:
 class Routes:
     """The route templates of one router (an app's outermost ``Router``)."""
 
+    #: Safe to ask from another thread while the request runs (dumps, profiles).
+    in_flight_safe = True
+
     def __init__(self, router: Any) -> None:
         self._router = weakref.ref(router)
         #: id(route) -> (route, its template, or None: match the request to know).

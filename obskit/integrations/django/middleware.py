@@ -16,6 +16,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.log import log_response
 
+from obskit._dumps import active_spans as _active_spans
 from obskit._http.server_request import (
     ROUTE_LOOKUPS,
     ServerRequest,
@@ -148,7 +149,8 @@ def _start(telemetry: Any, request: HttpRequest) -> ServerRequest | None:
         _internal_errors.report("django", error)
         return None
     setattr(request, _STATE, state)
-    meta[REQUEST_META_KEY] = weakref.ref(request)
+    if _active_spans.enabled():  # (read only by dumps and profiles)
+        meta[REQUEST_META_KEY] = weakref.ref(request)
     return state
 
 

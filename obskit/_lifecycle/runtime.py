@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from obskit._config import settings as _settings
 from obskit._config.settings import Settings
@@ -114,7 +115,7 @@ class Telemetry:
                 return shutdown(timeout)
             return self._stop(timeout)
 
-    def _stop(self, timeout: float | None) -> bool:
+    def _stop(self, timeout: float | None, forked: bool = False) -> bool:
         with _lock:
             if self._stopped:
                 return True
@@ -125,7 +126,8 @@ class Telemetry:
         # TracerProvider.shutdown() ends the batch thread after it exported what is
         # queued; upstream does not bound that by time, so obskit does, then stops
         # the exporter's retries so the abandoned thread ends soon too.
-        finished = _within(timeout or self.settings.shutdown_timeout, provider.shutdown, "shutdown")
+        stop = _shutdown_in_child(provider) if forked else provider.shutdown
+        finished = _within(timeout or self.settings.shutdown_timeout, stop, "shutdown")
         if not finished and self._exporter is not None:
             self._exporter.shutdown()
         return finished
@@ -218,7 +220,26 @@ def reinit_after_fork() -> None:
         _install(telemetry, serve_metrics=_serve_after_fork, decide=False, forked=True)
         _current = telemetry
     # Its queue was emptied at fork; stop the export thread it restarted in this child.
-    threading.Thread(target=previous._stop, args=(1.0,), daemon=True).start()
+    threading.Thread(target=previous._stop, args=(1.0, True), daemon=True).start()
+
+
+def _shutdown_in_child(provider: Any) -> Callable[[], None]:
+    """``provider.shutdown`` for the parent's pipeline in a forked child, where
+    OpenTelemetry's own after-fork hook of its batch processor (registered after
+    obskit's) may be replacing the worker thread at that moment: the join then meets a
+    thread not started yet. The processor is shut down by then (the new thread sees it
+    and ends), so that one error is expected; the shutdown is tried again once."""
+
+    def stop() -> None:
+        try:
+            provider.shutdown()
+        except RuntimeError as error:
+            if "before it is started" not in str(error):
+                raise
+            time.sleep(0.05)
+            provider.shutdown()
+
+    return stop
 
 
 def current() -> Telemetry | None:

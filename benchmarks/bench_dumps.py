@@ -59,6 +59,23 @@ def _init(settings: dict[str, object]) -> None:
     obskit.init(service_name="bench", traces_exporter="none", log_format="json", **settings)
 
 
+def _traced_timer() -> Callable[[int], float]:
+    """Seconds per call of an ``@traced`` no-op, over ``calls`` calls (after ``_init``)."""
+    import obskit
+
+    @obskit.traced
+    def work() -> int:
+        return 1
+
+    def traced(calls: int) -> float:
+        started = perf_counter()
+        for _ in range(calls):
+            work()
+        return (perf_counter() - started) / calls
+
+    return traced
+
+
 def timed(rounds: int, requests: int) -> dict[str, dict[str, float]]:
     """Median seconds per Flask request and per traced call, by case."""
     from _per_request import driver
@@ -70,15 +87,7 @@ def timed(rounds: int, requests: int) -> dict[str, dict[str, float]]:
     app = obskit.instrument_flask(hello_app())
     flask = driver(app)
 
-    @obskit.traced
-    def work() -> int:
-        return 1
-
-    def traced(calls: int) -> float:
-        started = perf_counter()
-        for _ in range(calls):
-            work()
-        return (perf_counter() - started) / calls
+    traced = _traced_timer()
 
     samples: dict[str, dict[str, list[float]]] = {
         case: {"flask request": [], "@traced call": []} for case in CASES
@@ -135,15 +144,7 @@ def registry_alone(rounds: int, requests: int) -> dict[bool, dict[str, float]]:
     _init(CASES["dumps on (registry, watchdog, signal)"])
     flask = driver(obskit.instrument_flask(hello_app()))
 
-    @obskit.traced
-    def work() -> int:
-        return 1
-
-    def traced(calls: int) -> float:
-        started = perf_counter()
-        for _ in range(calls):
-            work()
-        return (perf_counter() - started) / calls
+    traced = _traced_timer()
 
     samples: dict[bool, dict[str, list[float]]] = {
         on: {"flask request": [], "@traced call": []} for on in (False, True)

@@ -10,14 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.prometheus_server import free_port
 from tests.reliability.unavailable import unavailable
-from tests.servers import ROOT, clean_env, run_python
+from tests.servers import ROOT, clean_env, run_python, scrape_when_up
 
 
 def need_celery() -> None:
@@ -119,19 +117,8 @@ class CeleryWorker:
 
     def scrape(self, timeout: float = 30) -> str:
         """The worker's dedicated ``/metrics`` in OpenMetrics (waiting, bounded, for it)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.metrics_port}/metrics",
-            headers={"Accept": "application/openmetrics-text"},
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as reply:
-                    return str(reply.read().decode())
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return scrape_when_up(url, self.process, "application/openmetrics-text", timeout)
 
     def stop(self, timeout: float = 30) -> int | None:
         """Warm shutdown (SIGTERM), then the whole process group killed; the exit code."""

@@ -24,7 +24,7 @@ from tests.receivers import BlackHole, OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.reliability.unavailable import unavailable
 
 # django_server (the Django project served), postgres (a real PostgreSQL server)
-pytest_plugins = ["pytester", "tests.django_rig", "tests.postgres_server"]
+pytest_plugins = ["pytester", "tests.django_rig", "tests.postgres_server", "tests.http_clients"]
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
-from tests.http_origin import CHUNK
+from tests.http_origin import CHUNK, Origin, serve
 
 #: Called by a streamed GET once the response's headers are in, before its body is read.
 Between = Callable[[], None]
@@ -274,3 +276,23 @@ def available(driver: Driver) -> Driver:
 def imported(driver: Driver) -> Any:
     """The driver's library module."""
     return importlib.import_module(driver.module)
+
+
+# -- fixtures (this module is a pytest plugin: tests/conftest.py lists it) --
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    """The test origin server (tests/http_origin.py) on 127.0.0.1."""
+    yield from serve()
+
+
+@pytest.fixture(params=DRIVERS, ids=repr)
+def driver(request: pytest.FixtureRequest) -> Driver:
+    """Each HTTP client driver in turn (skipped where its library is absent)."""
+    return available(request.param)
+
+
+def client_spans(exporter: InMemorySpanExporter) -> list[Any]:
+    """The CLIENT spans ``exporter`` received."""
+    return [span for span in exporter.get_finished_spans() if span.kind == SpanKind.CLIENT]

@@ -51,6 +51,21 @@ def run_python(
     )
 
 
+def scrape_when_up(url: str, process: subprocess.Popen[Any], accept: str, timeout: float) -> str:
+    """GET ``url`` (a ``/metrics``), retried every 0.1 s while nothing listens yet, for
+    at most ``timeout`` seconds or until ``process`` has ended."""
+    request = urllib.request.Request(url, headers={"Accept": accept})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return str(reply.read().decode())
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
 class Server:
     """A server started from ``args`` (``{port}`` is filled in), stdout captured to a file
     (or given to ``stdout``, a file descriptor). Its dedicated ``/metrics`` is on
@@ -106,16 +121,7 @@ class Server:
 
     def scrape(self, accept: str = "application/openmetrics-text", timeout: float = 30) -> str:
         """The dedicated ``/metrics`` (waiting, bounded, for its server to be up)."""
-        request = urllib.request.Request(self.metrics_url, headers={"Accept": accept})
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as reply:
-                    return str(reply.read().decode())
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        return scrape_when_up(self.metrics_url, self.process, accept, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

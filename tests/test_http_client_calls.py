@@ -7,35 +7,21 @@ the switch that turns each library off."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 import obskit
 from tests.conftest import openmetrics
-from tests.http_clients import DRIVERS, Driver, available
-from tests.http_origin import Origin, serve
+from tests.http_clients import Driver, client_spans
+from tests.http_origin import Origin
 
 Spans = Callable[..., InMemorySpanExporter]
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    yield from serve()
-
-
-@pytest.fixture(params=DRIVERS, ids=repr)
-def driver(request: pytest.FixtureRequest) -> Driver:
-    return available(request.param)
-
-
-def _client_spans(exporter: InMemorySpanExporter) -> list[Any]:
-    return [span for span in exporter.get_finished_spans() if span.kind == SpanKind.CLIENT]
 
 
 def _traceparent(headers: dict[str, str]) -> tuple[str, str, str]:
@@ -70,7 +56,7 @@ def test_a_call_in_a_span_makes_one_client_span_with_the_conventions_attributes(
         status, body = driver.get(f"{origin.url}/echo/1")
     assert status == 200
     assert json.loads(body)["traceparent"]
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.name == "GET"
     assert span.parent is not None
     assert span.parent.span_id == caller.get_span_context().span_id
@@ -95,7 +81,7 @@ def test_the_server_receives_the_client_spans_context_in_traceparent(
         driver.get(f"{origin.url}/echo")
     (headers,) = origin.headers_of("/echo")
     trace_id, parent_id, flags = _traceparent(headers)
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert trace_id == format(caller.get_span_context().trace_id, "032x")
     assert parent_id == format(span.context.span_id, "016x")
     assert int(flags, 16) & 1
@@ -142,7 +128,7 @@ def test_the_histogram_counts_the_call_with_the_spans_exemplar(
     exporter = spans(service_name="client")
     with obskit.span("caller"):
         driver.get(f"{origin.url}/status/404")
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.attributes["error.type"] == "404"
     assert span.status.status_code == StatusCode.ERROR
     assert _count("404") == 1
@@ -177,7 +163,7 @@ def test_each_redirect_hop_is_a_span_numbered_by_resend_count(
     with obskit.span("caller") as caller:
         status, _ = driver.get(f"{origin.url}/redirect/2")
     assert status == 200
-    hops = _client_spans(exporter)
+    hops = client_spans(exporter)
     assert [span.attributes["http.response.status_code"] for span in hops] == [302, 302, 200]
     assert [span.attributes.get("http.request.resend_count") for span in hops] == [None, 1, 2]
     assert [span.attributes["url.full"] for span in hops] == [
@@ -200,7 +186,7 @@ def test_disabled_instrumentations_switches_the_library_off(
     with obskit.span("caller"):
         status, _ = driver.get(f"{origin.url}/echo")
     assert status == 200
-    assert _client_spans(exporter) == []
+    assert client_spans(exporter) == []
     (headers,) = origin.headers_of("/echo")
     assert "traceparent" not in headers
     assert _count("200") == 0
@@ -225,7 +211,7 @@ def test_a_non_standard_method_is_other_and_the_span_is_named_http(
     exporter = spans(service_name="client")
     with obskit.span("caller"):
         requests.request("PURGE", f"{origin.url}/echo", timeout=30)
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.name == "HTTP"
     assert span.attributes["http.request.method"] == "_OTHER"
     assert span.attributes["http.request.method_original"] == "PURGE"

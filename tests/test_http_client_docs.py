@@ -4,21 +4,16 @@ by a real server on 127.0.0.1), with the spans and headers the page describes.""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.http_origin import Origin, serve
+from tests.http_origin import Origin
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "http-clients.md"
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    yield from serve()
 
 
 def test_the_pages_snippets_make_the_spans_it_describes(

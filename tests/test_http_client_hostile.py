@@ -10,34 +10,19 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 from prometheus_client import generate_latest
 
 import obskit
 from obskit._http.client_call import error_type
 from obskit._metrics import registry
-from tests.http_clients import DRIVERS, Driver, available
-from tests.http_origin import Origin, serve
+from tests.http_clients import Driver, client_spans
+from tests.http_origin import Origin
 
 Spans = Callable[..., InMemorySpanExporter]
 #: The size of the streamed response.
 LARGE = 50 * 1024 * 1024
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    yield from serve()
-
-
-@pytest.fixture(params=DRIVERS, ids=repr)
-def driver(request: pytest.FixtureRequest) -> Driver:
-    return available(request.param)
-
-
-def _client_spans(exporter: InMemorySpanExporter) -> list[Any]:
-    return [span for span in exporter.get_finished_spans() if span.kind == SpanKind.CLIENT]
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[Any, ...]:
@@ -80,7 +65,7 @@ def test_credentials_and_query_values_are_redacted_and_never_in_metrics(
         assert with_obskit[1][0] == without[1][0] == 200
     else:  # (urllib.request takes user:password@ for part of the host name)
         assert with_obskit == without
-    spans_ = _client_spans(exporter)
+    spans_ = client_spans(exporter)
     assert spans_
     for span in spans_:
         assert span.attributes["url.full"] == (
@@ -105,7 +90,7 @@ def test_a_connection_reset_reaches_the_caller_as_without_obskit(
     )
     assert without[0] == "raised"
     assert with_obskit == without
-    last = _client_spans(exporter)[-1]
+    last = client_spans(exporter)[-1]
     assert last.attributes["error.type"] == error_type_of(with_obskit[1])
     assert "http.response.status_code" not in last.attributes
     assert last.status.status_code == StatusCode.ERROR
@@ -129,7 +114,7 @@ def test_a_timeout_reaches_the_caller_as_without_obskit(
     )
     assert without[0] == "raised"
     assert with_obskit == without
-    last = _client_spans(exporter)[-1]
+    last = client_spans(exporter)[-1]
     assert last.attributes["error.type"] == error_type_of(with_obskit[1])
 
 
@@ -143,7 +128,7 @@ def test_a_redirect_loop_reaches_the_caller_as_without_obskit(
     )
     assert without[0] == "raised"
     assert with_obskit == without
-    hops = _client_spans(exporter)
+    hops = client_spans(exporter)
     assert 2 < len(hops) <= 32
     counts = [span.attributes.get("http.request.resend_count", 0) for span in hops]
     assert counts == list(range(len(hops)))
@@ -158,7 +143,7 @@ def test_a_50_mb_streamed_response_is_not_buffered(
     ended_before_the_body: list[bool] = []
 
     def between() -> None:
-        ended_before_the_body.append(len(_client_spans(exporter)) == 1)
+        ended_before_the_body.append(len(client_spans(exporter)) == 1)
 
     tracemalloc.start()
     try:
@@ -170,7 +155,7 @@ def test_a_50_mb_streamed_response_is_not_buffered(
     assert (status, read) == (200, LARGE)
     assert ended_before_the_body == [True]
     assert peak < LARGE // 4
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.attributes["http.response.status_code"] == 200
 
 
@@ -208,7 +193,7 @@ def test_an_exception_from_the_request_body_is_the_same_object(
         assert caught is boom_too
     else:  # (aiohttp raises its own error, caused by the body's)
         assert caught.__cause__ is boom_too
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.attributes["error.type"] == error_type(caught)
     assert span.status.status_code == StatusCode.ERROR
     assert "the body failed" not in repr(span.status) + repr(span.events)

@@ -7,7 +7,7 @@ internal failure that never reaches the caller."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -15,27 +15,17 @@ from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 
 import obskit
 from obskit._http import client_call
 from obskit._lifecycle.internal_errors import internal_errors
 from tests.conftest import openmetrics
-from tests.http_clients import DRIVERS, Driver, available
-from tests.http_origin import Origin, serve
+from tests.http_clients import DRIVERS, Driver, available, client_spans
+from tests.http_origin import Origin
 from tests.receivers import OtlpHttpReceiver
 from tests.servers import run_python
 
 Spans = Callable[..., InMemorySpanExporter]
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    yield from serve()
-
-
-def _client_spans(exporter: InMemorySpanExporter) -> list[Any]:
-    return [span for span in exporter.get_finished_spans() if span.kind == SpanKind.CLIENT]
 
 
 def _observations() -> float:
@@ -59,7 +49,7 @@ def test_requests_over_urllib3_makes_one_span_whichever_layer_records_it(
     exporter = spans(service_name="client", disabled_instrumentations=list(off))
     with obskit.span("caller"):
         assert requests.get(f"{origin.url}/echo", timeout=10).status_code == 200
-    (span,) = _client_spans(exporter)
+    (span,) = client_spans(exporter)
     assert span.attributes["url.full"] == f"{origin.url}/echo"
     assert _observations() == 1
     assert _parents_sent(origin) == [format(span.context.span_id, "016x")]
@@ -74,7 +64,7 @@ def test_urllib3_retries_are_resends_with_their_own_spans(origin: Origin, spans:
     with obskit.span("caller"), urllib3.PoolManager() as pool:
         response = pool.request("GET", f"{origin.url}/flaky/pool/2", retries=retry)
     assert response.status == 200
-    tries = _client_spans(exporter)
+    tries = client_spans(exporter)
     assert [s.attributes["http.response.status_code"] for s in tries] == [503, 503, 200]
     assert [s.attributes.get("http.request.resend_count") for s in tries] == [None, 1, 2]
     assert [s.attributes.get("error.type") for s in tries] == ["503", "503", None]
@@ -94,7 +84,7 @@ def test_retries_under_requests_and_its_redirects_count_on(origin: Origin, spans
     with obskit.span("caller"), session:
         assert session.get(f"{origin.url}/flaky/session/1", timeout=10).status_code == 200
         assert session.get(f"{origin.url}/redirect/1", timeout=10).status_code == 200
-    sent = _client_spans(exporter)
+    sent = client_spans(exporter)
     assert [s.attributes["http.response.status_code"] for s in sent] == [503, 200, 302, 200]
     assert [s.attributes.get("http.request.resend_count") for s in sent] == [None, 1, None, 1]
     assert _parents_sent(origin) == [format(s.context.span_id, "016x") for s in sent]
@@ -156,7 +146,7 @@ def test_the_plain_suppression_key_is_honoured(origin: Origin, spans: Spans) -> 
             requests.get(f"{origin.url}/echo", timeout=10)
         finally:
             otel_context.detach(token)
-    assert _client_spans(exporter) == []
+    assert client_spans(exporter) == []
     assert "traceparent" not in origin.received[0][1]
     assert _observations() == 0
 

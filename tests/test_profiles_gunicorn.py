@@ -43,7 +43,7 @@ def test_profiles_of_traced_requests_name_their_spans_in_go_pprof_and_pyroscope(
     render_report first, `-tags` lists
     span_id values that are the server spans the receiver got (and their trace ids),
     root spans carry pyroscope.profile.id, and the ingest server received profiles
-    named by the service with the same labels."""
+    named by the service (its version as a series label) with the same labels."""
     go_binary()
     profiles = tmp_path / "profiles"
     server = Server(
@@ -67,6 +67,7 @@ def test_profiles_of_traced_requests_name_their_spans_in_go_pprof_and_pyroscope(
             "OBSKIT_PROFILE_INTERVAL": "1",
             "OBSKIT_PROFILE_DIR": str(profiles),
             "OBSKIT_PYROSCOPE_ENDPOINT": pyroscope.url,
+            "OBSKIT_SERVICE_VERSION": "1.4.2",
         },
         ready_path="/health",
     )
@@ -103,6 +104,7 @@ def test_profiles_of_traced_requests_name_their_spans_in_go_pprof_and_pyroscope(
     labelled: set[str] = set()
     for ingest in pyroscope.received:
         assert ingest.app == "profiled"
+        assert ingest.labels["service_version"] == "1.4.2"  # (the resource, as labels)
         assert ingest.query["format"] == "pprof"
         labelled.update(x["span_id"] for x in sample_labels(ingest.profile) if "span_id" in x)
     assert set(reports) <= labelled

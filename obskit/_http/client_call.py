@@ -66,6 +66,7 @@ __all__ = [
     "client_metrics",
     "copied_headers",
     "current",
+    "end_with_response",
     "enter_logical",
     "error_type",
     "exit_logical",
@@ -178,6 +179,14 @@ def error_type(error: BaseException) -> str:
 
 
 _VERSIONS = {9: "0.9", 10: "1.0", 11: "1.1", 20: "2", 30: "3"}
+
+
+def end_with_response(call: ClientCall, response: Any) -> None:
+    """End ``call`` with an ``http.client``-shaped response (``status``, ``version``),
+    as urllib3's and urllib's are."""
+    status = getattr(response, "status", None)
+    version = protocol_version(getattr(response, "version", None))
+    call.end(status if type(status) is int else None, None, version)
 
 
 def protocol_version(version: object) -> str | None:

@@ -50,12 +50,15 @@ _connected_logging = False
 _warned = False
 
 
+def _telemetry() -> Any:
+    """obskit's handle while it and its Celery integration are on, else None."""
+    return _runtime.current() if _library_hooks.enabled(NAME) else None
+
+
 def worker_init(sender: Any = None, **_: Any) -> None:
     """``worker_init`` (the worker's main process, before logging and the pool): take
     over logging, prepare the metrics directory."""
-    if not _library_hooks.enabled(NAME):
-        return
-    telemetry = _runtime.current()
+    telemetry = _telemetry()
     if telemetry is None:
         return
     try:
@@ -136,9 +139,7 @@ def _alive(pid: int) -> bool:
 def worker_process_init(**_: Any) -> None:
     """``worker_process_init`` (a new prefork child): compact the files of the children
     before it, and flush on SIGTERM."""
-    if not _library_hooks.enabled(NAME):
-        return
-    telemetry = _runtime.current()
+    telemetry = _telemetry()
     if telemetry is None:
         return
     try:

@@ -108,7 +108,5 @@ def _urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     except BaseException as error:
         call.end(None, error)
         raise
-    status = getattr(response, "status", None)
-    version = client_call.protocol_version(getattr(response, "version", None))
-    call.end(status if type(status) is int else None, None, version)
+    client_call.end_with_response(call, response)
     return response

@@ -525,3 +525,74 @@ def test_the_directory_lock_never_waits_past_its_bound(
     assert _internal_errors.internal_errors().get("multiprocess", 0) == before + 1
     with _multiprocess.locked(str(tmp_path / "missing"), exclusive=True):
         pass  # no such directory: nothing to lock, nothing raised
+
+
+#: A scrape thread holds the directory lock (shared) while the main thread forks, as the
+#: Celery worker's /metrics server may while its pool forks a child. The child checks
+#: that the parent's lock still holds, then waits for it exclusively (a compaction)
+#: while the parent's scrape ends.
+FORK_DURING_SCRAPE = """
+import fcntl, os, threading, time
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = DIRECTORY
+import obskit
+obskit.init(service_name="forky", traces_exporter="none", log_level="error")
+from obskit._lifecycle import internal_errors
+from obskit._metrics import multiprocess
+
+multiprocess.LOCK_WAIT = 2.0
+held, release = threading.Event(), threading.Event()
+
+
+def scrape():
+    with multiprocess.locked(DIRECTORY, exclusive=False):
+        held.set()
+        release.wait()
+
+
+thread = threading.Thread(target=scrape)
+thread.start()
+held.wait()
+ready_read, ready_write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    probe = os.open(os.path.join(DIRECTORY, multiprocess.LOCK_NAME), os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        parent_still_holds = False
+    except BlockingIOError:
+        parent_still_holds = True
+    os.close(probe)
+    os.write(ready_write, b"x")
+    started = time.monotonic()
+    with multiprocess.locked(DIRECTORY, exclusive=True):
+        waited = time.monotonic() - started
+    errors = internal_errors.internal_errors().get("multiprocess", 0)
+    print(f"child parent_still_holds={parent_still_holds} waited={waited:.2f} errors={errors}",
+          flush=True)
+    os._exit(0)
+os.read(ready_read, 1)
+time.sleep(0.1)
+release.set()
+thread.join()
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_child_forked_during_a_scrape_does_not_keep_the_directory_lock(
+    tmp_path: Path,
+) -> None:
+    """flock belongs to the open file, and a forked child gets a copy of every
+    descriptor: a child forked while a scrape thread held the directory lock would hold
+    it for its whole life (a Celery pool child then waited out LOCK_WAIT on its own
+    copy at each compaction, reported for work too late, and was replaced). The child
+    closes its copies: the parent's lock still holds there, and once the parent's scrape
+    ends the child's compaction gets the lock at once, with no internal error."""
+    result = run_python(f"DIRECTORY = {str(tmp_path)!r}\n" + FORK_DURING_SCRAPE, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("child parent"))
+    fields = dict(part.split("=") for part in line.split()[1:])
+    assert fields["parent_still_holds"] == "True", result.stdout
+    assert fields["errors"] == "0", result.stdout
+    assert float(fields["waited"]) < 1.5, result.stdout
+    assert "child exit 0" in result.stdout, result.stdout

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import signal
+import time
 from types import FrameType
 from typing import Any
 
@@ -107,8 +108,9 @@ def _prepare_metrics(worker: Any, telemetry: Any) -> None:
 
 
 def compact_gone(path: str) -> None:
-    """Fold the metric files of every process that is gone into the merged ones (never
-    raises: a failure is counted and logged, the files are kept and read as they are)."""
+    """Fold the metric files of every process that is gone into the merged ones, for
+    about ``LOCK_WAIT`` seconds at most (never raises: a failure is counted and logged,
+    the files are kept and read as they are)."""
     from obskit._metrics import multiprocess
 
     keep = {os.getpid(), os.getppid()}
@@ -121,7 +123,13 @@ def compact_gone(path: str) -> None:
         found = _PID_FILE.search(name)
         if found is not None:
             pids.add(int(found.group(1) or found.group(2)))
+    # A lock held elsewhere delays each compaction by up to LOCK_WAIT: past that, the
+    # rest waits for the next child (their files are read as they are meanwhile), so a
+    # new child reports for work in time (Celery waits 4 s for it).
+    deadline = time.monotonic() + multiprocess.LOCK_WAIT
     for pid in sorted(pids - keep):
+        if time.monotonic() >= deadline:
+            break
         if not _alive(pid):
             multiprocess.compact(path, pid)
 

@@ -275,10 +275,15 @@ def test_sigterm_to_a_plain_script_flushes_then_terminates(
         [sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
-    assert "ready" in process.stdout.readline()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == -signal.SIGTERM
-    process.stdout.close()
+    try:
+        assert "ready" in process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == -signal.SIGTERM
+    finally:  # a failure leaks neither the process nor its pipe into later tests
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
     assert len(http_receiver.wait_for(500, timeout=10)) == 500
 
 

@@ -193,6 +193,24 @@ def test_405_is_named_by_the_route_that_matched_its_path(
     assert server.name == "DELETE /items/{item_id}"
 
 
+def test_a_method_outside_the_standard_ones_names_its_span_http(
+    captured: obskit.testing.Capture, app: Any
+) -> None:
+    """PURGE: the span is named ``HTTP {route}`` (the semantic conventions' name for a
+    method they do not know), ``http.request.method`` and the series' label are
+    ``_OTHER`` (bounded), the original is kept in ``http.request.method_original``."""
+    assert call(app, "PURGE", "/items/3").status_code == 405
+    (server,) = server_spans(captured)
+    assert server.name == "HTTP /items/{item_id}"
+    attributes = server.attributes or {}
+    assert attributes["http.request.method"] == "_OTHER"
+    assert attributes["http.request.method_original"] == "PURGE"
+    labels = {"http_request_method": "_OTHER", "http_route": "/items/{item_id}"}
+    assert captured.metrics.increase(f"{DURATION}_count", **labels) == 1
+    assert call(app, "PURGE", "/nowhere").status_code == 404
+    assert server_spans(captured)[-1].name == "HTTP"
+
+
 def test_sync_endpoint_and_dependency_log_lines_carry_the_trace(
     captured: obskit.testing.Capture, app: Any
 ) -> None:

@@ -22,6 +22,8 @@ from tests.reliability.rig import worker_pids
 from tests.servers import Server
 
 APP = "examples.flask_app:create_app()"
+#: What init() logs in each worker, after installing its dump handler (no exporter set).
+_NO_EXPORTER_HINT = "spans are created (their ids correlate logs) but not exported"
 
 
 @pytest.fixture
@@ -179,6 +181,11 @@ def test_the_pod_servers_dump_endpoint_dumps_every_worker(
     """/debug/dump on the pod's metrics port (a process beside the master) answers 202
     and every worker writes a dump."""
     server = gunicorn("--workers", "2")
+    # Both workers past init() (it logs this hint once its dump handler is in): a signal
+    # that reaches a worker still loading the app is gunicorn's alone.
+    _wait_for_lines(
+        server, lambda seen: sum(_NO_EXPORTER_HINT in str(x.get("event")) for x in seen) >= 2
+    )
     workers = worker_pids(server)
     server.scrape()  # (the pod server is up)
     url = server.metrics_url.replace("/metrics", "/debug/dump")

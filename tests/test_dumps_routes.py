@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -56,14 +57,18 @@ def test_a_dump_names_the_route_of_a_django_request_still_in_its_view(
     assert answers == [200]
 
 
-def test_a_dump_names_the_route_of_a_fastapi_request_still_in_its_endpoint() -> None:
+@pytest.mark.parametrize(("method", "named"), [("GET", "GET"), ("PURGE", "HTTP")])
+def test_a_dump_names_the_route_of_a_fastapi_request_still_in_its_endpoint(
+    method: str, named: str
+) -> None:
     """A FastAPI endpoint under a prefixed router still running: its dump fields carry
-    the route template with the prefix."""
+    the route template with the prefix; a method outside the standard ones is named
+    ``HTTP``, as its span will be."""
     obskit.init(service_name="asgi-routes", metrics_port=0)
     waiting, release = threading.Event(), threading.Event()
     router = APIRouter(prefix="/shop")
 
-    @router.get("/items/{item_id}")
+    @router.api_route("/items/{item_id}", methods=["GET", "PURGE"])
     async def item(item_id: int) -> dict[str, int]:
         waiting.set()
         release.wait(10)  # (blocks this test's loop thread: nothing else runs on it)
@@ -77,7 +82,7 @@ def test_a_dump_names_the_route_of_a_fastapi_request_still_in_its_endpoint() -> 
     async def call() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            answers.append((await client.get("/shop/items/3")).status_code)
+            answers.append((await client.request(method, "/shop/items/3")).status_code)
 
     thread = threading.Thread(target=lambda: asyncio.run(call()))
     thread.start()
@@ -89,5 +94,6 @@ def test_a_dump_names_the_route_of_a_fastapi_request_still_in_its_endpoint() -> 
         thread.join(10)
         obskit.shutdown()
     assert fields["http.route"] == "/shop/items/{item_id}"
-    assert fields["span.name"] == "GET /shop/items/{item_id}"
+    assert fields["span.name"] == f"{named} /shop/items/{{item_id}}"
+    assert fields["http.request.method"] == ("_OTHER" if named == "HTTP" else method)
     assert answers == [200]

@@ -191,7 +191,8 @@ def test_returned_5xx_is_an_error_without_exception_and_4xx_is_not(
 
 def test_redirect_head_options_and_other_methods(harness: Callable[..., Harness]) -> None:
     """A redirect (302; 303 from Flask 3.2) keeps its route; HEAD and OPTIONS are recorded
-    as such; PURGE becomes _OTHER."""
+    as such; PURGE becomes _OTHER in attributes and labels, and its span is named
+    HTTP (the semantic conventions' name for a method they do not know)."""
     h = harness()
     assert h.get("/go").status_code == REDIRECT
     assert h.open("/post/1", "HEAD").status_code == 200
@@ -201,6 +202,7 @@ def test_redirect_head_options_and_other_methods(harness: Callable[..., Harness]
     names = [s.name for s in spans]
     assert names[:3] == ["GET /go", "HEAD /post/<int:post_id>", "OPTIONS /post/<int:post_id>"]
     other = spans[3]
+    assert other.name == "HTTP"  # (Flask names no route for a 405)
     assert (other.attributes or {})["http.request.method"] == "_OTHER"
     assert (other.attributes or {})["http.request.method_original"] == "PURGE"
     methods = {s.labels["http_request_method"] for s in _duration_samples()}

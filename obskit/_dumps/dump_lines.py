@@ -27,6 +27,7 @@ from opentelemetry import context as otel_context
 
 from obskit._dumps import active_spans, stacks
 from obskit._dumps.active_spans import NAME, REQUEST, SPAN, STARTED, TASK, THREAD, Entry
+from obskit._http.server_request import span_method
 from obskit._lifecycle import after_fork
 from obskit._logs.pipeline import get_logger
 from obskit._traces.ids import hex_ids
@@ -85,7 +86,8 @@ def span_fields(entry: Entry, related: list[Entry], now: float) -> dict[str, Any
     if request is not None:
         route = request.route_now()
         if name is None:
-            name = f"{request.method} {route}" if route else request.method
+            method = span_method(request.method)
+            name = f"{method} {route}" if route else method
         if route:
             fields["http.route"] = route
         fields["http.request.method"] = request.method

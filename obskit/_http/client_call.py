@@ -50,7 +50,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 from obskit._fast import propagation, spans
 from obskit._fast.ids import flags_and_validity
 from obskit._http.redaction import redact_url
-from obskit._http.server_request import normalize_method
+from obskit._http.server_request import normalize_method, span_method
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
 from obskit._metrics.registry import ObskitHistogram, label_values, observe_trusted, store
@@ -424,7 +424,7 @@ class ClientCall:
         tracer = self._tracer
         span = spans.start_span(
             tracer,
-            "HTTP" if method == "_OTHER" else method,
+            span_method(method),
             kind=SpanKind.CLIENT,
             context=self._context,
             attributes=attributes,

@@ -114,6 +114,12 @@ def normalize_method(method: str) -> str:
     return upper if upper in KNOWN_METHODS else "_OTHER"
 
 
+def span_method(method: str) -> str:
+    """The method as a span name starts with it: ``HTTP`` for ``_OTHER`` (the HTTP
+    semantic conventions' span name ``{method} {target}``)."""
+    return "HTTP" if method == "_OTHER" else method
+
+
 def excluded(path: str, patterns: Iterable[str]) -> bool:
     """Whether ``path`` matches an excluded path (exact, or ``/prefix/*``)."""
     for pattern in patterns:
@@ -295,7 +301,7 @@ class ServerRequest:
         if link is None:
             span = spans.start_span(
                 tracer,
-                normalized,
+                span_method(normalized),
                 kind=SpanKind.SERVER,
                 context=parent,
                 attributes=attributes,
@@ -303,7 +309,7 @@ class ServerRequest:
             )
         else:  # a restarted trace, linked to the caller's (the SDK's call takes links)
             span = tracer.start_span(
-                normalized,
+                span_method(normalized),
                 context=parent,
                 kind=SpanKind.SERVER,
                 attributes=attributes,
@@ -400,7 +406,7 @@ class ServerRequest:
                 self.record_exception(error)
             elif status is not None and status >= 500 and not self._errored:
                 span.set_status(Status(StatusCode.ERROR))  # (keeps a recorded error's text)
-            name = f"{self.method} {self.route}" if self.route else None
+            name = f"{span_method(self.method)} {self.route}" if self.route else None
             attributes: dict[str, Any] = {}
             if self.route:
                 attributes["http.route"] = self.route
@@ -468,7 +474,9 @@ class ServerRequest:
             route = self.route = self.route_now()
             if route:
                 attributes["http.route"] = route
-            spans.finish_span(span, f"{self.method} {route}" if route else None, attributes)
+            spans.finish_span(
+                span, f"{span_method(self.method)} {route}" if route else None, attributes
+            )
         except Exception as internal:
             _internal_errors.report("http", internal)
         finally:

@@ -332,3 +332,35 @@ def test_a_workers_request_gives_the_parent_the_propagators_would(
     assert found is not None
     assert get_current_span(found).get_span_context() == wanted
     assert dict(baggage.get_all(found)) == dict(baggage.get_all(expected))
+
+
+def test_a_new_child_stops_compacting_once_its_time_is_spent(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compact_gone starts no compaction after LOCK_WAIT: a child must report for work
+    within Celery's 4 s, and the files left are read as they are meanwhile and compacted
+    by the next child. (The compaction itself is replaced by one that takes a whole
+    LOCK_WAIT, as when the directory lock is held elsewhere; the real one is exercised
+    by the worker tests.)"""
+    import time
+
+    from obskit._metrics import multiprocess
+    from obskit.integrations.celery import _worker
+
+    dead = [10_000_001, 10_000_002, 10_000_003]  # beyond any pid_max: never alive
+    for pid in dead:
+        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
+    compacted: list[int] = []
+
+    def slow_compaction(path: str, pid: int) -> None:
+        compacted.append(pid)
+        time.sleep(multiprocess.LOCK_WAIT)
+
+    monkeypatch.setattr(multiprocess, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(multiprocess, "compact", slow_compaction)
+    _worker.compact_gone(str(tmp_path))
+    assert compacted == [dead[0]]
+    monkeypatch.setattr(multiprocess, "LOCK_WAIT", 60.0)
+    monkeypatch.setattr(multiprocess, "compact", lambda path, pid: compacted.append(pid))
+    _worker.compact_gone(str(tmp_path))
+    assert compacted == [dead[0], *dead]

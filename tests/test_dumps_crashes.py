@@ -77,6 +77,45 @@ def test_an_exception_in_a_thread_becomes_an_error_line_with_its_trace_id() -> N
     assert "Exception in thread payments" in result.stderr
 
 
+def test_a_request_that_kills_its_thread_is_named_by_its_method_and_route() -> None:
+    """A Flask request (exceptions propagated: TESTING) that raises out of its thread:
+    the crash line names the request's span as the span will be named, ``HTTP /purge``
+    for a method outside the standard ones, with the request's trace id."""
+    result = run_python(
+        """
+        import json, threading
+        import obskit
+        from flask import Flask
+        from opentelemetry import trace
+
+        obskit.init(service_name="crash", log_format="json", log_level="warning")
+        app = Flask("crashy")
+        app.testing = True
+
+        @app.route("/purge", methods=["PURGE"])
+        def purge():
+            context = trace.get_current_span().get_span_context()
+            print(json.dumps({"trace_id": f"{context.trace_id:032x}"}))
+            raise RuntimeError("cache gone")
+
+        obskit.instrument_flask(app)
+        thread = threading.Thread(
+            target=lambda: app.test_client().open("/purge", method="PURGE"), name="purger"
+        )
+        thread.start()
+        thread.join()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = _lines(result.stdout)
+    (trace_id,) = [line["trace_id"] for line in lines if "event" not in line]
+    (crash,) = [line for line in lines if line.get("logger") == "obskit.crash"]
+    assert crash["event"] == "unhandled exception in thread"
+    assert crash["trace_id"] == trace_id
+    assert crash["span.name"] == "HTTP /purge"
+    assert crash["exception.message"] == "cache gone"
+
+
 def test_an_unhandled_exception_in_the_main_thread_is_logged_and_the_exit_is_unchanged() -> None:
     """The main thread's exception escaping a request-like obskit.span() and a @traced
     call: an "unhandled exception" line with the @traced span's ids, then Python's own

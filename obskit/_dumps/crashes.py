@@ -27,6 +27,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from obskit._dumps import active_spans, dump_lines
+from obskit._http.methods import span_method
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._logs.pipeline import get_logger
 from obskit._traces.ids import hex_ids
@@ -210,6 +211,7 @@ def _span_in(frame: FrameType) -> dict[str, Any]:
         method = getattr(state, "method", None)
         if span is not None and method is not None:
             route = getattr(state, "route", None)
+            method = span_method(method)
             name = f"{method} {route}" if route else method
     if span is None or not hasattr(span, "get_span_context"):
         return {}

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 
 from obskit._dumps import active_spans, stacks
 from obskit._dumps.active_spans import NAME, REQUEST, SPAN, STARTED, TASK, THREAD, Entry
-from obskit._http.server_request import span_method
+from obskit._http.methods import span_method
 from obskit._lifecycle import after_fork
 from obskit._logs.pipeline import get_logger
 from obskit._traces.ids import hex_ids

@@ -49,8 +49,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, get_current_span
 
 from obskit._fast import propagation, spans
 from obskit._fast.ids import flags_and_validity
+from obskit._http.methods import normalize_method, span_method
 from obskit._http.redaction import redact_url
-from obskit._http.server_request import normalize_method, span_method
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
 from obskit._metrics.registry import ObskitHistogram, label_values, observe_trusted, store

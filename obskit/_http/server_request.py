@@ -19,6 +19,7 @@ from obskit._dumps.active_spans import enter_request as _enter_request
 from obskit._dumps.active_spans import leave as _leave
 from obskit._fast import propagation, spans
 from obskit._http import access_line as _access_line
+from obskit._http.methods import normalize_method, span_method
 from obskit._http.redaction import redact_header, redact_path, redact_query
 from obskit._lifecycle import internal_errors as _internal_errors
 from obskit._lifecycle import runtime as _runtime
@@ -34,9 +35,6 @@ from obskit._metrics.registry import (
 from obskit._traces import incoming_context as _incoming_context
 
 UNMATCHED = "<unmatched>"
-KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
-)
 
 
 class HttpMetrics:
@@ -99,25 +97,6 @@ def http_metrics() -> HttpMetrics:
     if cached is None or cached[0] is not metrics:
         cached = _cached = (metrics, HttpMetrics())
     return cached[1]
-
-
-#: The standard methods as servers send them: a request's method found in one lookup.
-_SAME_METHOD = {method: method for method in KNOWN_METHODS}
-
-
-def normalize_method(method: str) -> str:
-    """The method, or ``_OTHER`` for non-standard ones (bounded label values)."""
-    same = _SAME_METHOD.get(method)
-    if same is not None:
-        return same
-    upper = method.upper()
-    return upper if upper in KNOWN_METHODS else "_OTHER"
-
-
-def span_method(method: str) -> str:
-    """The method as a span name starts with it: ``HTTP`` for ``_OTHER`` (the HTTP
-    semantic conventions' span name ``{method} {target}``)."""
-    return "HTTP" if method == "_OTHER" else method
 
 
 def excluded(path: str, patterns: Iterable[str]) -> bool:

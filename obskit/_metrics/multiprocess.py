@@ -252,7 +252,11 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
                 time.sleep(0.001)
         yield
     finally:
-        os.close(handle)  # releases the lock
+        # Unlocked explicitly: a child forked before this handle was recorded has an
+        # unrecorded copy, and flock holds while any copy is open.
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
         _open_locks.pop(token, None)
 
 

@@ -108,9 +108,9 @@ def _prepare_metrics(worker: Any, telemetry: Any) -> None:
 
 
 def compact_gone(path: str) -> None:
-    """Fold the metric files of every process that is gone into the merged ones, for
-    about ``LOCK_WAIT`` seconds at most (never raises: a failure is counted and logged,
-    the files are kept and read as they are)."""
+    """Fold the metric files of every process that is gone into the merged ones,
+    starting none after ``LOCK_WAIT`` seconds (never raises: a failure is counted and
+    logged, the files are kept and read as they are)."""
     from obskit._metrics import multiprocess
 
     keep = {os.getpid(), os.getppid()}

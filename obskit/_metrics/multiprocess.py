@@ -231,10 +231,7 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
     except OSError:
         yield
         return
-    token = object()
     try:
-        info = os.fstat(handle)
-        _open_locks[token] = (handle, info.st_dev, info.st_ino)
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         deadline = time.monotonic() + LOCK_WAIT
         while True:
@@ -252,33 +249,12 @@ def locked(path: str, exclusive: bool) -> Iterator[None]:
                 time.sleep(0.001)
         yield
     finally:
-        # Unlocked explicitly: a child forked before this handle was recorded has an
-        # unrecorded copy, and flock holds while any copy is open.
+        # Unlocked explicitly, not by closing: a child forked meanwhile (a Celery pool
+        # child started during a scrape of the worker's /metrics) has a copy of this
+        # descriptor, and flock holds while any copy is open; an unlock applies to all.
         with contextlib.suppress(OSError):
             fcntl.flock(handle, fcntl.LOCK_UN)
         os.close(handle)
-        _open_locks.pop(token, None)
-
-
-#: The directory-lock handles open in this process (a scrape on one thread, a
-#: compaction on another), each under a token of its own: (descriptor, device, inode).
-_open_locks: dict[object, tuple[int, int, int]] = {}
-
-
-@after_fork.in_child
-def _close_inherited_locks() -> None:
-    """A child forked while another thread held the directory lock (a scrape of the
-    Celery worker's ``/metrics`` as the pool forks) has a copy of that descriptor, and
-    ``flock`` keeps the lock while any copy is open: the child would hold it for its
-    whole life, and its own compaction would wait on it. Close the copies (only the
-    child's: the parent's thread still holds and releases its own). A descriptor whose
-    number another file took since is left alone (its device and inode differ)."""
-    for handle, device, inode in list(_open_locks.values()):
-        with contextlib.suppress(OSError):
-            info = os.fstat(handle)
-            if (info.st_dev, info.st_ino) == (device, inode):
-                os.close(handle)
-    _open_locks.clear()
 
 
 def _report(error: BaseException) -> None:
